@@ -1,0 +1,1 @@
+"""digest: a headless arXiv digest daemon."""

@@ -1,0 +1,549 @@
+"""The whole configuration: declared once, validated once at load, secrets resolved and redacted here.
+
+A mistake in the file is one line naming the file, the key path and what was expected::
+
+    config.toml: email.port: expected an integer, got "abc"
+
+Secrets are never required inline: every secret key ``x`` also accepts ``x_env`` (the name of an
+environment variable) and ``x_file`` (a path; relative paths resolve against systemd's
+``$CREDENTIALS_DIRECTORY`` when it is set). Resolved secrets are held in :class:`Secret`, whose
+``str`` and ``repr`` are redacted, so printing or logging a setting cannot leak one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .taxonomy import CategoryExpression, CategoryExpressionError
+
+REDACTED = "********"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class ConfigError(Exception):
+    """A configuration mistake, already phrased as the one line the user sees."""
+
+
+class Secret:
+    """A resolved secret. Only :meth:`reveal` gives the value; everything else prints it redacted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    __repr__ = __str__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Section(BaseModel):
+    # TOML already types its values, so no coercion: "abc" for a port is an error, not a surprise.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+
+
+def _secret_fields(name: str):
+    """The three spellings of one secret: inline, from an environment variable, from a file."""
+    return {
+        name: (str | None, None),
+        f"{name}_env": (str | None, None),
+        f"{name}_file": (str | None, None),
+    }
+
+
+class ArxivSettings(Section):
+    categories: str = "cs.AI"
+    contact: str = Field("", description="your email address, sent in the User-Agent as arXiv asks")
+    feed_url: str = "https://rss.arxiv.org/atom/"
+    api_url: str = "https://export.arxiv.org/api/query"
+    oai_url: str = "https://oaipmh.arxiv.org/oai"
+    min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
+    timeout: float = Field(30.0, gt=0)
+    retries: int = Field(4, ge=0)
+
+    @field_validator("categories")
+    @classmethod
+    def _valid_expression(cls, value: str) -> str:
+        return _check_expression(value)
+
+    @property
+    def expression(self) -> CategoryExpression:
+        return CategoryExpression.parse(self.categories)
+
+
+class StorageSettings(Section):
+    path: str = Field("", description="the SQLite database; empty for the state directory")
+
+
+class EmbeddingSettings(Section):
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(64, ge=1)
+
+
+class LLMSettings(Section):
+    base_url: str = "https://api.openai.com/v1"
+    model: str = Field("", description="empty: no LLM, the digest shows abstracts instead")
+    api_key: Secret | None = None
+    language: str = "English"
+    summarize: int | Literal["all"] = 15
+    concurrency: int = Field(4, ge=1, le=64)
+    daily_token_budget: int = Field(300_000, ge=0)
+    timeout: float = Field(60.0, gt=0)
+    deadline: float = Field(900.0, gt=0, description="seconds all summaries of one run may take")
+    full_text: int = Field(0, ge=0, description="how many top papers are summarized from their full text")
+    full_text_max_tokens: int = Field(12_000, ge=1000)
+
+    @field_validator("summarize")
+    @classmethod
+    def _non_negative(cls, value):
+        if isinstance(value, int) and value < 0:
+            raise ValueError("expected a number of papers (0 or more) or \"all\"")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model)
+
+
+class EmailSettings(Section):
+    host: str = Field("", description="empty: no email")
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str = ""
+    password: Secret | None = None
+    from_: str = Field("", alias="from")
+    ca_file: str = ""
+    timeout: float = Field(60.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+class ChatTarget(Section):
+    url: Secret
+    attach: bool = Field(True, description="attach the complete digest where the service takes files")
+
+
+class FilesSettings(Section):
+    dir: str = Field("", description="empty for <state dir>/digests")
+    always: bool = Field(False, description="write files for every profile, not only those with no other channel")
+    feed_url: str = Field("", description="public URL prefix of dir, for the Atom feed's links")
+
+
+class DigestSettings(Section):
+    top: int = Field(15, ge=0, description="papers in the top section, with summaries")
+    rest_order: Literal["score", "arxiv"] = "score"
+    include_replacements: bool = False
+    send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")
+
+
+class ScheduleSettings(Section):
+    time: str = "07:00"
+    timezone: str = "America/New_York"
+    poll_every: float = Field(900.0, gt=0, description="seconds between feed polls while today's is late")
+    give_up_after: float = Field(6 * 3600.0, gt=0, description="seconds after `time` to stop polling")
+    catch_up: Literal["each", "merged"] = "each"
+    catch_up_days: int = Field(7, ge=0, le=60)
+
+    @field_validator("time")
+    @classmethod
+    def _valid_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"expected a time of day as HH:MM, got {json.dumps(value)}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA timezone such as \"Europe/Berlin\", got {json.dumps(value)}")
+        return value
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def time_of_day(self) -> dt.time:
+        return dt.time.fromisoformat(self.time)
+
+
+class Interest(Section):
+    text: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)
+
+
+class Profile(Section):
+    name: str = Field("", exclude=True)
+    interests: list[Interest] = []
+    seed_papers: list[str] = []
+    keywords: list[str] = []
+    negative_keywords: list[str] = []
+    authors: list[str] = []
+    categories: str = Field("", description="empty: arxiv.categories")
+    top: int | None = Field(None, ge=0)
+    email_to: list[str] = []
+    chat: list[str] = []
+    files: bool = False
+
+    @field_validator("interests", mode="before")
+    @classmethod
+    def _plain_strings(cls, value):
+        if isinstance(value, list):
+            return [{"text": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _valid_expression(cls, value: str) -> str:
+        return _check_expression(value) if value else value
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+                raise ValueError(f"expected an email address, got {json.dumps(address)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_interests(self):
+        if not (self.interests or self.seed_papers or self.keywords or self.authors):
+            raise ValueError("no interests: give at least one of interests, seed_papers, keywords or authors")
+        return self
+
+
+class Settings(Section):
+    arxiv: ArxivSettings = ArxivSettings()
+    storage: StorageSettings = StorageSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    llm: LLMSettings = LLMSettings()
+    email: EmailSettings = EmailSettings()
+    chat: dict[str, ChatTarget] = {}
+    files: FilesSettings = FilesSettings()
+    digest: DigestSettings = DigestSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    profiles: dict[str, Profile] = Field(min_length=1)
+    source: str = Field("", exclude=True, description="the file this was loaded from")
+
+    @model_validator(mode="after")
+    def _profiles_point_at_configured_channels(self):
+        for name, profile in self.profiles.items():
+            for target in profile.chat:
+                if target not in self.chat:
+                    raise _KeyProblem(f"profiles.{name}.chat", f"no chat target named {json.dumps(target)} in [chat]")
+            if profile.email_to and not self.email.enabled:
+                raise _KeyProblem(f"profiles.{name}.email_to", "email.host is not set, so no email can be sent")
+        return self
+
+    # -- what the stages ask for -----------------------------------------------------------------
+
+    def expression_for(self, profile: Profile) -> CategoryExpression:
+        return CategoryExpression.parse(profile.categories or self.arxiv.categories)
+
+    def top_for(self, profile: Profile) -> int:
+        return self.digest.top if profile.top is None else profile.top
+
+    def channels_for(self, profile: Profile) -> list[tuple[str, str]]:
+        """(channel, target) pairs: ("email", address), ("chat", name), ("files", "")."""
+        channels = [("email", address) for address in profile.email_to]
+        channels += [("chat", name) for name in profile.chat]
+        if profile.files or self.files.always or not channels:
+            channels.append(("files", ""))
+        return channels
+
+    def feed_categories(self) -> list[str]:
+        """Every category any profile includes: one feed request covers them all."""
+        codes: dict[str, None] = {}
+        for profile in self.profiles.values():
+            codes.update(dict.fromkeys(self.expression_for(profile).include))
+        return list(codes)
+
+    def database_path(self) -> Path:
+        return Path(self.storage.path).expanduser() if self.storage.path else state_dir() / "digest.db"
+
+    def files_dir(self) -> Path:
+        return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
+
+    def secrets(self) -> list[str]:
+        """Every resolved secret value, for log and error redaction."""
+        found = [s.reveal() for s in _walk_secrets(self) if s]
+        return sorted(set(found), key=len, reverse=True)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, every secret replaced by ********."""
+        return _plain(self)
+
+
+class _KeyProblem(ValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _check_expression(value: str) -> str:
+    try:
+        CategoryExpression.parse(value)
+    except CategoryExpressionError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _walk_secrets(model: BaseModel):
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Secret):
+            yield value
+        elif isinstance(value, BaseModel):
+            yield from _walk_secrets(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    yield from _walk_secrets(item)
+
+
+def _plain(value):
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, BaseModel):
+        out = {}
+        for name, field in type(value).model_fields.items():
+            if field.exclude:
+                continue
+            out[field.alias or name] = _plain(getattr(value, name))
+        return out
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- finding and loading the file ------------------------------------------------------------------
+
+SECRET_KEYS = {
+    ("llm",): ("api_key",),
+    ("email",): ("password",),
+    ("chat", "*"): ("url",),
+}
+
+
+def config_dir() -> Path:
+    if os.environ.get("CONFIGURATION_DIRECTORY"):  # systemd's ConfigurationDirectory=
+        return Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "digest"
+
+
+def state_dir() -> Path:
+    if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "digest"
+
+
+def find_config(explicit: str | os.PathLike | None = None) -> Path:
+    """--config, then $DIGEST_CONFIG, then the config directory."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("DIGEST_CONFIG"):
+        return Path(os.environ["DIGEST_CONFIG"]).expanduser()
+    return config_dir() / "config.toml"
+
+
+def load_settings(path: str | os.PathLike | None = None, environ=None) -> Settings:
+    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
+    environ = os.environ if environ is None else environ
+    file = find_config(path)
+    label = file.name
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no configuration file here; create one with `digest init`") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
+    return parse_settings(text, label=label, environ=environ, source=str(file))
+
+
+def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "") -> Settings:
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: invalid TOML: {exc}") from None
+    raw = _resolve_secrets(raw, label, environ)
+    for name, profile in (raw.get("profiles") or {}).items() if isinstance(raw.get("profiles"), dict) else ():
+        if isinstance(profile, dict):
+            if "name" in profile:
+                raise ConfigError(f"{label}: profiles.{name}.name: unknown key (the table name is the profile's name)")
+            profile["name"] = name
+    try:
+        settings = Settings.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_one_line(label, exc)) from None
+    return settings
+
+
+def _resolve_secrets(raw: dict, label: str, environ) -> dict:
+    for section_path, keys in SECRET_KEYS.items():
+        for prefix, table in _tables(raw, section_path):
+            for key in keys:
+                table_key = ".".join(prefix)
+                spellings = [k for k in (key, f"{key}_env", f"{key}_file") if k in table]
+                if len(spellings) > 1:
+                    raise ConfigError(f"{label}: {table_key}.{spellings[1]}: give only one of {', '.join(spellings)}")
+                if not spellings:
+                    continue
+                spelled = spellings[0]
+                where = f"{label}: {table_key}.{spelled}"
+                value = table.pop(spelled)
+                if not isinstance(value, str):
+                    raise ConfigError(f"{where}: expected a string, got {_show(value)}")
+                if spelled.endswith("_env"):
+                    if value not in environ or not environ[value]:
+                        raise ConfigError(f"{where}: environment variable {value} is not set")
+                    table[key] = Secret(environ[value])
+                elif spelled.endswith("_file"):
+                    table[key] = Secret(_read_secret_file(value, where, environ))
+                else:
+                    table[key] = Secret(value)
+    return raw
+
+
+def _tables(raw: dict, section_path: tuple[str, ...]):
+    """Yield (key path, table) for a section path whose '*' matches every sub-table."""
+    found = [((), raw)]
+    for part in section_path:
+        deeper = []
+        for prefix, table in found:
+            if not isinstance(table, dict):
+                continue
+            names = list(table) if part == "*" else [part]
+            deeper += [(prefix + (n,), table[n]) for n in names if isinstance(table.get(n), dict)]
+        found = deeper
+    return found
+
+
+def _read_secret_file(value: str, where: str, environ) -> str:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{where}: {path} is empty")
+    return secret
+
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a table",
+    "model_type": "expected a table",
+    "model_attributes_type": "expected a table",
+}
+
+
+def _one_line(label: str, exc: ValidationError) -> str:
+    """The first problem pydantic found, in our words: file, key path, what was expected."""
+    errors = exc.errors()
+    # A union (e.g. summarize = 15 | "all") reports one error per member; the key is what matters.
+    error = errors[0]
+    loc = [str(part) for part in error["loc"] if not _is_union_member(part)]
+    key = _key_path(loc)
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"{label}: {key}: unknown key"
+    if kind in ("missing", "too_short") and key == "profiles":
+        return f"{label}: profiles: no profile; add one, e.g. [profiles.me] with interests = [\"...\"]"
+    if kind == "missing":
+        return f"{label}: {key}: required key is missing"
+    if kind == "literal_error":
+        expected = error["ctx"]["expected"]
+        return f"{label}: {key}: expected {expected}, got {_show(value)}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        limit = next(iter(error["ctx"].values()))
+        return f"{label}: {key}: expected a number {bound} {limit}, got {_show(value)}"
+    if kind == "string_too_short":
+        return f"{label}: {key}: must not be empty"
+    if kind == "value_error":
+        problem = error["ctx"]["error"]
+        if isinstance(problem, _KeyProblem):
+            return f"{label}: {problem.key}: {problem.message}"
+        message = str(problem)
+        return f"{label}: {key}: {message}"
+    if kind in _EXPECTED:
+        members = [e for e in errors if [str(p) for p in e["loc"] if not _is_union_member(p)] == loc]
+        wants = list(dict.fromkeys(_expected(e) for e in members))
+        return f"{label}: {key}: expected {' or '.join(wants)}, got {_show(value)}"
+    return f"{label}: {key}: {error['msg']}, got {_show(value)}"
+
+
+def _expected(error) -> str:
+    if error["type"] == "literal_error":
+        return error["ctx"]["expected"]
+    return _EXPECTED.get(error["type"], error["msg"]).removeprefix("expected ")
+
+
+def _is_union_member(part) -> bool:
+    return isinstance(part, str) and (part in {"int", "str", "float", "bool", "none", "list[str]"}
+                                      or part.startswith(("literal[", "is-instance[", "function-")))
+
+
+def _key_path(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        if part == "from_":
+            part = "from"
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def _show(value) -> str:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (dt.date, dt.time, dt.datetime)):
+        return value.isoformat()
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)

@@ -1,0 +1,390 @@
+"""Opening the database and every migration, in one place; the queries other modules call by name.
+
+Migrations are functions ``m001_...`` applied in order on every open and recorded in ``_migrations``.
+Never edit one that has shipped: add the next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Callable, Iterable
+
+import sqlite_utils
+
+from .records import Announcement, Paper
+
+BUSY_TIMEOUT_MS = 10_000
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def migration(fn):
+    MIGRATIONS.append(fn)
+    return fn
+
+
+class DatabaseError(Exception):
+    """The database could not be opened or written, phrased for the user."""
+
+
+def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
+    """Open (creating when missing) with WAL and a busy timeout, then apply pending migrations."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"{path.parent}: cannot create the database directory: {exc.strerror}") from None
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if str(path) != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        db = sqlite_utils.Database(conn)
+        if migrate:
+            apply_migrations(db)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path}: {exc}") from None
+    return db
+
+
+def apply_migrations(db: sqlite_utils.Database, upto: int | None = None) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for fn in MIGRATIONS[:upto]:
+        if fn.__name__ in done:
+            continue
+        with transaction(db):
+            fn(db)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [fn.__name__, now_iso()])
+        applied.append(fn.__name__)
+    return applied
+
+
+class transaction:
+    """BEGIN IMMEDIATE ... COMMIT, so a writer takes the lock up front and never deadlocks on upgrade."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.conn = db.conn
+
+    def __enter__(self):
+        self.nested = self.conn.in_transaction
+        if not self.nested:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.nested:
+            return False
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- the schema -------------------------------------------------------------------------------------
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE papers (
+            id TEXT PRIMARY KEY,             -- arXiv id without version: 2401.01234, hep-th/9901001
+            version INTEGER NOT NULL,        -- latest version seen
+            title TEXT NOT NULL,
+            abstract TEXT NOT NULL,
+            authors TEXT NOT NULL,           -- JSON list
+            categories TEXT NOT NULL,        -- JSON list, primary first
+            primary_category TEXT NOT NULL,
+            published TEXT,                  -- first version, ISO 8601
+            updated TEXT,                    -- latest version, ISO 8601
+            comment TEXT,
+            journal_ref TEXT,
+            doi TEXT,
+            content_hash TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL
+        );
+        CREATE INDEX papers_primary ON papers(primary_category);
+
+        -- Which paper was announced on which day, and how: one row per (day, paper).
+        CREATE TABLE announcements (
+            announced_on TEXT NOT NULL,      -- YYYY-MM-DD, arXiv's announcement day (ET)
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            version INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('new', 'cross', 'replace', 'replace-cross')),
+            position INTEGER NOT NULL,       -- arXiv's listing order
+            source TEXT NOT NULL,            -- feed, api, oai, listing
+            PRIMARY KEY (announced_on, paper_id)
+        );
+        CREATE INDEX announcements_paper ON announcements(paper_id);
+
+        -- One row per fetch of a day's announcement: what arXiv said, so an empty day is told apart
+        -- from a failed fetch.
+        CREATE TABLE fetches (
+            id INTEGER PRIMARY KEY,
+            announced_on TEXT,               -- NULL when the fetch failed before a day was known
+            categories TEXT NOT NULL,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('announced', 'empty', 'failed')),
+            entries INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,  -- malformed entries, logged with their reason
+            error TEXT,
+            fetched_at TEXT NOT NULL
+        );
+        CREATE INDEX fetches_day ON fetches(announced_on);
+
+        CREATE TABLE embeddings (
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            dimensions INTEGER NOT NULL,
+            vector BLOB NOT NULL,            -- little-endian float32
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (paper_id, model)
+        );
+
+        CREATE TABLE summaries (
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            version INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            language TEXT NOT NULL,
+            tldr TEXT NOT NULL,
+            faq TEXT NOT NULL,               -- JSON object: problem, related_work, method, ...
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (paper_id, version, model, prompt_version, language)
+        );
+
+        -- Every LLM request, for the daily token budget and `digest stats`.
+        CREATE TABLE llm_calls (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL,               -- UTC date the tokens count against
+            paper_id TEXT,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,            -- ok, invalid, error
+            error TEXT,
+            duration REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX llm_calls_day ON llm_calls(day);
+
+        CREATE TABLE digests (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            announced_on TEXT NOT NULL,      -- the (last) announcement day it covers
+            days TEXT NOT NULL,              -- JSON list of the days it covers (several for a catch-up)
+            categories TEXT NOT NULL,
+            announced INTEGER NOT NULL,
+            new INTEGER NOT NULL,
+            cross INTEGER NOT NULL,
+            replaced INTEGER NOT NULL,
+            summarized INTEGER NOT NULL DEFAULT 0,
+            subject TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (profile, announced_on)
+        );
+
+        CREATE TABLE digest_items (
+            digest_id INTEGER NOT NULL REFERENCES digests(id) ON DELETE CASCADE,
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            rank INTEGER NOT NULL,
+            score REAL NOT NULL,
+            reason TEXT NOT NULL,
+            section TEXT NOT NULL CHECK (section IN ('top', 'rest', 'replaced')),
+            kind TEXT NOT NULL,
+            PRIMARY KEY (digest_id, paper_id)
+        );
+        CREATE INDEX digest_items_paper ON digest_items(paper_id);
+
+        -- The outbox: one row per digest and channel target. Claimed atomically; sent exactly once.
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            digest_id INTEGER NOT NULL REFERENCES digests(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,           -- email, chat, files
+            target TEXT NOT NULL,            -- an address, a chat target's name, '' for files
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_attempt_at TEXT,
+            claimed_by TEXT,
+            claimed_at TEXT,
+            sent_at TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (digest_id, channel, target)
+        );
+        CREATE INDEX deliveries_status ON deliveries(status, next_attempt_at);
+
+        CREATE TABLE feedback (
+            paper_id TEXT NOT NULL,
+            profile TEXT NOT NULL DEFAULT '',  -- '' applies to every profile
+            value INTEGER NOT NULL CHECK (value IN (-1, 1)),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (paper_id, profile)
+        );
+
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            announced_on TEXT,               -- the day this run produces a digest for, once known
+            trigger TEXT NOT NULL,           -- cli, schedule, catch-up
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'empty', 'failed', 'interrupted')),
+            stage TEXT,                      -- the stage running or last finished
+            error TEXT,
+            pid INTEGER,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+
+        CREATE TABLE run_stages (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            stage TEXT NOT NULL,             -- fetch, embed, rank, summarize, render, deliver
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'skipped')),
+            counts TEXT,                     -- JSON object
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration REAL,
+            PRIMARY KEY (run_id, stage)
+        );
+        """
+    )
+    db["papers"].enable_fts(["title", "abstract", "authors"], create_triggers=True, tokenize="porter")
+
+
+# -- papers and announcements ---------------------------------------------------------------------
+
+def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
+    """Upsert by id, keeping the highest version's metadata. Returns how many rows changed."""
+    changed = 0
+    stamp = now_iso()
+    with transaction(db):
+        for paper in papers:
+            existing = db.execute("SELECT version, content_hash FROM papers WHERE id = ?", [paper.id]).fetchone()
+            if existing and existing[0] > paper.version:
+                continue
+            if existing and existing[0] == paper.version and existing[1] == paper.content_hash:
+                db.execute("UPDATE papers SET last_seen = ? WHERE id = ?", [stamp, paper.id])
+                continue
+            row = paper_row(paper)
+            if existing:
+                db.execute(
+                    "UPDATE papers SET version=:version, title=:title, abstract=:abstract, authors=:authors, "
+                    "categories=:categories, primary_category=:primary_category, "
+                    "published=COALESCE(published, :published), updated=:updated, comment=:comment, "
+                    "journal_ref=:journal_ref, doi=:doi, content_hash=:content_hash, last_seen=:last_seen "
+                    "WHERE id=:id",
+                    {**row, "last_seen": stamp},
+                )
+            else:
+                db["papers"].insert({**row, "first_seen": stamp, "last_seen": stamp})
+            changed += 1
+    return changed
+
+
+def save_announcements(db: sqlite_utils.Database, announcements: Iterable[Announcement], source: str) -> int:
+    """Store papers and the day they were announced on. Idempotent: the same day twice changes nothing."""
+    announcements = list(announcements)
+    save_papers(db, [a.paper for a in announcements])
+    inserted = 0
+    with transaction(db):
+        for a in announcements:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO announcements (announced_on, paper_id, version, kind, position, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [a.announced_on.isoformat(), a.paper.id, a.paper.version, a.kind, a.position, source],
+            )
+            inserted += cursor.rowcount
+    return inserted
+
+
+def paper_row(paper: Paper) -> dict:
+    return {
+        "id": paper.id,
+        "version": paper.version,
+        "title": paper.title,
+        "abstract": paper.abstract,
+        "authors": json.dumps(paper.authors, ensure_ascii=False),
+        "categories": json.dumps(paper.categories),
+        "primary_category": paper.primary_category,
+        "published": paper.published,
+        "updated": paper.updated,
+        "comment": paper.comment,
+        "journal_ref": paper.journal_ref,
+        "doi": paper.doi,
+        "content_hash": paper.content_hash,
+    }
+
+
+def paper_from_row(row: dict) -> Paper:
+    return Paper(
+        id=row["id"],
+        version=row["version"],
+        title=row["title"],
+        abstract=row["abstract"],
+        authors=json.loads(row["authors"]),
+        categories=json.loads(row["categories"]),
+        primary_category=row["primary_category"],
+        published=row.get("published"),
+        updated=row.get("updated"),
+        comment=row.get("comment"),
+        journal_ref=row.get("journal_ref"),
+        doi=row.get("doi"),
+    )
+
+
+def get_paper(db: sqlite_utils.Database, paper_id: str) -> Paper | None:
+    rows = list(db.query("SELECT * FROM papers WHERE id = ?", [paper_id]))
+    return paper_from_row(rows[0]) if rows else None
+
+
+def get_papers(db: sqlite_utils.Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
+    ids = list(dict.fromkeys(paper_ids))
+    found: dict[str, Paper] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.query(f"SELECT * FROM papers WHERE id IN ({marks})", chunk):
+            found[row["id"]] = paper_from_row(row)
+    return found
+
+
+def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
+    """A day's announcements in arXiv's listing order."""
+    rows = list(db.query(
+        "SELECT a.kind, a.position, a.announced_on, p.* FROM announcements a JOIN papers p ON p.id = a.paper_id "
+        "WHERE a.announced_on = ? ORDER BY a.position, a.paper_id",
+        [day.isoformat()],
+    ))
+    return [
+        Announcement(paper=paper_from_row(r), announced_on=day, kind=r["kind"], position=r["position"])
+        for r in rows
+    ]
+
+
+def record_fetch(db: sqlite_utils.Database, *, announced_on: dt.date | None, categories: str, source: str,
+                 status: str, entries: int = 0, skipped: int = 0, error: str | None = None) -> int:
+    with transaction(db):
+        cursor = db.execute(
+            "INSERT INTO fetches (announced_on, categories, source, status, entries, skipped, error, fetched_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [announced_on.isoformat() if announced_on else None, categories, source, status, entries, skipped,
+             error, now_iso()],
+        )
+    return cursor.lastrowid
+
+
+def table_columns(db: sqlite_utils.Database) -> dict[str, list[str]]:
+    """Every table's columns, for the schema test and `digest status --json`."""
+    return {t.name: [c.name for c in t.columns] for t in db.tables if not t.name.startswith("papers_fts")}

@@ -1,0 +1,111 @@
+"""Plain records that flow down the pipeline. No behaviour beyond what the data itself implies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+
+
+@dataclass
+class Paper:
+    """One arXiv paper at one version. ``id`` carries no version: ``2401.01234``, ``hep-th/9901001``."""
+
+    id: str
+    version: int
+    title: str
+    abstract: str
+    authors: list[str]
+    categories: list[str]
+    primary_category: str
+    published: str | None = None  # first version, ISO 8601
+    updated: str | None = None  # this version, ISO 8601
+    comment: str | None = None
+    journal_ref: str | None = None
+    doi: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """What embeddings and summaries are keyed on: a new version with the same text needs no new work."""
+        return hashlib.sha256(f"{self.title}\n{self.abstract}".encode()).hexdigest()[:32]
+
+    @property
+    def abs_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.id}"
+
+
+@dataclass
+class Announcement:
+    """A paper as listed on one announcement day, in the order arXiv listed it."""
+
+    paper: Paper
+    announced_on: dt.date
+    kind: str  # one of ANNOUNCE_TYPES
+    position: int = 0
+
+
+@dataclass
+class Ranked:
+    """A paper's place in one profile's digest. ``reason`` is for a person to read."""
+
+    paper: Paper
+    rank: int
+    score: float
+    reason: str
+    section: str = "rest"  # "top", "rest" or "replaced"
+    kind: str = "new"
+    summary: "Summary | None" = None
+
+
+@dataclass
+class Summary:
+    """Cool Papers' FAQ for one paper. ``source`` is "llm" or "abstract" (the fallback, labelled as such)."""
+
+    tldr: str
+    problem: str = ""
+    related_work: str = ""
+    method: str = ""
+    experiments: str = ""
+    further_work: str = ""
+    summary: str = ""
+    source: str = "llm"
+    model: str = ""
+
+    FAQ = (
+        ("problem", "What problem does the paper try to solve?"),
+        ("related_work", "What is the related work?"),
+        ("method", "How does the paper solve it?"),
+        ("experiments", "What experiments does it run?"),
+        ("further_work", "What could be explored further?"),
+        ("summary", "Summary"),
+    )
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.source != "llm"
+
+
+@dataclass
+class DigestView:
+    """Everything a renderer needs for one profile's digest of one announcement day (or a catch-up)."""
+
+    profile: str
+    days: list[dt.date]
+    categories: str
+    items: list[Ranked] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # announced, new, cross, replace, summarized
+    digest_id: int | None = None
+
+    @property
+    def top(self) -> list[Ranked]:
+        return [i for i in self.items if i.section == "top"]
+
+    @property
+    def rest(self) -> list[Ranked]:
+        return [i for i in self.items if i.section == "rest"]
+
+    @property
+    def replaced(self) -> list[Ranked]:
+        return [i for i in self.items if i.section == "replaced"]

@@ -1,0 +1,113 @@
+"""A loopback HTTP server whose answers a test scripts: recorded arXiv files, errors, delays.
+
+Each route maps a path to a handler ``fn(request) -> Reply``; the server records every request
+(method, path, query, headers, body, time) so tests can check politeness and what was asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | str = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    content_type: str = "application/atom+xml; charset=utf-8"
+
+    @classmethod
+    def file(cls, path: Path, status: int = 200, **kwargs) -> "Reply":
+        return cls(status=status, body=Path(path).read_bytes(), **kwargs)
+
+
+Handler = Callable[[Request], Reply]
+
+
+class LoopbackServer:
+    def __init__(self):
+        self.routes: dict[str, Handler] = {}
+        self.requests: list[Request] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _serve(self):
+                parsed = urllib.parse.urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(self.command, parsed.path, urllib.parse.parse_qs(parsed.query),
+                                  {k.lower(): v for k, v in self.headers.items()},
+                                  self.rfile.read(length) if length else b"", time.monotonic())
+                with server._lock:
+                    server.requests.append(request)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.route(request)
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    body = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            do_GET = do_POST = do_HEAD = _serve
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def route(self, request: Request) -> Reply:
+        for prefix in sorted(self.routes, key=len, reverse=True):
+            if request.path.startswith(prefix):
+                return self.routes[prefix](request)
+        return Reply(404, "not found", content_type="text/plain")
+
+    def start(self) -> "LoopbackServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

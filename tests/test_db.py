@@ -1,0 +1,88 @@
+import datetime as dt
+import sqlite3
+
+import pytest
+
+from digest import db as dbm
+from digest.records import Announcement, Paper
+
+EXPECTED_COLUMNS = {
+    "papers": ["id", "version", "title", "abstract", "authors", "categories", "primary_category", "published",
+               "updated", "comment", "journal_ref", "doi", "content_hash", "first_seen", "last_seen"],
+    "announcements": ["announced_on", "paper_id", "version", "kind", "position", "source"],
+    "fetches": ["id", "announced_on", "categories", "source", "status", "entries", "skipped", "error", "fetched_at"],
+    "embeddings": ["paper_id", "model", "content_hash", "dimensions", "vector", "created_at"],
+    "summaries": ["paper_id", "version", "model", "prompt_version", "language", "tldr", "faq", "created_at"],
+    "digests": ["id", "profile", "announced_on", "days", "categories", "announced", "new", "cross", "replaced",
+                "summarized", "subject", "created_at"],
+    "digest_items": ["digest_id", "paper_id", "rank", "score", "reason", "section", "kind"],
+    "deliveries": ["id", "digest_id", "channel", "target", "status", "attempts", "last_error", "next_attempt_at",
+                   "claimed_by", "claimed_at", "sent_at", "created_at"],
+    "feedback": ["paper_id", "profile", "value", "created_at"],
+    "runs": ["id", "announced_on", "trigger", "status", "stage", "error", "pid", "started_at", "finished_at"],
+}
+
+
+def paper(pid="2401.01234", version=1, title="A title", abstract="An abstract.") -> Paper:
+    return Paper(id=pid, version=version, title=title, abstract=abstract, authors=["Ada Lovelace", "Alan Turing"],
+                 categories=["cs.AI", "cs.LG"], primary_category="cs.AI")
+
+
+def test_schema_columns(tmp_path):
+    db = dbm.open_db(tmp_path / "d.db")
+    columns = dbm.table_columns(db)
+    for table, expected in EXPECTED_COLUMNS.items():
+        assert columns[table][: len(expected)] == expected, table
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == dbm.BUSY_TIMEOUT_MS
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path):
+    path = tmp_path / "d.db"
+    dbm.open_db(path)
+    db = dbm.open_db(path)
+    names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    assert names == [fn.__name__ for fn in dbm.MIGRATIONS]
+
+
+@pytest.mark.parametrize("earlier", range(1, len(dbm.MIGRATIONS) + 1))
+def test_upgrading_from_each_earlier_schema_keeps_data(tmp_path, earlier):
+    path = tmp_path / "d.db"
+    db = dbm.open_db(path, migrate=False)
+    dbm.apply_migrations(db, upto=earlier)
+    dbm.save_announcements(db, [Announcement(paper(), dt.date(2026, 6, 22), "new", 0)], source="feed")
+    db.conn.close()
+    db = dbm.open_db(path)
+    assert dbm.get_paper(db, "2401.01234").title == "A title"
+    assert [a.paper.id for a in dbm.announced_on(db, dt.date(2026, 6, 22))] == ["2401.01234"]
+
+
+def test_save_is_idempotent_and_keeps_the_latest_version(tmp_path):
+    db = dbm.open_db(tmp_path / "d.db")
+    day = dt.date(2026, 6, 22)
+    assert dbm.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 1
+    assert dbm.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 0
+    dbm.save_papers(db, [paper(version=3, title="Revised")])
+    dbm.save_papers(db, [paper(version=2, title="Older")])
+    stored = dbm.get_paper(db, "2401.01234")
+    assert (stored.version, stored.title) == (3, "Revised")
+    assert db["papers"].count == 1
+
+
+def test_full_text_search_covers_title_abstract_authors(tmp_path):
+    db = dbm.open_db(tmp_path / "d.db")
+    dbm.save_papers(db, [paper(title="Graph neural networks", abstract="We study message passing.")])
+    hits = lambda q: [r["id"] for r in db.query(
+        "SELECT papers.id FROM papers_fts JOIN papers ON papers.rowid = papers_fts.rowid WHERE papers_fts MATCH ?", [q])]
+    assert hits("graph") == ["2401.01234"]
+    assert hits("passing") == ["2401.01234"]
+    assert hits("turing") == ["2401.01234"]
+    dbm.save_papers(db, [paper(version=2, title="Transformers", abstract="Attention.")])
+    assert hits("graph") == []
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(dbm.DatabaseError, match="cannot create the database directory"):
+        dbm.open_db(blocker / "sub" / "d.db")
