@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: $(STAMP)
-	@$(BIN)/digest config path >/dev/null 2>&1 || $(BIN)/digest init
+	@$(BIN)/digest config --path >/dev/null 2>&1 || $(BIN)/digest init
 	$(BIN)/digest run
 
 test: $(STAMP)
