@@ -263,6 +263,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["papers"].enable_fts(["title", "abstract", "authors"], create_triggers=True, tokenize="porter")
 
 
+@migration
+def m002_renders(db: sqlite_utils.Database) -> None:
+    """The rendered digest, stored once, so a delivery retried days later sends exactly what was built."""
+    db.executescript(
+        """
+        CREATE TABLE renders (
+            digest_id INTEGER NOT NULL REFERENCES digests(id) ON DELETE CASCADE,
+            format TEXT NOT NULL,            -- subject, html, text, markdown, json
+            body TEXT NOT NULL,
+            PRIMARY KEY (digest_id, format)
+        );
+        """
+    )
+
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
