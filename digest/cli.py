@@ -10,7 +10,9 @@ import datetime as dt
 import functools
 import io
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -202,6 +204,73 @@ def _toml_value(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value, ensure_ascii=False)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+@cli.command("run")
+@click.option("--day", "day_text", metavar="YYYY-MM-DD", multiple=True,
+              help="An announcement day to (re)build; repeat for one merged catch-up digest. Default: the feed's.")
+@click.option("--profile", "profile_names", metavar="NAME", multiple=True, help="Only this profile (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Render to preview files; store and send nothing.")
+@click.option("--resend", is_flag=True, help="Send again digests that were already sent.")
+@click.option("--no-fetch", is_flag=True, help="Use only announcements already stored.")
+@click.option("--trigger", default="cli", hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_app
+def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, trigger, as_json) -> None:
+    """Fetch, rank, summarize and deliver one announcement day now."""
+    from . import pipeline
+
+    days = [parse_day(text, "--day") for text in day_text]
+    unknown = [n for n in profile_names if n not in app.settings.profiles]
+    if unknown:
+        raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    db = app.db
+    with _terminate_as_interrupt():
+        result = pipeline.run_day(db, app.settings, days=days, profiles=list(profile_names), dry_run=dry_run,
+                                  resend=resend, trigger=trigger, fetch=not no_fetch)
+    if as_json:
+        click.echo(json.dumps({"status": result.status, "announced_on": result.announced_on, "digests": result.digests,
+                               "error": result.error, "previews": result.previews}, default=str))
+    else:
+        click.echo(_describe_run(db, result))
+    if result.status in ("failed", "pending"):
+        if as_json:
+            sys.exit(1)
+        raise RunFailure(result.error or "the run failed")
+
+
+def _describe_run(db, result) -> str:
+    if result.status == "empty":
+        return "arXiv announced nothing (a weekend or a holiday); no digest to send."
+    if result.status == "rendered":
+        return "Dry run; nothing stored or sent. Previews:\n" + "\n".join(f"  {p}" for p in result.previews)
+    if result.status == "failed":
+        return f"{result.announced_on or 'today'}: the run failed."
+    parts = []
+    for digest_id in result.digests:
+        row = db.execute("SELECT profile, announced, summarized FROM digests WHERE id = ?", [digest_id]).fetchone()
+        parts.append(f"{row[0]}: {row[1]} papers, {row[2]} summarized")
+    verb = "sent" if result.status == "sent" else "built"
+    if not parts:
+        return f"{result.announced_on}: no paper in your profiles' categories."
+    return f"{result.announced_on}: {verb} {'; '.join(parts)}."
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (systemd stop, the daemon's shutdown) unwinds like Ctrl-C, so the run is recorded as
+    interrupted; every stage is idempotent, so the next run picks up where this one stopped."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:
