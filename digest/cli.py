@@ -273,6 +273,42 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+@cli.command("fetch")
+@click.option("--from", "from_text", metavar="YYYY-MM-DD", help="Backfill from this announcement day (API).")
+@click.option("--to", "to_text", metavar="YYYY-MM-DD", help="Backfill up to this day, included (default: --from).")
+@pass_app
+def fetch_command(app: App, from_text: str | None, to_text: str | None) -> None:
+    """Fetch today's feed, or backfill past announcement days with --from/--to."""
+    from . import arxiv
+
+    start, end = parse_day(from_text, "--from"), parse_day(to_text, "--to")
+    if start is None and end is None:
+        result = arxiv.fetch_announcements(app.db, app.settings)
+        if result.status == "failed":
+            raise RunFailure(arxiv.describe_fetch(result))
+        click.echo(arxiv.describe_fetch(result))
+        return
+    if start is None:
+        raise UsageProblem("--to: give --from too")
+    end = end or start
+    if start > end:
+        raise UsageProblem(f"--from {start} is after --to {end}")
+    summary = _backfill_with_progress(app, arxiv, start, end)
+    click.echo(arxiv.describe_backfill(start, end, summary))
+    if summary["failed"]:
+        raise RunFailure(summary["errors"][0])
+
+
+def _backfill_with_progress(app: App, arxiv, start: dt.date, end: dt.date) -> dict:
+    from rich.progress import Progress
+
+    days = arxiv.announcement_days(start, end)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("backfilling", total=len(days))
+        return arxiv.backfill(app.db, app.settings, start, end,
+                              progress=lambda day, result: progress.update(task, advance=1, description=str(day)))
+
+
 def main() -> None:
     try:
         cli(prog_name="digest")

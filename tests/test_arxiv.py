@@ -1,0 +1,543 @@
+"""arXiv ingestion against real recorded arXiv answers served from loopback (../shared/data/arxiv/)."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import re
+import threading
+import urllib.parse
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings as hsettings, strategies as st
+
+from conftest import SHARED
+from digest import arxiv
+from digest.cli import cli
+from digest.config import parse_settings
+from digest.db import open_db
+from feeds import (LISTING_DAYS, api_feed_xml, arxiv_section, empty_feed_xml, feed_error_xml, feed_xml,
+                   listing_papers, serve_feeds)
+from loopback import Reply
+
+RSS = SHARED / "rss"
+API = SHARED / "api"
+SUBSET7 = RSS / "atom_cs.AI_2025-08-20_subset7.xml"
+FIRST86 = RSS / "atom_cs.AI_2025-08-20_first86_repaired.xml"
+OAI_503 = SHARED / "oai" / "oaipmh-listrecords---should-list-identifiers-from-arxiv_0_503.xml"
+D = dt.date
+
+
+def make_settings(url: str, categories: str = "cs.AI", **arxiv_options):
+    text = arxiv_section(url, categories=categories, **arxiv_options)
+    return parse_settings(text + '\n[profiles.me]\ninterests = ["agents"]\n')
+
+
+@pytest.fixture
+def db(tmp_path):
+    return open_db(tmp_path / "digest.db")
+
+
+def counts(db) -> dict[str, int]:
+    return {t: db[t].count for t in ("papers", "announcements")}
+
+
+def fetch_rows(db) -> list[dict]:
+    return list(db.query("SELECT announced_on, categories, source, status, entries, skipped, error FROM fetches "
+                         "ORDER BY id"))
+
+
+# -- identifiers ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("2401.01234v2", ("2401.01234", 2)),
+    ("2401.01234", ("2401.01234", None)),
+    ("arXiv:2401.01234v12", ("2401.01234", 12)),
+    ("https://arxiv.org/abs/2401.01234v3", ("2401.01234", 3)),
+    ("http://export.arxiv.org/pdf/2401.01234v3.pdf", ("2401.01234", 3)),
+    ("oai:arXiv.org:2508.13426v1", ("2508.13426", 1)),
+    ("0704.0001", ("0704.0001", None)),
+    ("hep-th/9901001", ("hep-th/9901001", None)),
+    ("quant-ph/0201082v1", ("quant-ph/0201082", 1)),
+    ("https://arxiv.org/abs/astro-ph/0601001", ("astro-ph/0601001", None)),
+    ("math.AG/0101001", ("math/0101001", None)),
+])
+def test_normalize_id(text, expected):
+    assert arxiv.normalize_id(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "2413.00001", "2401.1234v0", "2401.01234v", "", "hep-th/990100"])
+def test_normalize_id_rejects_what_is_not_an_id(text):
+    with pytest.raises(arxiv.InvalidArxivId) as info:
+        arxiv.normalize_id(text)
+    assert str(info.value) == f'"{text}" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)'
+
+
+@given(yymm=st.tuples(st.integers(7, 99), st.integers(1, 12)), number=st.integers(0, 99999),
+       version=st.one_of(st.none(), st.integers(1, 40)),
+       wrap=st.sampled_from(["{}", "arXiv:{}", "https://arxiv.org/abs/{}", "https://arxiv.org/pdf/{}.pdf", " {} "]))
+def test_normalize_id_property_new_style(yymm, number, version, wrap):
+    digits = 4 if yymm[0] < 15 else 5
+    paper_id = f"{yymm[0]:02d}{yymm[1]:02d}.{number % 10 ** digits:0{digits}d}"
+    text = wrap.format(paper_id + (f"v{version}" if version else ""))
+    assert arxiv.normalize_id(text) == (paper_id, version)
+
+
+@given(archive=st.sampled_from(["hep-th", "quant-ph", "astro-ph", "math", "cond-mat", "gr-qc"]),
+       year=st.integers(91, 106), month=st.integers(1, 12), number=st.integers(1, 999),
+       version=st.one_of(st.none(), st.integers(1, 9)))
+def test_normalize_id_property_old_style(archive, year, month, number, version):
+    paper_id = f"{archive}/{year % 100:02d}{month:02d}{number:03d}"
+    assert arxiv.normalize_id(paper_id + (f"v{version}" if version else "")) == (paper_id, version)
+
+
+# -- parsing feeds (pure) ---------------------------------------------------------------------------------
+
+def test_parse_real_feed_of_seven():
+    parsed = arxiv.parse_feed(SUBSET7.read_bytes())
+    assert parsed.announced_on == D(2025, 8, 20)
+    assert parsed.problems == []
+    assert collections.Counter(a.kind for a in parsed.announcements) == {"new": 2, "cross": 5}
+    first = parsed.announcements[0]
+    assert (first.position, first.kind, first.announced_on) == (0, "cross", D(2025, 8, 20))
+    paper = first.paper
+    assert (paper.id, paper.version) == ("2508.13426", 1)
+    assert paper.title == ("ALIGN: Word Association Learning for Cross-Cultural Generalization in Large "
+                           "Language Models")
+    assert paper.authors == ["Chunhua Liu", "Kabir Manandhar Shrestha", "Sukai Huang"]
+    assert paper.categories == ["cs.CL", "cs.AI"] and paper.primary_category == "cs.CL"
+    assert paper.abstract.startswith("As large language models (LLMs) increasingly mediate")
+    assert paper.abstract.endswith("improving cultural alignment in AI models.")
+    assert "Announce Type" not in paper.abstract
+    assert [a.paper.id for a in parsed.announcements if a.kind == "new"] == ["2508.14001", "2508.14002"]
+
+
+def test_parse_real_feed_of_86():
+    parsed = arxiv.parse_feed(FIRST86.read_bytes())
+    assert parsed.announced_on == D(2025, 8, 20)
+    assert collections.Counter(a.kind for a in parsed.announcements) == {"new": 41, "cross": 45}
+    assert [a.position for a in parsed.announcements] == list(range(86))
+    assert len({a.paper.id for a in parsed.announcements}) == 86
+    assert parsed.announcements[0].paper.id == "2508.13167"
+    assert all(a.paper.title and a.paper.abstract and a.paper.authors for a in parsed.announcements)
+
+
+def test_built_feed_parses_like_the_listing():
+    day = D(2026, 6, 23)
+    rows = [r for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.LG"}]
+    replaced = rows[-1]["id"]
+    parsed = arxiv.parse_feed(feed_xml(day, ["cs.AI", "cs.LG"], kinds={replaced: "replace"}))
+    assert parsed.announced_on == day and parsed.problems == []
+    by_id = {a.paper.id: a for a in parsed.announcements}
+    assert set(by_id) == {r["id"] for r in rows}
+    assert by_id[replaced].kind == "replace" and by_id[replaced].paper.version == 2
+    for row in rows[:50]:
+        paper = by_id[row["id"]].paper
+        assert paper.title == " ".join(row["title"].split())
+        assert paper.abstract == " ".join(row["abstract"].split())
+        assert paper.authors == row["authors"] and paper.categories == row["categories"]
+        expected_kind = "new" if row["primary_category"] in ("cs.AI", "cs.LG") else "cross"
+        if row["id"] != replaced:
+            assert by_id[row["id"]].kind == expected_kind
+
+
+def test_winter_feed_day_is_read_in_eastern_time():
+    # -05:00 in winter: midnight ET is 05:00 UTC, still the same announcement day.
+    xml = feed_xml(D(2026, 1, 5), ["cs.AI"], rows=listing_papers(D(2026, 6, 23))[:3])
+    assert b"2026-01-05T00:00:00-05:00" in xml
+    assert arxiv.parse_feed(xml).announced_on == D(2026, 1, 5)
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"<html><body>\n<h1>Retry after 10 seconds</h1>\n</body></html>",
+     "arXiv answered with an HTML page instead of a feed (Retry after 10 seconds)"),
+    (SUBSET7.read_bytes()[:3000],
+     "the feed is not valid XML (cut off or damaged) at line 27, column 36: Premature end of data in tag summary "
+     "line 27"),
+    (feed_error_xml("cs.XY"), "Feed error for query: cs.XY"),
+    ((API / "id_abc_s0_m100_b79c8dcf6bc3.xml").read_bytes(), "incorrect id format for abc"),
+    (b"", "arXiv answered with an empty document instead of a feed"),
+    (b'<?xml version="1.0"?><rss version="2.0"><channel/></rss>', "expected an Atom <feed>, got <rss>"),
+])
+def test_parse_rejects_what_is_not_a_feed(body, reason):
+    with pytest.raises(arxiv.FeedError) as info:
+        arxiv.parse_feed(body)
+    assert str(info.value) == reason
+
+
+def _without_title_of_third_entry(xml: bytes) -> bytes:
+    text = xml.decode()
+    starts = [m.start() for m in re.finditer("<entry>", text)]
+    third = text[starts[2]:starts[3]]
+    return (text[:starts[2]] + re.sub(r"<title>.*?</title>", "", third, count=1) + text[starts[3]:]).encode()
+
+
+def test_one_malformed_entry_is_skipped_with_a_reason():
+    parsed = arxiv.parse_feed(_without_title_of_third_entry(SUBSET7.read_bytes()))
+    assert parsed.problems == ["entry 3 (2508.13429): missing title"]
+    assert len(parsed.announcements) == 6
+    assert "2508.13429" not in {a.paper.id for a in parsed.announcements}
+    assert [a.position for a in parsed.announcements] == [0, 1, 3, 4, 5, 6]
+
+
+def test_an_empty_feed_has_no_day():
+    parsed = arxiv.parse_feed(empty_feed_xml(["cs.AI"]))
+    assert parsed.announcements == [] and parsed.problems == [] and parsed.announced_on is None
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_parser_raises_only_feed_error_on_arbitrary_bytes(data):
+    try:
+        arxiv.parse_feed(data)
+    except arxiv.FeedError:
+        pass
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(cut=st.integers(0, 11_000), junk=st.binary(max_size=20))
+def test_parser_raises_only_feed_error_on_damaged_real_feeds(cut, junk):
+    data = SUBSET7.read_bytes()
+    try:
+        arxiv.parse_feed(data[:cut] + junk + data[cut + len(junk):])
+    except arxiv.FeedError:
+        pass
+
+
+# -- fetching the feed over HTTP --------------------------------------------------------------------------
+
+def test_fetch_stores_the_day_and_is_idempotent(http_server, db):
+    day = D(2026, 6, 23)
+    feeds = serve_feeds(http_server, {day: feed_xml(day, ["cs.AI", "cs.LG"])}, day=day)
+    settings = make_settings(http_server.url, "cs.AI+cs.LG-cs.CY")
+    result = arxiv.fetch_announcements(db, settings)
+    rows = [r for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.LG"}]
+    new = sum(1 for r in rows if r["primary_category"] in ("cs.AI", "cs.LG"))
+    assert (result.status, result.announced_on, result.count, result.skipped) == ("announced", day, len(rows), 0)
+    assert arxiv.describe_fetch(result) == f"2026-06-23: {len(rows)} papers announced ({new} new, " \
+                                           f"{len(rows) - new} cross-lists)"
+    assert feeds.requests[0].path == "/atom/cs.AI+cs.LG"
+    before = counts(db)
+    assert before == {"papers": len(rows), "announcements": len(rows)}
+    stored = db.execute("SELECT kind, source, version FROM announcements WHERE paper_id = ?", [rows[0]["id"]])
+    assert stored.fetchone() == ("new" if rows[0]["primary_category"] in ("cs.AI", "cs.LG") else "cross", "feed", 1)
+    again = arxiv.fetch_announcements(db, settings)
+    assert (again.status, again.count) == ("announced", len(rows))
+    assert counts(db) == before
+    assert [r["status"] for r in fetch_rows(db)] == ["announced", "announced"]
+    assert fetch_rows(db)[0] == {"announced_on": "2026-06-23", "categories": "cs.AI+cs.LG", "source": "feed",
+                                 "status": "announced", "entries": len(rows), "skipped": 0, "error": None}
+
+
+def test_a_replacement_bumps_the_stored_version(http_server, db):
+    first, second = D(2026, 6, 23), D(2026, 6, 24)
+    row = listing_papers(first)[0]
+    feeds = serve_feeds(http_server, {first: feed_xml(first, ["cs"], rows=[row]),
+                                      second: feed_xml(second, ["cs"], rows=[{**row, "version": 2}],
+                                                       kinds={row["id"]: "replace"})}, day=first)
+    settings = make_settings(http_server.url, "cs")
+    arxiv.fetch_announcements(db, settings)
+    feeds.day = second
+    result = arxiv.fetch_announcements(db, settings)
+    assert result.kinds == {"replace": 1}
+    assert db.execute("SELECT version FROM papers WHERE id = ?", [row["id"]]).fetchone() == (2,)
+    assert list(db.query("SELECT announced_on, kind, version FROM announcements ORDER BY announced_on")) == [
+        {"announced_on": "2026-06-23", "kind": "new", "version": 1},
+        {"announced_on": "2026-06-24", "kind": "replace", "version": 2},
+    ]
+
+
+def test_a_weekend_feed_is_recorded_empty_not_failed(http_server, db):
+    serve_feeds(http_server, {}, day=D(2026, 6, 27))
+    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    assert (result.status, result.error) == ("empty", None)
+    assert arxiv.describe_fetch(result) == "arXiv announced nothing today (a weekend or a holiday)"
+    assert counts(db) == {"papers": 0, "announcements": 0}
+    assert [(r["status"], r["announced_on"], r["error"]) for r in fetch_rows(db)] == [("empty", None, None)]
+
+
+@pytest.mark.parametrize("reply, error", [
+    (Reply(200, OAI_503.read_bytes(), content_type="text/html"),
+     "arXiv answered with an HTML page instead of a feed (Retry after 10 seconds)"),
+    (Reply(200, SUBSET7.read_bytes()[:3000]),
+     "the feed is not valid XML (cut off or damaged) at line 27, column 36: Premature end of data in tag summary "
+     "line 27"),
+    (Reply(400, feed_error_xml("cs.AI")),
+     "arXiv's feed rejected the categories cs.AI: Feed error for query: cs.AI"),
+    (Reply(404, "not found", content_type="text/plain"), "/atom/cs.AI: HTTP 404 from arXiv"),
+])
+def test_a_bad_answer_is_recorded_failed_with_its_reason(http_server, db, reply, error):
+    serve_feeds(http_server, lambda day, cats: reply)
+    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    assert result.status == "failed"
+    assert result.error.removeprefix(http_server.url) == error
+    assert [(r["status"], r["error"].removeprefix(http_server.url)) for r in fetch_rows(db)] == [("failed", error)]
+    assert counts(db) == {"papers": 0, "announcements": 0}
+
+
+def test_nothing_listening_is_a_failed_fetch_not_an_exception(db):
+    settings = make_settings("http://127.0.0.1:9", retries=1)
+    result = arxiv.fetch_announcements(db, settings)
+    assert result.status == "failed"
+    assert result.error == "http://127.0.0.1:9/atom/cs.AI: connection refused after 2 attempts"
+
+
+def test_a_malformed_entry_is_logged_and_the_rest_stored(http_server, db, caplog):
+    serve_feeds(http_server, lambda day, cats: _without_title_of_third_entry(SUBSET7.read_bytes()))
+    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    assert (result.status, result.count, result.skipped) == ("announced", 6, 1)
+    assert counts(db) == {"papers": 6, "announcements": 6}
+    assert fetch_rows(db)[0]["skipped"] == 1
+    assert "feed cs.AI: skipped entry 3 (2508.13429): missing title" in caplog.text
+
+
+# -- politeness ------------------------------------------------------------------------------------------
+
+def test_requests_are_spaced_serial_and_name_the_operator(http_server, tmp_path):
+    day = D(2026, 6, 23)
+    serve_feeds(http_server, lambda d, cats: Reply(body=feed_xml(day, cats), delay=0.05))
+    settings = make_settings(http_server.url, min_interval=0.3, contact="ops@example.org")
+    open_db(tmp_path / "digest.db")  # migrated once, then one connection per thread
+    threads = [threading.Thread(target=lambda: arxiv.fetch_announcements(open_db(tmp_path / "digest.db"), settings))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times = [r.at for r in http_server.requests]
+    assert len(times) == 3
+    assert http_server.max_in_flight == 1
+    # each request starts at least min_interval after the previous one *ended* (0.05 s of serving)
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.3 + 0.05
+    user_agent = http_server.requests[0].headers["user-agent"]
+    assert re.fullmatch(r"digest/\S+ \(mailto:ops@example\.org\)", user_agent)
+
+
+def test_retry_after_is_honoured_on_503(http_server, db):
+    day = D(2026, 6, 23)
+    answers = [Reply(503, OAI_503.read_bytes(), headers={"Retry-After": "1"}, content_type="text/html"),
+               Reply(body=feed_xml(day, ["cs.AI"]))]
+    serve_feeds(http_server, lambda d, cats: answers.pop(0))
+    result = arxiv.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    assert result.status == "announced"
+    first, second = http_server.requests
+    assert second.at - first.at >= 1.0
+
+
+def test_retries_run_out_into_a_failed_fetch(http_server, db):
+    serve_feeds(http_server, lambda d, cats: Reply(503, OAI_503.read_bytes(), headers={"Retry-After": "0"},
+                                                   content_type="text/html"))
+    result = arxiv.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    assert len(http_server.requests) == 3
+    assert result.error.removeprefix(http_server.url) == "/atom/cs.AI: HTTP 503 from arXiv (Retry-After: 0)"
+
+
+def test_retry_after_as_an_http_date():
+    assert arxiv.retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
+    assert arxiv.retry_after_seconds("120") == 120.0
+    assert arxiv.retry_after_seconds("soon") is None
+
+
+# -- papers by id through the arxiv package ---------------------------------------------------------------
+
+def serve_api(http_server):
+    """Route /api/query to the recorded API answers, chosen by id_list as index.json says."""
+    index = json.loads((API / "index.json").read_text())
+    by_ids = {}
+    for item in index:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(item["url"]).query)
+        if query.get("id_list"):
+            by_ids[query["id_list"][0]] = (item["file"], item["status_code"])
+
+    def answer(request):
+        ids = request.query.get("id_list", [""])[0]
+        file, status = by_ids[ids]
+        return Reply.file(API / file, status=status)
+
+    http_server.routes["/api/query"] = answer
+
+
+def test_fetch_papers_by_id_from_the_real_api_answers(http_server):
+    serve_api(http_server)
+    settings = make_settings(http_server.url, contact="ops@example.org")
+    found, missing = arxiv.fetch_papers(settings, ["quant-ph/0201082v1"])
+    assert missing == []
+    (paper,) = found
+    assert (paper.id, paper.version) == ("quant-ph/0201082", 1)
+    request = http_server.requests[0]
+    assert request.query["id_list"] == ["quant-ph/0201082v1"] and request.query["max_results"] == ["100"]
+    assert "mailto:ops@example.org" in request.headers["user-agent"]
+    assert "arxiv.py" not in request.headers["user-agent"]
+
+
+def test_fetch_papers_reports_missing_and_invalid_ids(http_server):
+    serve_api(http_server)
+    settings = make_settings(http_server.url)
+    found, missing = arxiv.fetch_papers(settings, ["0808.05394", "1707.08567", "not-an-id"])
+    assert [p.id for p in found] == ["1707.08567"]
+    assert missing == ["0808.05394", "not-an-id"]
+    paper = found[0]
+    assert paper.title and paper.abstract and paper.authors and paper.published.startswith("2017-")
+
+
+def test_the_real_400_of_the_api_is_quoted(http_server):
+    # arXiv answers HTTP 400 with an error feed; here it is served for a well-formed id to reach it.
+    http_server.routes["/api/query"] = lambda r: Reply.file(API / "id_abc_s0_m100_b79c8dcf6bc3.xml", status=400)
+    settings = make_settings(http_server.url)
+    with pytest.raises(arxiv.ArxivError) as info:
+        arxiv.fetch_papers(settings, ["2401.01234"], raise_errors=True)
+    assert str(info.value) == "arXiv's API answered HTTP 400: incorrect id format for abc"
+    assert arxiv.fetch_papers(settings, ["2401.01234"]) == ([], ["2401.01234"])  # degraded, not raised
+
+
+# -- the announcement schedule ----------------------------------------------------------------------------
+
+def et(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=arxiv.ET)
+
+
+@pytest.mark.parametrize("submitted, day", [
+    (et(2026, 6, 22, 13, 59), D(2026, 6, 23)),   # Mon before the deadline -> mailed Mon 20:00 -> Tue
+    (et(2026, 6, 22, 14, 0), D(2026, 6, 24)),    # Mon at the deadline -> next day's mailing
+    (et(2026, 6, 24, 9, 0), D(2026, 6, 25)),     # Wed -> Thu
+    (et(2026, 6, 25, 13, 0), D(2026, 6, 26)),    # Thu -> mailed Thu 20:00 -> Fri
+    (et(2026, 6, 25, 15, 0), D(2026, 6, 29)),    # Thu after 14:00 -> mailed Sun 20:00 -> Mon
+    (et(2026, 6, 26, 13, 0), D(2026, 6, 29)),    # Fri before 14:00 -> Mon
+    (et(2026, 6, 26, 14, 30), D(2026, 6, 30)),   # Fri after 14:00 -> mailed Mon 20:00 -> Tue
+    (et(2026, 6, 27, 12, 0), D(2026, 6, 30)),    # Saturday -> Tue
+    (et(2026, 6, 28, 21, 0), D(2026, 6, 30)),    # Sunday night -> Tue
+    (et(2026, 6, 18, 10, 0), D(2026, 6, 22)),    # Thu before Juneteenth: Fri 06-19 is a holiday -> Mon
+    (et(2026, 7, 2, 10, 0), D(2026, 7, 6)),      # Thu before the 07-03 holiday -> Mon
+    (dt.datetime(2026, 6, 22, 17, 59, tzinfo=dt.timezone.utc), D(2026, 6, 23)),  # 13:59 EDT
+])
+def test_announcement_day_of_a_submission(submitted, day):
+    assert arxiv.announced_on_for(submitted) == day
+
+
+def test_expected_announcement_days_on_the_2026_calendar():
+    assert arxiv.announcement_days(D(2026, 6, 15), D(2026, 7, 6)) == [
+        D(2026, 6, 15), D(2026, 6, 16), D(2026, 6, 17), D(2026, 6, 18),          # 06-19 holiday
+        D(2026, 6, 22), D(2026, 6, 23), D(2026, 6, 24), D(2026, 6, 25), D(2026, 6, 26),
+        D(2026, 6, 29), D(2026, 6, 30), D(2026, 7, 1), D(2026, 7, 2),            # 07-03 holiday
+        D(2026, 7, 6),
+    ]
+    assert not arxiv.expected_announcement(D(2026, 6, 27))
+    assert set(LISTING_DAYS) <= set(arxiv.announcement_days(D(2026, 6, 1), D(2026, 7, 31)))
+
+
+def test_submission_windows_tile_time_and_agree_with_the_rule():
+    days = arxiv.announcement_days(D(2026, 1, 1), D(2026, 12, 31))
+    windows = [arxiv.submission_window(d) for d in days]
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert arxiv.submission_window(D(2026, 6, 22)) == (et(2026, 6, 17, 14), et(2026, 6, 19, 14))
+    assert arxiv.submission_window(D(2026, 6, 23)) == (et(2026, 6, 19, 14), et(2026, 6, 22, 14))
+    with pytest.raises(ValueError):
+        arxiv.submission_window(D(2026, 6, 19))
+
+
+@given(st.datetimes(min_value=dt.datetime(2026, 1, 5), max_value=dt.datetime(2026, 12, 20)))
+def test_every_submission_falls_in_the_window_of_its_day(moment):
+    submitted = moment.replace(tzinfo=arxiv.ET)
+    day = arxiv.announced_on_for(submitted)
+    start, end = arxiv.submission_window(day)
+    assert start <= submitted < end
+
+
+# -- backfill through the API ------------------------------------------------------------------------------
+
+# A submission time for the listing rows of each feed day, read off arXiv's schedule table by hand.
+SUBMITTED = {
+    D(2026, 6, 23): et(2026, 6, 20, 12, 0),   # Saturday -> Tue
+    D(2026, 6, 24): et(2026, 6, 22, 16, 0),   # Mon after 14:00 -> Wed
+    D(2026, 6, 25): et(2026, 6, 24, 9, 0),    # Wed morning -> Thu
+    D(2026, 6, 26): et(2026, 6, 25, 13, 59),  # Thu just before the deadline -> Fri
+    D(2026, 6, 29): et(2026, 6, 26, 11, 0),   # Fri morning -> Mon
+    D(2026, 6, 30): et(2026, 6, 26, 14, 1),   # Fri after the deadline -> Tue
+    D(2026, 7, 1): et(2026, 6, 30, 10, 0),    # Tue -> Wed
+}
+
+
+def serve_fake_api(http_server, categories: set[str]):
+    """A small arXiv API: answers a submittedDate window with the listing rows submitted in it."""
+    papers = [(row, SUBMITTED[day]) for day in LISTING_DAYS for row in listing_papers(day)
+              if set(row["categories"]) & categories]
+
+    def answer(request):
+        query = request.query["search_query"][0]
+        low, high = re.search(r"submittedDate:\[(\d{12}) TO (\d{12})\]", query).groups()
+        wanted = set(re.findall(r"cat:([\w.-]+)", query))
+        chosen = [(row, when) for row, when in papers
+                  if low <= when.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M") <= high
+                  and set(row["categories"]) & wanted]
+        return Reply(body=api_feed_xml(chosen))
+
+    http_server.routes["/api/query"] = answer
+
+
+def test_backfill_stores_each_paper_on_its_announcement_day(http_server, db):
+    serve_fake_api(http_server, {"cs.AI", "cs.CL"})
+    settings = make_settings(http_server.url, "cs.AI+cs.CL")
+    seen = []
+    summary = arxiv.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28), progress=lambda d, r: seen.append(d))
+    assert seen == [D(2026, 6, 22), D(2026, 6, 23), D(2026, 6, 24), D(2026, 6, 25), D(2026, 6, 26)]
+    expected = {day: {r["id"] for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.CL"}}
+                for day in seen if day in LISTING_DAYS}
+    stored = collections.defaultdict(set)
+    for row in db.query("SELECT announced_on, paper_id FROM announcements WHERE source = 'api'"):
+        stored[D.fromisoformat(row["announced_on"])].add(row["paper_id"])
+    assert stored == expected
+    assert summary == {"days": 5, "announced": 4, "empty": 1, "failed": 0, "skipped": 0,
+                       "papers": sum(map(len, expected.values())), "errors": []}
+    query = http_server.requests[1].query["search_query"][0]
+    assert query == "(cat:cs.AI OR cat:cs.CL) AND submittedDate:[202606191800 TO 202606221759]"
+    assert http_server.requests[1].query["sortBy"] == ["submittedDate"]
+    assert [(r["announced_on"], r["source"], r["status"]) for r in fetch_rows(db)][:2] == [
+        ("2026-06-22", "api", "empty"), ("2026-06-23", "api", "announced")]
+    # a second run asks arXiv nothing for the days it already has
+    before, asked = counts(db), len(http_server.requests)
+    again = arxiv.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28))
+    assert (again["skipped"], again["announced"], counts(db)) == (4, 0, before)
+    assert len(http_server.requests) == asked + 1  # only the empty day is asked again
+
+
+# -- the command ------------------------------------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_fetch_command_prints_one_line(http_server, write_config):
+    day = D(2026, 6, 23)
+    serve_feeds(http_server, {day: feed_xml(day, ["cs.AI"])}, day=day)
+    write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
+    rows = [r for r in listing_papers(day) if "cs.AI" in r["categories"]]
+    new = sum(1 for r in rows if r["primary_category"] == "cs.AI")
+    result = run("fetch")
+    assert result.exit_code == 0
+    assert result.stdout == f"2026-06-23: {len(rows)} papers announced ({new} new, {len(rows) - new} cross-lists)\n"
+
+
+def test_fetch_command_failure_and_usage_errors(http_server, write_config):
+    serve_feeds(http_server, lambda d, cats: Reply(400, feed_error_xml("cs.AI")))
+    write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
+    failed = run("fetch")
+    assert failed.exit_code == 1
+    # stderr also carries the logged line; the error is the last line
+    assert failed.output.splitlines()[-1] == ("Error: fetching arXiv failed: arXiv's feed rejected the categories "
+                                              "cs.AI: Feed error for query: cs.AI")
+    backwards = run("fetch", "--from", "2026-06-25", "--to", "2026-06-22")
+    assert (backwards.exit_code, backwards.output) == (2, "Error: --from 2026-06-25 is after --to 2026-06-22\n")
+    bad = run("fetch", "--from", "June")
+    assert (bad.exit_code, bad.output) == (2, 'Error: --from: expected a date as YYYY-MM-DD, got "June"\n')
+
+
+def test_fetch_command_backfills_with_a_summary(http_server, write_config):
+    serve_fake_api(http_server, {"cs.AI"})
+    write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
+    total = sum(1 for day in (D(2026, 6, 29), D(2026, 6, 30)) for r in listing_papers(day)
+                if "cs.AI" in r["categories"])
+    result = run("fetch", "--from", "2026-06-27", "--to", "2026-06-30")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == f"2026-06-27..2026-06-30: 2 announcement days, {total:,} papers stored"
