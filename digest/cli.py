@@ -309,6 +309,25 @@ def _backfill_with_progress(app: App, arxiv, start: dt.date, end: dt.date) -> di
                               progress=lambda day, result: progress.update(task, advance=1, description=str(day)))
 
 
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_app
+def check_command(app: App, as_json: bool) -> None:
+    """Try every configured channel without sending anything: SMTP login, chat reachability, files dir."""
+    from .deliver import check_channels
+
+    results = check_channels(app.settings)
+    if as_json:
+        click.echo(json.dumps([{"channel": c, "ok": ok, "detail": d} for c, ok, d in results], indent=2))
+    else:
+        for channel, ok, detail in results:
+            click.echo(f"{'ok  ' if ok else 'FAIL'}  {channel}: {detail}")
+        if not results:
+            click.echo("No channel configured.")
+    if not all(ok for _, ok, _ in results):
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         cli(prog_name="digest")

@@ -278,6 +278,12 @@ def m002_renders(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_delivery_progress(db: sqlite_utils.Database) -> None:
+    """How many parts of a split chat delivery went out, so a retry sends only the rest."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0")
+
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
