@@ -48,7 +48,7 @@ def setup_logging(secrets: list[str], level: str = "INFO", stream=None) -> None:
     handler._digest = True
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "urllib3", "openai", "sentence_transformers", "apscheduler.executors",
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "openai", "sentence_transformers", "apscheduler.executors",
                   "mail.log", "asyncio", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
