@@ -239,10 +239,8 @@ def _fetch_stage(db, settings, wanted: list[dt.date], fetch: bool, counts: dict)
         if feed_day == day:
             continue
         # The feed shows only the latest day; older days come from the API's submittedDate windows.
-        try:
-            arxiv.backfill(db, settings, day, day)
-        except Exception as exc:  # one day's failure must not hide the others'
-            errors.append(f"{day}: {_one_line(exc)}")
+        summary = arxiv.backfill(db, settings, day, day)
+        errors += summary.get("errors", []) if summary.get("failed") else []
     present = [d for d in wanted if _stored_day(db, d)]
     counts.update(days=len(present), failures=len(errors))
     if present:

@@ -135,10 +135,36 @@ def deliver_due(db, settings: Settings, *, now: dt.datetime | None = None,
     worker = worker or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     outcomes: list[DeliveryOutcome] = []
     tried: list[int] = []
+    _release_orphans(db)
     while (claim := _claim_next(db, now or _utcnow(), worker, tried)) is not None:
         tried.append(claim.id)
         outcomes.append(_attempt(db, settings, claim, now))
     return outcomes
+
+
+def _release_orphans(db) -> None:
+    """A "sending" row whose claimer was a process on this host that no longer exists (killed mid-send)
+    goes back to pending at once rather than after the lease: its sender cannot still be sending."""
+    here = socket.gethostname()
+    for row_id, claimed_by in db.execute("SELECT id, claimed_by FROM deliveries WHERE status = 'sending'").fetchall():
+        host, _, rest = (claimed_by or "").partition(":")
+        pid = rest.split(":")[0]
+        if host != here or not pid.isdigit() or _alive(int(pid)):
+            continue
+        with dbm.transaction(db):
+            db.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = NULL, claimed_by = NULL "
+                       "WHERE id = ? AND status = 'sending' AND claimed_by = ?", [row_id, claimed_by])
+        log.warning("delivery %s: its sender (pid %s) died while sending; it will be sent again", row_id, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _claim_next(db, now: dt.datetime, worker: str, skip: list[int]) -> Claim | None:

@@ -1,0 +1,136 @@
+"""One real announcement day through `digest run`, then the same day again.
+
+The day: feed day 2026-06-23 of the shared listing (537 real papers), served as arXiv's Atom feed from
+loopback; an OpenAI-compatible LLM on loopback answering after 1 s; a real SMTP server on loopback.
+Prints the wall time of each stage (from run_stages) for
+
+  first    the day from nothing: fetch, embed, rank, summarize, render, deliver
+  again    `digest run` of the same day once more (nothing left to do: the target is < 10 % of first)
+  rebuilt  the day's digest deleted and built again with warm caches (embeddings, summaries)
+
+    .venv/bin/python bench/bench_run.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from feeds import arxiv_section, feed_xml, listing_papers, serve_feeds  # noqa: E402
+from loopback import LoopbackServer, Reply  # noqa: E402
+from smtp_server import SMTPServer  # noqa: E402
+
+from digest.taxonomy import CategoryExpression  # noqa: E402
+
+DAY = dt.date(2026, 6, 23)
+LLM_LATENCY = 1.0
+STAGES = ["fetch", "embed", "rank", "summarize", "render", "deliver"]
+
+
+def llm_reply(request) -> Reply:
+    content = json.dumps({"tldr": "A short summary.", "problem": "p", "related_work": "r", "method": "m",
+                          "experiments": "e", "further_work": "f", "summary": "s"})
+    body = {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "bench-model",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 400, "completion_tokens": 200, "total_tokens": 600}}
+    return Reply(body=json.dumps(body), content_type="application/json", delay=LLM_LATENCY)
+
+
+def day_categories() -> list[str]:
+    """Every category a paper of the day carries that arXiv's taxonomy knows: the feed then holds all."""
+    codes = sorted({c for row in listing_papers(DAY) for c in row["categories"]})
+    valid = []
+    for code in codes:
+        try:
+            CategoryExpression.parse(code)
+            valid.append(code)
+        except Exception:
+            pass
+    return valid
+
+
+def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str]) -> Path:
+    config = folder / "config.toml"
+    config.write_text(
+        arxiv_section(http.url, categories="+".join(codes))
+        + f'\n[storage]\npath = "{folder / "digest.db"}"\n'
+        + f'\n[files]\ndir = "{folder / "digests"}"\n'
+        + f'\n[llm]\nbase_url = "{http.url}/v1"\nmodel = "bench-model"\napi_key = "sk-bench"\n'
+        + "summarize = 15\nconcurrency = 4\ntimeout = 30.0\n\n"
+        + smtp.settings_toml()
+        + '\n[profiles.me]\ninterests = ["large language model agents", "vision-language models"]\n'
+        + 'email_to = ["reader@example.org"]\n',
+        encoding="utf-8")
+    return config
+
+
+def run_day(config: Path) -> float:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "digest", "--config", str(config), "run", "--day", DAY.isoformat()],
+                            capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"digest run failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return wall
+
+
+def stage_times(db_path: Path) -> dict[str, float]:
+    with sqlite3.connect(db_path) as conn:
+        run_id = conn.execute("SELECT MAX(id) FROM runs").fetchone()[0]
+        rows = conn.execute("SELECT stage, duration FROM run_stages WHERE run_id = ?", [run_id]).fetchall()
+    return {stage: duration or 0.0 for stage, duration in rows}
+
+
+def main() -> None:
+    codes = day_categories()
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp, LoopbackServer() as http, SMTPServer() as smtp:
+        folder = Path(tmp)
+        serve_feeds(http, {DAY: feed_xml(DAY, codes)}, day=DAY)
+        http.routes["/v1/chat/completions"] = llm_reply
+        config = write_config(folder, http, smtp, codes)
+        db_path = folder / "digest.db"
+
+        results = {}
+        results["first"] = (run_day(config), stage_times(db_path))
+        results["again"] = (run_day(config), stage_times(db_path))
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("DELETE FROM digests")
+        results["rebuilt"] = (run_day(config), stage_times(db_path))
+        with sqlite3.connect(db_path) as conn:
+            papers = conn.execute("SELECT COUNT(*) FROM announcements WHERE announced_on = ?",
+                                  [DAY.isoformat()]).fetchone()[0]
+        emails = len(smtp.messages)
+
+    print(f"digest run --day {DAY}: {papers} papers, LLM latency {LLM_LATENCY:.0f} s, {emails} emails sent in all")
+    print(f"{'stage':<10}" + "".join(f"{name:>10}" for name in results) + f"{'again/1st':>11}{'rebuilt/1st':>12}")
+    first = results["first"][1]
+    for stage in STAGES + ["process"]:
+        cells = []
+        for name, (wall, stages) in results.items():
+            value = wall if stage == "process" else stages.get(stage)
+            cells.append(f"{value:>9.2f}s" if value is not None else f"{'-':>10}")
+        base = results["first"][0] if stage == "process" else first.get(stage)
+        ratios = ""
+        for name in ("again", "rebuilt"):
+            wall, stages = results[name]
+            value = wall if stage == "process" else stages.get(stage)
+            ratios += f"{(value / base):>11.1%}" if base and value is not None else f"{'-':>11}"
+        print(f"{stage:<10}" + "".join(cells) + ratios)
+    print("(process: wall time of the whole `digest run` process, Python start-up and imports included)")
+
+
+if __name__ == "__main__":
+    main()

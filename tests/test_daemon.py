@@ -1,0 +1,582 @@
+"""The daemon as a user runs it: a real `digest daemon` subprocess, loopback arXiv, LLM and SMTP servers,
+a schedule seconds away, and signals sent the way systemd sends them.
+
+Time: the daemon honours DIGEST_PRETEND_TODAY (tests only), which shifts its clock by whole days so the
+recorded listing's feed days (2026-06-23 ...) are "today" while APScheduler keeps firing in real time.
+The schedule's timezone is UTC, so a whole-day shift never moves a time of day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from digest import daemon
+from digest.config import parse_settings
+from digest.db import open_db
+
+SUNDAY = dt.date(2026, 6, 28)  # a weekend day: nothing owed, the daemon only waits
+TUESDAY = dt.date(2026, 6, 23)  # the listing's first full feed day
+
+
+# -- harness --------------------------------------------------------------------------------------------
+
+class DaemonProcess:
+    """`python -m digest daemon` in its own process group (as systemd's cgroup), its output collected."""
+
+    def __init__(self, config: Path, *, pretend: dt.date | None, env: dict | None = None, once: bool = False):
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if pretend:
+            environ[daemon.PRETEND_TODAY_ENV] = pretend.isoformat()
+        command = [sys.executable, "-m", "digest", "--config", str(config), "daemon"] + (["--once"] if once else [])
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=environ, start_new_session=True)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        """The first output line matching ``pattern``; fails with the whole output if none comes."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    found = regex.search(line)
+                    if found:
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    pytest.fail(f"no line matching {pattern!r} in the daemon's output:\n{self.output}")
+                self._changed.wait(min(left, 0.2))
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def kill_service(self) -> None:
+        """SIGKILL the daemon and its running child at once, as a crash of the whole service would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self._reader.join(5)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill_service()
+
+
+@pytest.fixture
+def daemons():
+    """Start daemons with ``daemons(config, ...)``; every one still running is killed at the end."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, **kwargs) -> DaemonProcess:
+        process = DaemonProcess(config, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+class NotifySocket:
+    """A fake $NOTIFY_SOCKET: a datagram socket in the abstract namespace that collects messages."""
+
+    def __init__(self):
+        self.address = f"@digest-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.address[1:])
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(line in m.split("\n") for m in self.messages):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{line} never reached $NOTIFY_SOCKET; got {self.messages}")
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket():
+    listener = NotifySocket()
+    yield listener
+    listener.close()
+
+
+def config_text(tmp_path: Path, *, arxiv: str = "", time_of_day: str = "12:00", extra: str = "",
+                schedule: str = "", profile: str = 'interests = ["large language model agents"]\n') -> str:
+    return (
+        f"{arxiv}\n"
+        f"[storage]\npath = \"{tmp_path / 'state' / 'digest.db'}\"\n\n"
+        f"[files]\ndir = \"{tmp_path / 'digests'}\"\n\n"
+        f"[schedule]\ntime = \"{time_of_day}\"\ntimezone = \"UTC\"\n{schedule}\n"
+        f"{extra}\n"
+        f"[profiles.me]\n{profile}"
+    )
+
+
+def idle_config(tmp_path: Path, write_config, **kwargs) -> Path:
+    """A daemon with nothing owed: with SUNDAY as today, the last firing was for a weekend day."""
+    return write_config(config_text(tmp_path, **kwargs))
+
+
+def utc_minutes_from_now(minutes: int) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)).strftime("%H:%M")
+
+
+# -- the day arithmetic, on its own -----------------------------------------------------------------------
+
+def settings_for(time_of_day: str = "07:00", timezone: str = "America/New_York", **schedule):
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in schedule.items())
+    return parse_settings(f'[schedule]\ntime = "{time_of_day}"\ntimezone = "{timezone}"\n{extra}'
+                          f'[profiles.me]\ninterests = ["x"]\n')
+
+
+def et(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=daemon.ARXIV_TZ)
+
+
+@pytest.mark.parametrize("moment, day", [
+    (et(2026, 6, 22, 19, 59), dt.date(2026, 6, 22)),  # Monday before the 20:00 mailing: Monday's feed day
+    (et(2026, 6, 22, 20, 0), dt.date(2026, 6, 23)),  # the mailing is out: Tuesday's
+    (et(2026, 6, 23, 7, 0), dt.date(2026, 6, 23)),
+    (dt.datetime(2026, 6, 24, 3, 0, tzinfo=daemon.zoneinfo.ZoneInfo("Asia/Tokyo")), dt.date(2026, 6, 23)),
+    (et(2026, 11, 29, 23, 0), dt.date(2026, 11, 30)),  # winter time: Sunday evening -> Monday
+])
+def test_the_day_a_moment_is_owed_follows_the_20h_et_mailing(moment, day):
+    assert daemon.announcement_day_at(moment) == day
+
+
+def test_last_and_next_firing_in_the_schedules_timezone():
+    settings = settings_for("07:00", "Europe/Berlin")
+    now = dt.datetime(2026, 6, 23, 4, 30, tzinfo=dt.timezone.utc)  # 06:30 in Berlin: today's is ahead
+    assert daemon.last_firing(settings, now).isoformat() == "2026-06-22T07:00:00+02:00"
+    assert daemon.next_firing(settings, now).isoformat() == "2026-06-23T07:00:00+02:00"
+
+
+def seed(db, digests=(), runs=()):
+    for day, days in digests:
+        db.execute("INSERT INTO digests (profile, announced_on, days, categories, announced, new, cross, replaced, "
+                   "created_at) VALUES ('me', ?, ?, 'cs.AI', 1, 1, 0, 0, 'x')", [day, days or f'["{day}"]'])
+    for day, status in runs:
+        db.execute("INSERT INTO runs (announced_on, trigger, status, started_at) VALUES (?, 'cli', ?, 'x')",
+                   [day, status])
+
+
+def test_plan_after_a_gap_lists_the_missed_announcement_days(tmp_path):
+    db = open_db(tmp_path / "d.db")
+    seed(db, digests=[("2026-06-23", None)])
+    settings = settings_for("07:00", "America/New_York")
+    plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))  # Monday, three feed days later
+    assert plan.missed == [dt.date(2026, 6, 24), dt.date(2026, 6, 25), dt.date(2026, 6, 26)]
+    assert plan.due == dt.date(2026, 6, 29)
+    assert plan.deadline == et(2026, 6, 29, 13, 0)  # 07:00 + the default six hours
+
+
+def test_plan_skips_covered_days_holidays_and_days_beyond_catch_up_days(tmp_path):
+    db = open_db(tmp_path / "d.db")
+    seed(db, digests=[("2026-06-15", None), ("2026-06-24", '["2026-06-23", "2026-06-24"]')],
+         runs=[("2026-06-26", "empty"), ("2026-06-25", "failed")])
+    settings = settings_for("07:00", "America/New_York", catch_up_days=10)
+    plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))
+    # 06-19 is an arXiv holiday, 06-23 is inside the merged digest of 06-24, 06-26 ran empty, 06-25 failed.
+    assert plan.missed == [dt.date(2026, 6, 22), dt.date(2026, 6, 25)]
+
+
+def test_a_digest_with_a_delivery_still_to_go_does_not_cover_its_day(tmp_path):
+    db = open_db(tmp_path / "d.db")
+    seed(db, digests=[("2026-06-23", None)])
+    db.execute("INSERT INTO deliveries (digest_id, channel, target, status, last_error, created_at) "
+               "VALUES (1, 'email', 'a@example.org', 'pending', '421 try later', 'x')")
+    assert not daemon.day_covered(db, dt.date(2026, 6, 23))
+    assert daemon.why_not_covered(db, dt.date(2026, 6, 23)) == \
+        "1 of its deliveries still waiting; email to a@example.org: 421 try later"
+    db.execute("UPDATE deliveries SET status = 'sent'")
+    assert daemon.day_covered(db, dt.date(2026, 6, 23))
+
+
+def test_plan_on_a_fresh_database_owes_only_the_due_day_and_nothing_on_a_weekend(tmp_path):
+    db = open_db(tmp_path / "d.db")
+    settings = settings_for("07:00", "America/New_York")
+    assert daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0)) == daemon.Plan(
+        [], dt.date(2026, 6, 29), et(2026, 6, 29, 13, 0), et(2026, 6, 29, 7, 0))
+    saturday = daemon.plan_work(db, settings, et(2026, 6, 27, 9, 0))
+    assert (saturday.missed, saturday.due) == ([], None)
+    before_the_firing = daemon.plan_work(db, settings, et(2026, 6, 29, 6, 0))  # Sunday 07:00 was the last
+    assert before_the_firing.due is None
+
+
+def test_sd_notify_reaches_a_socket_path_and_the_abstract_namespace(tmp_path, notify_socket):
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        assert daemon.sd_notify("READY=1\nSTATUS=hello", {"NOTIFY_SOCKET": str(path)})
+        assert listener.recv(100) == b"READY=1\nSTATUS=hello"
+    assert daemon.sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": notify_socket.address})
+    notify_socket.wait_for("WATCHDOG=1", timeout=2)
+    assert daemon.sd_notify("READY=1", {}) is False
+
+
+# -- the daemon alone ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ready_watchdog_and_sigterm_exits_cleanly_within_10s(tmp_path, write_config, daemons, notify_socket):
+    config = idle_config(tmp_path, write_config)
+    process = daemons(config, pretend=SUNDAY,
+                      env={"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "400000"})
+    notify_socket.wait_for("READY=1")
+    notify_socket.wait_for("WATCHDOG=1", timeout=5)
+    process.wait_for(r"nothing owed: 2026-06-2[78] is no announcement day")
+    lines = [line for m in notify_socket.messages for line in m.split("\n")]
+    assert any(line.startswith("STATUS=waiting for 2026-06-2") for line in lines), lines
+    sent = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert time.monotonic() - sent < 10
+    notify_socket.wait_for("STOPPING=1", timeout=2)
+    assert process.lines[-1].endswith("daemon stopped (SIGTERM)")
+
+
+@pytest.mark.slow
+def test_a_second_daemon_on_the_same_database_exits_with_one_line(tmp_path, write_config, daemons, notify_socket):
+    config = idle_config(tmp_path, write_config)
+    first = daemons(config, pretend=SUNDAY, env={"NOTIFY_SOCKET": notify_socket.address})
+    notify_socket.wait_for("READY=1")
+    second = daemons(config, pretend=SUNDAY)
+    assert second.wait(30) == 1
+    lock = tmp_path / "state" / "daemon.lock"
+    assert second.lines == [f"Error: another digest daemon (pid {first.proc.pid}) is running on this database "
+                            f"({lock})"]
+    assert first.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_sighup_reloads_a_valid_file_and_keeps_the_old_one_when_it_is_bad(tmp_path, write_config, daemons):
+    config = idle_config(tmp_path, write_config, time_of_day="12:00")
+    process = daemons(config, pretend=SUNDAY)
+    process.wait_for("daemon started")
+    config.write_text(config_text(tmp_path, time_of_day="25:00"))
+    process.signal(signal.SIGHUP)
+    process.wait_for(r"configuration not reloaded, keeping the previous one: config.toml: schedule.time: "
+                     r"expected a time of day as HH:MM, got \"25:00\"$")
+    assert process.proc.poll() is None
+    config.write_text(config_text(tmp_path, time_of_day="06:30"))
+    process.signal(signal.SIGHUP)
+    found = process.wait_for(r"configuration reloaded from .*config.toml; next at (\S+)")
+    assert found.group(1).endswith("T06:30+00:00")
+
+
+@pytest.mark.slow
+def test_the_daemon_process_holds_no_torch(tmp_path, write_config, daemons):
+    config = idle_config(tmp_path, write_config)
+    process = daemons(config, pretend=SUNDAY)
+    process.wait_for("nothing owed")
+    maps = Path(f"/proc/{process.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, digest.cli, digest.daemon, digest.arxiv, digest.pipeline; "
+                               "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') "
+                               "if m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"
+
+
+# -- polling a late feed ------------------------------------------------------------------------------------
+
+def seconds_since_utc_midnight() -> int:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.hour * 3600 + now.minute * 60 + now.second
+
+
+@pytest.mark.slow
+def test_once_polls_a_late_feed_then_gives_up_and_records_why(tmp_path, write_config, daemons, http_server):
+    from feeds import arxiv_section, serve_feeds
+
+    feeds = serve_feeds(http_server, {})  # every request: the empty feed arXiv serves before it announces
+    give_up_after = seconds_since_utc_midnight() + 4  # the 00:00 firing's deadline is 4 s away
+    config = write_config(config_text(
+        tmp_path, arxiv=arxiv_section(http_server.url), time_of_day="00:00",
+        schedule=f"poll_every = 1.0\ngive_up_after = {give_up_after}.0\n"))
+    process = daemons(config, pretend=TUESDAY, once=True)
+    assert process.wait(60) == 1
+    deadline = (dt.datetime.combine(TUESDAY, dt.time(0)) + dt.timedelta(seconds=give_up_after))
+    reason = f"gave up at {deadline:%Y-%m-%d %H:%M} UTC: arXiv's feed was still empty"
+    assert f"no digest for 2026-06-23: {reason}" in process.output
+    assert "2026-06-23 not done yet: arXiv's feed was still empty; next poll in" in process.output
+    assert len(feeds.requests) >= 2
+    db = open_db(tmp_path / "state" / "digest.db")
+    assert db.execute("SELECT status, error FROM runs WHERE trigger = 'schedule' AND announced_on = '2026-06-23'"
+                      ).fetchall() == [("failed", reason)]
+
+
+# -- end to end: the whole pipeline under the daemon --------------------------------------------------------
+
+CATEGORIES = "cs.IR+cs.MA+cs.RO"  # 1 to 25 papers on each listing day: real data, a quick embed
+RECIPIENTS = ["alice@example.org", "bob@example.org"]
+GAP_DAYS = [dt.date(2026, 6, 23), dt.date(2026, 6, 24), dt.date(2026, 6, 25), dt.date(2026, 6, 26),
+            dt.date(2026, 6, 29)]
+
+
+def llm_reply(request):
+    """An OpenAI-compatible chat completion. A plain loopback route rather than a model: these tests
+    need the summarize stage to take a while (``delay``), not any particular summary."""
+    import json
+
+    from loopback import Reply
+
+    content = json.dumps({"tldr": "A short summary.", "problem": "p", "related_work": "r", "method": "m",
+                          "experiments": "e", "further_work": "f", "summary": "s"})
+    body = {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "test-model",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}
+    return Reply(body=json.dumps(body), content_type="application/json", delay=1.5)
+
+
+class Service:
+    """Loopback arXiv (feed and API), LLM and SMTP servers, and a config pointing the daemon at them."""
+
+    def __init__(self, tmp_path: Path, http_server, smtp, write_config, catch_up: str = "each"):
+        from feeds import arxiv_section, feed_xml, serve_feeds
+
+        self.tmp_path = tmp_path
+        self.smtp = smtp
+        codes = CATEGORIES.split("+")
+        self.feeds = serve_feeds(http_server, {d: feed_xml(d, codes) for d in GAP_DAYS}, day=TUESDAY)
+        http_server.routes["/v1/chat/completions"] = llm_reply
+        self.config = write_config(config_text(
+            tmp_path, arxiv=arxiv_section(http_server.url, categories=CATEGORIES),
+            time_of_day="00:00",
+            schedule=f'poll_every = 1.0\ngive_up_after = 86000.0\ncatch_up = "{catch_up}"\n',
+            extra=(f'[llm]\nbase_url = "{http_server.url}/v1"\nmodel = "test-model"\napi_key = "sk-test-0123456789"\n'
+                   f"summarize = 4\nconcurrency = 2\ntimeout = 10.0\n\n{smtp.settings_toml()}\n"),
+            profile=('interests = ["robot learning and manipulation", "recommender systems"]\n'
+                     f"email_to = {RECIPIENTS!r}\n".replace("'", '"'))))
+        self.db_path = tmp_path / "state" / "digest.db"
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        import sqlite3
+
+        with closing_connection(sqlite3.connect(self.db_path, timeout=10)) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def messages_to(self, recipient: str) -> list:
+        return [m for m in self.smtp.messages if recipient in m.rcpt_tos]
+
+    def announced_ids(self, day: dt.date) -> list[str]:
+        return [r[0] for r in self.query("SELECT paper_id FROM announcements WHERE announced_on = ?",
+                                         [day.isoformat()])]
+
+    def wait_for_stage(self, stage: str, process: DaemonProcess, timeout: float = 120) -> int:
+        """The id of the run once ``stage`` is running in it (the DB is polled every 5 ms)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.db_path.exists():
+                try:
+                    rows = self.query("SELECT s.run_id FROM run_stages s JOIN runs r ON r.id = s.run_id "
+                                      "WHERE s.stage = ? AND s.status = 'running' AND r.status = 'running'", [stage])
+                except Exception:  # the schema is being created by the first run
+                    rows = []
+                if rows:
+                    return rows[0][0]
+            if process.proc.poll() is not None:
+                pytest.fail(f"the daemon exited before stage {stage}:\n{process.output}")
+            time.sleep(0.005)
+        pytest.fail(f"stage {stage} never ran:\n{process.output}")
+
+
+class closing_connection:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
+@pytest.fixture
+def smtp():
+    from smtp_server import SMTPServer
+
+    with SMTPServer() as server:
+        yield server
+
+
+class SMTPStall:
+    """Hold the first SMTP DATA unanswered, as a slow server would, so a kill lands mid-send; once
+    ``release``d, that message is dropped (its sender is dead) and later ones are accepted."""
+
+    def __init__(self, smtp):
+        import asyncio
+
+        self.in_data = threading.Event()
+        self.released = threading.Event()
+        handler = smtp.controller.handler
+        original = handler.handle_DATA
+
+        async def stalled(server, session, envelope):
+            if self.released.is_set():
+                return await original(server, session, envelope)
+            self.in_data.set()
+            while not self.released.is_set():
+                await asyncio.sleep(0.05)
+            return "451 4.3.0 the sender went away"
+
+        handler.handle_DATA = stalled
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def assert_one_complete_email_each(service: Service, day: dt.date) -> None:
+    ids = service.announced_ids(day)
+    assert ids, f"nothing stored for {day}"
+    for recipient in RECIPIENTS:
+        received = service.messages_to(recipient)
+        assert len(received) == 1, [m.message["Subject"] for m in received]
+        text = received[0].part("plain")
+        missing = [i for i in ids if i not in text]
+        assert not missing, f"{recipient}'s digest lacks {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["fetch", "embed", "summarize", "render", "deliver"])
+def test_sigkill_during_a_stage_then_restart_sends_exactly_one_complete_digest(
+        stage, tmp_path, write_config, http_server, smtp, daemons):
+    from loopback import Reply
+
+    service = Service(tmp_path, http_server, smtp, write_config)
+    if stage == "fetch":  # arXiv answers slowly, so the kill lands while the feed is being read
+        xml = service.feeds.by_day[TUESDAY]
+        service.feeds.by_day[TUESDAY] = Reply(body=xml, delay=3.0)
+    stall = SMTPStall(smtp) if stage == "deliver" else None
+    first = daemons(service.config, pretend=TUESDAY)
+    run_id = service.wait_for_stage(stage, first)
+    if stall:
+        assert stall.in_data.wait(60), first.output
+    first.kill_service()
+    assert service.query("SELECT status FROM run_stages WHERE run_id = ? AND stage = ?", [run_id, stage]) == \
+        [("running",)], f"the kill came after {stage} had finished"
+    assert smtp.messages == []
+    if stall:
+        stall.release()
+    if stage == "fetch":
+        service.feeds.by_day[TUESDAY] = xml
+
+    second = daemons(service.config, pretend=TUESDAY)
+    second.wait_for(r"run the feed's latest day \(schedule\): done", timeout=30 if stage == "deliver" else 180)
+    assert_one_complete_email_each(service, TUESDAY)
+    assert service.query("SELECT status FROM runs WHERE id = ?", [run_id]) == [("running",)]  # died with it
+    second.signal(signal.SIGTERM)
+    assert second.wait(10) == 0
+    assert "sk-test-0123456789" not in first.output + second.output
+
+
+@pytest.mark.slow
+def test_two_daemons_started_together_send_once(tmp_path, write_config, http_server, smtp, daemons):
+    service = Service(tmp_path, http_server, smtp, write_config)
+    pair = [daemons(service.config, pretend=TUESDAY), daemons(service.config, pretend=TUESDAY)]
+    refused = None
+    deadline = time.monotonic() + 60
+    while refused is None and time.monotonic() < deadline:
+        refused = next((p for p in pair if p.proc.poll() is not None), None)
+        time.sleep(0.05)
+    assert refused is not None and refused.wait(5) == 1
+    assert "Error: another digest daemon (pid" in refused.output
+    running = next(p for p in pair if p is not refused)
+    running.wait_for(r"run the feed's latest day \(schedule\): done", timeout=180)
+    assert_one_complete_email_each(service, TUESDAY)
+    # The run loaded the model in its child; the daemon itself never mapped libtorch.
+    assert "libtorch" not in Path(f"/proc/{running.proc.pid}/maps").read_text()
+    # A manual run of the same day afterwards waits for the lock, then finds nothing to send.
+    manual = subprocess.run([sys.executable, "-m", "digest", "--config", str(service.config), "run", "--day",
+                             "2026-06-23"], capture_output=True, text=True, timeout=120)
+    assert manual.returncode == 0, manual.stderr
+    assert_one_complete_email_each(service, TUESDAY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("catch_up", ["each", "merged"])
+def test_a_restart_after_a_three_day_gap_delivers_the_missed_days(catch_up, tmp_path, write_config, http_server,
+                                                                   smtp, daemons):
+    from test_arxiv import serve_fake_api
+
+    service = Service(tmp_path, http_server, smtp, write_config, catch_up=catch_up)
+    first = daemons(service.config, pretend=TUESDAY)
+    first.wait_for(r"run the feed's latest day \(schedule\): done", timeout=180)
+    first.signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+
+    # Away Wednesday to Friday; back on Monday 2026-06-29. The feed shows only Monday's announcement.
+    serve_fake_api(http_server, set(CATEGORIES.split("+")))
+    service.feeds.day = dt.date(2026, 6, 29)
+    second = daemons(service.config, pretend=dt.date(2026, 6, 29))
+    second.wait_for(r"catch-up: 3 missed announcement days \(2026-06-24, 2026-06-25, 2026-06-26\)")
+    second.wait_for(r"run the feed's latest day \(schedule\): done", timeout=300)
+    digests = service.query("SELECT announced_on, days FROM digests ORDER BY announced_on")
+    if catch_up == "each":
+        assert [d for d, _ in digests] == [d.isoformat() for d in GAP_DAYS]
+    else:
+        assert digests[1] == ("2026-06-26", '["2026-06-24", "2026-06-25", "2026-06-26"]')
+        assert [d for d, _ in digests] == ["2026-06-23", "2026-06-26", "2026-06-29"]
+    for recipient in RECIPIENTS:
+        assert len(service.messages_to(recipient)) == len(digests)
+    for day in GAP_DAYS[1:4]:  # the missed days came from the API, each paper in some digest
+        assert service.query("SELECT COUNT(*) FROM fetches WHERE source = 'api' AND announced_on = ? "
+                             "AND status = 'announced'", [day.isoformat()]) == [(1,)]
+    second.signal(signal.SIGTERM)
+    assert second.wait(10) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_run_checkpoints_it_and_exits_within_10s(tmp_path, write_config, http_server, smtp,
+                                                                  daemons):
+    service = Service(tmp_path, http_server, smtp, write_config)
+    process = daemons(service.config, pretend=TUESDAY)
+    run_id = service.wait_for_stage("embed", process)
+    sent = time.monotonic()
+    process.signal(signal.SIGTERM)  # to the daemon alone: it forwards the stop to its run
+    assert process.wait(10) == 0
+    assert time.monotonic() - sent < 10
+    assert service.query("SELECT status FROM runs WHERE id = ?", [run_id]) == [("interrupted",)]
+    process.wait_for(r"run the feed's latest day \(schedule\): interrupted")
+    assert process.lines[-1].endswith("daemon stopped (SIGTERM)")
+    assert smtp.messages == []
