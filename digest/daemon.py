@@ -14,7 +14,6 @@ polls the feed until that day is stored or ``give_up_after`` seconds have passed
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
 import signal
@@ -31,6 +30,7 @@ from typing import Callable, Iterator
 from . import config as config_module
 from .config import ConfigError, Settings
 from .db import now_iso, open_db
+from .locks import LockBusy, pid_lock
 
 log = logging.getLogger("digest.daemon")
 
@@ -248,20 +248,12 @@ def daemon_lock(settings: Settings) -> Iterator[Path]:
     so `systemctl start` of a duplicate unit reports the conflict instead of hanging. The kernel
     drops the flock when its holder dies, so a SIGKILLed daemon never leaves a stale lock."""
     path = lock_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise DaemonError(f"another digest daemon (pid {holder}) is running on this database ({path})") \
-                from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield path
+    try:
+        with pid_lock(path, wait=False):
+            yield path
+    except LockBusy as busy:
+        raise DaemonError(f"another digest daemon (pid {busy.holder}) is running on this database ({path})") \
+            from None
 
 
 # -- loading the configuration ------------------------------------------------------------------------

@@ -9,7 +9,6 @@ So a crashed run started again skips every finished stage's effect and never sen
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 
 from . import db as dbm
 from .config import Profile, Settings
+from .locks import pid_lock
 from .records import Announcement, DigestView, Ranked
 
 log = logging.getLogger("digest.pipeline")
@@ -97,19 +97,8 @@ class Run:
 def run_lock(settings: Settings):
     """One run at a time per database, across processes: a daemon's run and a manual `digest run`
     wait for each other instead of racing. flock is released by the kernel if the holder dies."""
-    path = settings.database_path().with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            log.info("waiting for another digest run (pid %s) to finish", handle.read().strip() or "?")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+    with pid_lock(settings.database_path().with_suffix(".lock"), wait=True,
+                  on_wait=lambda pid: log.info("waiting for another digest run (pid %s) to finish", pid)):
         yield
 
 

@@ -4,7 +4,6 @@ with STARTTLS and AUTH, and an OpenAI-compatible LLM server, all on loopback."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 
 import pytest

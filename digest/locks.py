@@ -1,0 +1,42 @@
+"""Process locks beside the database: flock on a file that names its holder's pid.
+
+The kernel drops a flock when its holder dies, so a SIGKILLed process never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class LockBusy(Exception):
+    def __init__(self, path: Path, holder: str):
+        super().__init__(f"{path} is held by pid {holder}")
+        self.path = path
+        self.holder = holder
+
+
+@contextmanager
+def pid_lock(path: Path, *, wait: bool, on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``path`` exclusively. Busy: raise :class:`LockBusy`, or (``wait``) block after calling
+    ``on_wait(holder_pid)`` so the caller can say what it is waiting for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            if not wait:
+                raise LockBusy(path, holder) from None
+            if on_wait:
+                on_wait(holder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield path
