@@ -79,6 +79,7 @@ class ArxivSettings(Section):
     feed_url: str = "https://rss.arxiv.org/atom/"
     api_url: str = "https://export.arxiv.org/api/query"
     oai_url: str = "https://oaipmh.arxiv.org/oai"
+    html_url: str = Field("https://arxiv.org/html/", description="arXiv's HTML papers, for llm.full_text")
     min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
     timeout: float = Field(30.0, gt=0)
     retries: int = Field(4, ge=0)

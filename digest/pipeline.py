@@ -294,7 +294,12 @@ def _summarize_stage(db, settings, rankings: dict[str, list[Ranked]], counts: di
         best = [i for i in items if i.section != "replaced"]
         for item in best if limit == "all" else best[:limit]:
             wanted[item.paper.id] = item.paper
-    summaries = summarize.summarize_papers(db, settings, list(wanted.values())) if wanted else {}
+    fetch_text = None
+    if settings.llm.full_text:
+        from .arxiv import full_text_fetcher
+        fetch_text = full_text_fetcher(settings)
+    summaries = summarize.summarize_papers(db, settings, list(wanted.values()), fetch_text=fetch_text) \
+        if wanted else {}
     for items in rankings.values():
         for item in items:
             item.summary = summaries.get(item.paper.id)

@@ -215,3 +215,29 @@ def test_summaries_for_the_top_section_and_a_rerun_costs_nothing(world, smtp):
         # Another day's run re-ranks nothing it has; rebuilding this day for a dry run asks the LLM nothing.
         run(settings, day=DAY, dry_run=True)
         assert len(llm.requests) == 5
+
+
+def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(world, smtp, http_server):
+    from llm_server import LLMServer
+
+    route, configure = world
+    page = ("<html><head><style>p {color: red}</style><script>var leak = 1;</script></head><body>"
+            "<nav>arXiv navigation</nav><h2>1 Introduction</h2><p>The hidden method uses a zebra-striped "
+            "attention mask.</p><section class='ltx_bibliography'><p>[1] Some reference.</p></section>"
+            "</body></html>")
+    http_server.routes["/html/"] = lambda request: Reply(body=page, content_type="text/html")
+    with LLMServer() as llm:
+        settings = configure(
+            extra=f'[llm]\nmodel = "gpt-test"\nbase_url = "{llm.url}"\napi_key = "sk-x"\nsummarize = 3\nfull_text = 1\n'
+                  '[digest]\ntop = 3\n')
+        settings = settings.model_copy(update={"arxiv": settings.arxiv.model_copy(
+            update={"html_url": f"{http_server.url}/html/"})})
+        db, result = run(settings)
+        assert result.status == "sent", result.error
+        first = db.execute("SELECT paper_id FROM digest_items WHERE rank = 1").fetchone()[0]
+        prompts = {r.paper_id: r.prompt for r in llm.requests}
+        assert "zebra-striped attention mask" in prompts[first]
+        assert "var leak" not in prompts[first] and "Some reference" not in prompts[first]
+        assert all("zebra" not in prompt for pid, prompt in prompts.items() if pid != first)
+        html_requests = [r.path for r in http_server.requests if r.path.startswith("/html/")]
+        assert html_requests == [f"/html/{first}v1"]
