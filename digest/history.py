@@ -712,17 +712,15 @@ def history_stats(db, days: int = 30) -> dict:
 # -- status ----------------------------------------------------------------------------------------
 
 def next_run(settings: Settings, now: dt.datetime) -> dt.datetime:
-    """The next scheduled run: ``schedule.time`` in ``schedule.timezone`` on the next Monday to Friday,
-    the mornings after arXiv's Sunday-to-Thursday announcements. Holidays are not known in advance; on
-    one the daemon polls, finds nothing new and records an empty day."""
-    tz = settings.schedule.tz
-    local = now.astimezone(tz)
-    day = local.date()
-    while True:
-        candidate = dt.datetime.combine(day, settings.schedule.time_of_day, tzinfo=tz)
-        if candidate > local and candidate.weekday() < 5:
-            return candidate
-        day += dt.timedelta(days=1)
+    """The next scheduled time that owes an announcement day: the daemon fires every day, but on a
+    weekend or an arXiv holiday it has nothing to fetch, so those firings are not "runs"."""
+    from .arxiv import expected_announcement
+    from .daemon import announcement_day_at, next_firing
+
+    firing = next_firing(settings, now)
+    while not expected_announcement(announcement_day_at(firing)):
+        firing = next_firing(settings, firing)
+    return firing
 
 
 def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:

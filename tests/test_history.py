@@ -517,12 +517,14 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
     assert json.loads(run("status", "--json").output)["pending"][0]["last_error"] == "SMTP 451: try again later"
 
 
-def test_next_run_skips_weekends_and_keeps_today_when_not_yet_due():
+def test_next_run_skips_weekends_holidays_and_keeps_today_when_not_yet_due():
     settings = parse_settings('[schedule]\ntime = "08:30"\ntimezone = "Europe/Berlin"\n[profiles.me]\ninterests = ["x"]\n')
     at = lambda *a: dt.datetime(*a, tzinfo=dt.timezone.utc)
     assert history.next_run(settings, at(2026, 7, 1, 6, 0)).isoformat() == "2026-07-01T08:30:00+02:00"
     assert history.next_run(settings, at(2026, 7, 1, 6, 30)).isoformat() == "2026-07-02T08:30:00+02:00"
     assert history.next_run(settings, at(2026, 7, 4, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
+    # 2026-07-03 is an arXiv holiday: no announcement, so Thursday's next run is Monday's.
+    assert history.next_run(settings, at(2026, 7, 2, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
 
 
 # -- vectors -----------------------------------------------------------------------------------------
