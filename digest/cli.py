@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 import signal
+import sqlite3
 import sys
 from contextlib import contextmanager
 from importlib import resources
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from . import config as config_module
 from .config import ConfigError, Settings
-from .db import DatabaseError, open_db
+from .db import DatabaseError, describe_sqlite_error, open_db
 
 
 class UsageProblem(click.ClickException):
@@ -69,12 +70,25 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+class DigestGroup(click.Group):
+    """A database that stops accepting writes in the middle of a command (locked by another process,
+    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as exc:
+            app = ctx.obj
+            where = app.settings.database_path() if isinstance(app, App) and app._settings else "the database"
+            raise RunFailure(describe_sqlite_error(where, exc)) from None
+
+
 def console_for_output() -> Console:
     # A fixed width when not on a terminal keeps output stable for pipes and tests.
     return Console(width=None if sys.stdout.isatty() else 120, highlight=False, soft_wrap=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="FILE", envvar=None,
               help="Configuration file (default: $DIGEST_CONFIG, then ~/.config/digest/config.toml).")
 @click.version_option(package_name="digest", prog_name="digest")

@@ -501,6 +501,8 @@ def _one_line(label: str, exc: ValidationError) -> str:
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         limit = next(iter(error["ctx"].values()))
+        if isinstance(limit, float) and limit.is_integer():  # "> 0" as the user reads it, not "> 0.0"
+            limit = int(limit)
         return f"{label}: {key}: expected a number {bound} {limit}, got {_show(value)}"
     if kind == "string_too_short":
         return f"{label}: {key}: must not be empty"

@@ -30,6 +30,24 @@ class DatabaseError(Exception):
     """The database could not be opened or written, phrased for the user."""
 
 
+def describe_sqlite_error(path: str | Path, exc: sqlite3.Error) -> str:
+    """One line for a database that cannot be written, saying what the user can do about it. Every
+    write is a transaction, so whatever was stored before the failure is still there."""
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return f"{path}: the database is locked by another process; run again when it has finished"
+    if code.startswith("SQLITE_READONLY") or "readonly" in text:
+        return (f"{path}: the database is read-only ({text}); digest must be able to write it: "
+                f"check the file's owner and permissions")
+    if code.startswith("SQLITE_FULL") or "full" in text:
+        return f"{path}: the disk is full ({text}); nothing stored was lost: free some space and run digest again"
+    if code.startswith("SQLITE_IOERR"):  # a write refused by the system (EFBIG, EIO): full quota, failing disk
+        return (f"{path}: writing to the disk failed ({text}); is it full? Nothing stored was lost: "
+                f"free some space and run digest again")
+    return f"{path}: {text}"
+
+
 def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
     """Open (creating when missing) with WAL and a busy timeout, then apply pending migrations."""
     path = Path(path)
@@ -50,7 +68,7 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
         if migrate:
             apply_migrations(db)
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path}: {exc}") from None
+        raise DatabaseError(describe_sqlite_error(path, exc)) from None
     return db
 
 
