@@ -241,8 +241,14 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
         raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
     db = app.db
     with _terminate_as_interrupt():
-        result = pipeline.run_day(db, app.settings, days=days, profiles=list(profile_names), dry_run=dry_run,
-                                  resend=resend, trigger=trigger, fetch=not no_fetch)
+        try:
+            result = pipeline.run_day(db, app.settings, days=days, profiles=list(profile_names), dry_run=dry_run,
+                                      resend=resend, trigger=trigger, fetch=not no_fetch)
+        except Exception as exc:
+            from .embed import EmbeddingError
+            if isinstance(exc, EmbeddingError):  # a bad embedding.model is the user's to fix: exit 2
+                raise UsageProblem(str(exc)) from None
+            raise
     if as_json:
         click.echo(json.dumps({"status": result.status, "announced_on": result.announced_on, "digests": result.digests,
                                "error": result.error, "previews": result.previews}, default=str))

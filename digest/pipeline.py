@@ -347,6 +347,9 @@ def _store_digest(db, settings: Settings, view: DigestView) -> int:
                                                                                                  settings)
         db.execute("UPDATE digests SET subject = ? WHERE id = ?", [rendered.subject, view.digest_id])
         deliver.save_render(db, view.digest_id, rendered)
+        # Queued in the same transaction: a digest never exists without its outbox rows, so a run killed
+        # between here and the deliver stage cannot leave a day that looks done but was never sent.
+        deliver.enqueue(db, view.digest_id, settings.channels_for(settings.profiles[view.profile]))
     return view.digest_id
 
 

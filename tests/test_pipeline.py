@@ -241,3 +241,31 @@ def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(world, smtp, h
         assert all("zebra" not in prompt for pid, prompt in prompts.items() if pid != first)
         html_requests = [r.path for r in http_server.requests if r.path.startswith("/html/")]
         assert html_requests == [f"/html/{first}v1"]
+
+
+def test_a_run_killed_after_storing_its_digest_still_sends_it(world, smtp, monkeypatch):
+    from digest import deliver
+
+    route, configure = world
+    settings = configure()
+
+    def killed(*args, **kwargs):  # stands in for SIGTERM between the render and deliver stages
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deliver, "deliver_due", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings)
+    monkeypatch.undo()
+    db = dbm.open_db(settings.database_path())
+    assert db.execute("SELECT status FROM deliveries").fetchall() == [("pending",)]
+    db, result = run(settings)
+    assert result.status == "sent"
+    assert len(smtp.messages) == 1
+
+
+def test_a_model_that_cannot_load_is_one_line_and_exit_2(world, smtp):
+    route, configure = world
+    configure(extra='[embedding]\nmodel = "/nonexistent/model-dir"\n')
+    result = CliRunner().invoke(cli, ["run"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("Error: embedding.model /nonexistent/model-dir: cannot load")
