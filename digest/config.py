@@ -382,14 +382,17 @@ def load_settings(path: str | os.PathLike | None = None, environ=None) -> Settin
     """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
-    label = file.name
+    return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file))
+
+
+def read_config_text(file: Path) -> str:
+    """The file's text, or a one-line :class:`ConfigError` saying why it cannot be had."""
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{file}: no configuration file here; create one with `digest init`") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
-    return parse_settings(text, label=label, environ=environ, source=str(file))
 
 
 def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "") -> Settings:

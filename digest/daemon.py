@@ -270,12 +270,7 @@ class LoadedConfig:
 
 def load_config(path: Path) -> LoadedConfig:
     """Read once and validate; every failure is a :class:`ConfigError` of one line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no configuration file here; create one with `digest init`") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    text = config_module.read_config_text(path)
     settings = config_module.parse_settings(text, label=path.name, source=str(path))
     return LoadedConfig(path, text, settings)
 
