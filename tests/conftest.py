@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data" / "arxiv"
-LISTING = SHARED / "listing_2026-06-22_to_06-30.jsonl"
+# Real recorded arXiv answers, kept in the repository so that a clone tests on its own (data/README.md says
+# where each file came from). The listing is gzipped; the XML answers are served byte for byte as recorded.
+DATA = Path(__file__).resolve().parent / "data"
+LISTING = DATA / "listing_2026-06-22_to_06-30.jsonl.gz"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -1,5 +1,5 @@
 """Day feeds in the exact format of arXiv's rss.arxiv.org Atom feed, built from the real listing
-``listing_2026-06-22_to_06-30.jsonl``, and a loopback route that serves them day by day.
+``data/listing_2026-06-22_to_06-30.jsonl.gz``, and a loopback route that serves them day by day.
 
 Days: every ``day`` here is a *feed day*, the date the feed stamps on an announcement (its
 ``published``, midnight ET) and the ``announced_on`` stored in the database. The listing's own
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import gzip
 import json
 import zoneinfo
 from typing import Callable
@@ -32,7 +33,7 @@ LICENSE = "http://creativecommons.org/licenses/by/4.0/"
 
 @functools.cache
 def _all_rows() -> tuple[dict, ...]:
-    with open(LISTING, encoding="utf-8") as handle:
+    with gzip.open(LISTING, "rt", encoding="utf-8") as handle:
         return tuple(json.loads(line) for line in handle if line.strip())
 
 

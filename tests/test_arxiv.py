@@ -1,4 +1,4 @@
-"""arXiv ingestion against real recorded arXiv answers served from loopback (../shared/data/arxiv/)."""
+"""arXiv ingestion against real recorded arXiv answers (tests/data/) served from loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings as hsettings, strategies as st
 
-from conftest import SHARED
+from conftest import DATA
 from digest import arxiv
 from digest.cli import cli
 from digest.config import parse_settings
@@ -22,11 +22,11 @@ from feeds import (LISTING_DAYS, api_feed_xml, arxiv_section, empty_feed_xml, fe
                    listing_papers, serve_feeds)
 from loopback import Reply
 
-RSS = SHARED / "rss"
-API = SHARED / "api"
+RSS = DATA / "rss"
+API = DATA / "api"
 SUBSET7 = RSS / "atom_cs.AI_2025-08-20_subset7.xml"
 FIRST86 = RSS / "atom_cs.AI_2025-08-20_first86_repaired.xml"
-OAI_503 = SHARED / "oai" / "oaipmh-listrecords---should-list-identifiers-from-arxiv_0_503.xml"
+OAI_503 = DATA / "oai" / "oaipmh-listrecords---should-list-identifiers-from-arxiv_0_503.xml"
 D = dt.date
 
 

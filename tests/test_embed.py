@@ -213,10 +213,10 @@ def serve_recorded_api(http_server):
     import json
     import urllib.parse
 
-    from conftest import SHARED
+    from conftest import DATA
     from loopback import Reply
 
-    api = SHARED / "api"
+    api = DATA / "api"
     by_ids = {}
     for item in json.loads((api / "index.json").read_text()):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(item["url"]).query)

@@ -1,4 +1,4 @@
-"""The history commands, against a database filled with the real papers of the shared listing and
+"""The history commands, against a database filled with the real papers of the listing and
 digests, deliveries, summaries, LLM calls and runs written the way the pipeline writes them."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from click.testing import CliRunner
 from rich.console import Console
 
-from conftest import LISTING
 from digest import db as dbm
 from digest import history
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.records import Announcement, Paper
+from feeds import listing_papers
 
 MODEL = "all-MiniLM-L6-v2"
 # Papers about spiking networks, and one whose "spikes" the porter stemmer files under the same word.
@@ -30,7 +30,7 @@ SPIKING = ["2606.24075", "2606.30191", "2606.29847", "2606.31781", "2606.31695",
 
 
 def listing() -> list[dict]:
-    return [json.loads(line) for line in LISTING.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return listing_papers()
 
 
 def paper_of(row: dict, version: int = 1) -> Paper:
@@ -292,10 +292,10 @@ def test_show_lists_every_version(db_path):
 
 
 def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_config, db_path):
-    from conftest import SHARED
+    from conftest import DATA
     from loopback import Reply
 
-    recorded = SHARED / "api" / "id_astro-ph_0601001_s0_m100_3150dca9dc76.xml"
+    recorded = DATA / "api" / "id_astro-ph_0601001_s0_m100_3150dca9dc76.xml"
     http_server.routes["/api/query"] = lambda request: Reply.file(recorded)
     write_config(f'[storage]\npath = "{db_path}"\n[arxiv]\napi_url = "{http_server.url}/api/query"\n'
                  f'min_interval = 0\n[profiles.me]\ninterests = ["x"]\n')

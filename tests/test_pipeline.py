@@ -17,7 +17,7 @@ from feeds import arxiv_section, feed_xml, listing_papers, serve_feeds
 from loopback import Reply
 from smtp_server import SMTPServer
 
-DAY = dt.date(2026, 6, 26)  # a real feed day of the shared listing
+DAY = dt.date(2026, 6, 26)  # a real feed day of the listing in tests/data/
 CATEGORIES = ["cs.CL"]
 
 pytestmark = pytest.mark.slow

@@ -13,12 +13,12 @@ import re
 from functools import cache
 
 import pytest
-from conftest import LISTING
 
 from digest import render
 from digest.config import parse_settings
 from digest.records import DigestView, Paper, Ranked, Summary
 from digest.taxonomy import CategoryExpression
+from feeds import listing_papers
 
 CATEGORIES = "cs.AI+cs.CL+cs.CV+cs.LG"
 BIG_DAY = dt.date(2026, 6, 22)  # 537 listed papers
@@ -27,7 +27,7 @@ SCRIPT_TITLE = "<script>alert(1)</script>"
 
 @cache
 def _listing() -> tuple[dict, ...]:
-    return tuple(json.loads(line) for line in LISTING.read_text(encoding="utf-8").splitlines() if line.strip())
+    return tuple(listing_papers())
 
 
 def paper_of(row: dict) -> Paper:

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from conftest import LISTING
 from digest import db as dbm
 from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper
+from feeds import listing_papers
 from llm_server import (LLMServer, comply, echo_headers, error, huge, malformed, normal_answer, rate_limited,
                         refusal, refusal_text)
 
@@ -26,18 +26,9 @@ FAQ = summarize.FAQ_FIELDS
 
 
 def real_papers(count: int, skip: int = 0) -> list[Paper]:
-    papers = []
-    with LISTING.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines):
-            if number < skip:
-                continue
-            row = json.loads(line)
-            papers.append(Paper(id=row["id"], version=1, title=row["title"], abstract=row["abstract"],
-                                authors=row["authors"], categories=row["categories"],
-                                primary_category=row["primary_category"]))
-            if len(papers) == count:
-                break
-    return papers
+    return [Paper(id=row["id"], version=1, title=row["title"], abstract=row["abstract"], authors=row["authors"],
+                  categories=row["categories"], primary_category=row["primary_category"])
+            for row in listing_papers()[skip:skip + count]]
 
 
 def settings_for(llm: LLMServer | None, **options):

@@ -32,7 +32,7 @@ from digest.config import parse_settings
 from feeds import arxiv_section, feed_xml
 from conftest import ROOT
 
-DAY = dt.date(2026, 6, 26)  # a Friday of the shared listing: 79 papers in cs.CL
+DAY = dt.date(2026, 6, 26)  # a Friday of the listing in tests/data/: 79 papers in cs.CL
 CATEGORIES = ["cs.CL"]
 PROFILE = '[profiles.me]\ninterests = ["speech recognition for low-resource languages"]\n'
 READER = "reader@example.org"
