@@ -1,5 +1,5 @@
 """Rendering and sending a digest as it grows: 50 papers (the baseline), a real 500-paper day, and a
-1,500-paper catch-up, all from the real listing in ../shared/data/arxiv/.
+1,500-paper catch-up, all from the real listing in tests/data/.
 
   render     render.render_digest: HTML, text, Markdown and JSON
   email      build the MIME message and send it over loopback SMTP (aiosmtpd, STARTTLS + AUTH, test CA)

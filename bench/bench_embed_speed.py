@@ -1,7 +1,7 @@
 """Embedding throughput on one real arXiv day, against plain SentenceTransformer.encode in the same run.
 
 Texts: the 537 papers (title + abstract) announced on 2026-06-22 in
-../shared/data/arxiv/listing_2026-06-22_to_06-30.jsonl. Baseline: ``SentenceTransformer(model).encode(texts)``
+tests/data/listing_2026-06-22_to_06-30.jsonl.gz. Baseline: ``SentenceTransformer(model).encode(texts)``
 with its defaults. Every variant encodes the same texts ROUNDS times, interleaved with the others so that
 a neighbour's load on the machine hits them alike; the best round counts. A faster path is worth keeping
 only if the ranking it gives stays within 1% of the plain model's nDCG@10 (bench_rank_quality's profiles

@@ -1,5 +1,5 @@
 """How the history commands scale: a generated history of N papers (default 100,000; --papers 1000000
-for the README's figures), built by resampling the 2,087 real papers of the shared listing.
+for the README's figures), built by resampling the 2,087 real papers of the listing in tests/data/.
 
     .venv/bin/python bench/bench_history.py                 # 100k papers, a few minutes
     .venv/bin/python bench/bench_history.py --papers 1000000
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from digest import db as dbm  # noqa: E402
 from digest import history  # noqa: E402
 
-LISTING = ROOT.parent / "shared" / "data" / "arxiv" / "listing_2026-06-22_to_06-30.jsonl"
+LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 OUT = ROOT / "bench" / "out"
 MODEL = "all-MiniLM-L6-v2"
 PAPERS_PER_DAY = 500  # about the busiest real day of the listing's categories
@@ -50,7 +51,8 @@ QUERIES = ["graph neural network", "diffusion", "reinforcement learning reward",
 
 
 def real_papers() -> list[dict]:
-    return [json.loads(line) for line in LISTING.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with gzip.open(LISTING, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def real_embeddings(papers: list[dict]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Ranking quality on real arXiv days: does digest put a profile's papers first?
 
-Data: the 2,087 real papers of ../shared/data/arxiv/listing_2026-06-22_to_06-30.jsonl. One profile per
+Data: the 2,087 real papers of tests/data/listing_2026-06-22_to_06-30.jsonl.gz. One profile per
 primary category (7 of them), each built as a user would: five seed papers picked from the earlier days
 (2026-06-22 to 06-24) and a one-line interest written from arXiv's description of the category. Each later
 day (06-25, 06-28, 06-29, 06-30; every paper of the day, all categories mixed) is ranked for each profile.
@@ -19,6 +19,7 @@ with the seeds as positives and every other paper as negatives (its vectorizer a
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from digest import embed, profiles, rank  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402
 
-LISTING = ROOT.parent / "shared" / "data" / "arxiv" / "listing_2026-06-22_to_06-30.jsonl"
+LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 SEED_DAYS = ("2026-06-22", "2026-06-23", "2026-06-24")
 TEST_DAYS = ("2026-06-25", "2026-06-28", "2026-06-29", "2026-06-30")
 SEEDS_PER_PROFILE = 5
@@ -67,7 +68,7 @@ PROFILES = {
 
 def load_days() -> dict[str, list[Paper]]:
     days: dict[str, list[Paper]] = {}
-    with open(LISTING, encoding="utf-8") as handle:
+    with gzip.open(LISTING, "rt", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
             paper = Paper(id=row["id"], version=1, title=row["title"], abstract=row["abstract"],

@@ -1,6 +1,6 @@
 """One real announcement day through `digest run`, then the same day again.
 
-The day: feed day 2026-06-23 of the shared listing (537 real papers), served as arXiv's Atom feed from
+The day: feed day 2026-06-23 of the real listing in tests/data/ (537 real papers), served as arXiv's Atom feed from
 loopback; an OpenAI-compatible LLM on loopback answering after 1 s; a real SMTP server on loopback.
 Prints the wall time of each stage (from run_stages) for
 
