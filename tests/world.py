@@ -55,13 +55,18 @@ def template_database(folder: Path) -> Path:
     path = folder / "template.db"
     if path.exists():  # another test module of this session built it
         return path
+    # Built under a name of its own and renamed when complete, so that a build cut short never leaves a
+    # half-made template for the next module. Under pytest-xdist each worker has its own basetemp, so two
+    # workers never build into the same folder.
+    building = folder / f"template.{os.getpid()}.db"
     settings = parse_settings(PROFILE, environ={})
-    db = dbm.open_db(path)
+    db = dbm.open_db(building)
     papers = [a.paper for a in arxiv.parse_feed(day_feed()).announcements]
     dbm.save_papers(db, papers)
     embed.embed_papers(db, papers, settings, progress=False)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
+    os.replace(building, path)
     return path
 
 
