@@ -23,6 +23,7 @@ from rich.table import Table
 from . import config as config_module
 from .config import ConfigError, Settings
 from .db import DatabaseError, describe_sqlite_error, open_db
+from .text import csv_cell, shown_cell
 
 
 class UsageProblem(click.ClickException):
@@ -125,7 +126,7 @@ def emit(app: App, rows: list[dict], columns: list[str] | None = None, *, as_jso
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
+            writer.writerow({k: csv_cell(row.get(k)) for k in columns})
         click.echo(out.getvalue(), nl=False)
         return
     if not rows:
@@ -135,16 +136,8 @@ def emit(app: App, rows: list[dict], columns: list[str] | None = None, *, as_jso
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(shown_cell(row.get(c)) for c in columns))
     app.console.print(table)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    return str(value)
 
 
 def parse_day(value: str | None, option: str) -> dt.date | None:
@@ -225,8 +218,10 @@ def _toml_value(value) -> str:
 @click.option("--day", "day_text", metavar="YYYY-MM-DD", multiple=True,
               help="An announcement day to (re)build; repeat for one merged catch-up digest. Default: the feed's.")
 @click.option("--profile", "profile_names", metavar="NAME", multiple=True, help="Only this profile (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Render to preview files; store and send nothing.")
-@click.option("--resend", is_flag=True, help="Send again digests that were already sent.")
+@click.option("--dry-run", is_flag=True,
+              help="Fetch and store the day's papers, then render each digest to preview files beside the "
+                   "database; build no digest, call no LLM, send nothing.")
+@click.option("--resend", is_flag=True, hidden=True)
 @click.option("--no-fetch", is_flag=True, help="Use only announcements already stored.")
 @click.option("--trigger", default="cli", hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
@@ -234,7 +229,10 @@ def _toml_value(value) -> str:
 def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, trigger, as_json) -> None:
     """Fetch, rank, summarize and deliver one announcement day now."""
     from . import pipeline
+    from .embed import EmbeddingError
 
+    if resend:
+        raise UsageProblem("--resend: use `digest resend DAY` (failed deliveries) or `digest resend DAY --all`")
     days = [parse_day(text, "--day") for text in day_text]
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
@@ -243,38 +241,92 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
     with _terminate_as_interrupt():
         try:
             result = pipeline.run_day(db, app.settings, days=days, profiles=list(profile_names), dry_run=dry_run,
-                                      resend=resend, trigger=trigger, fetch=not no_fetch)
-        except Exception as exc:
-            from .embed import EmbeddingError
-            if isinstance(exc, EmbeddingError):  # a bad embedding.model is the user's to fix: exit 2
-                raise UsageProblem(str(exc)) from None
-            raise
+                                      trigger=trigger, fetch=not no_fetch)
+        except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
+            raise UsageProblem(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"status": result.status, "announced_on": result.announced_on, "digests": result.digests,
-                               "error": result.error, "previews": result.previews}, default=str))
+                               "error": result.error, "detail": result.detail, "previews": result.previews,
+                               "profiles": [vars(o) for o in result.outcomes]}, default=str))
     else:
-        click.echo(_describe_run(db, result))
+        click.echo("\n".join(pipeline.describe_run(result)))
     if result.status in ("failed", "pending"):
         if as_json:
             sys.exit(1)
-        raise RunFailure(result.error or "the run failed")
+        raise RunFailure(f"{result.error or 'the run failed'}\n`digest status` shows the details (is this "
+                         f"machine offline?)" if result.status == "failed" else result.error)
+    if result.error and not as_json:
+        click.echo(f"Warning: {result.error}", err=True)
 
 
-def _describe_run(db, result) -> str:
-    if result.status == "empty":
-        return "arXiv announced nothing (a weekend or a holiday); no digest to send."
-    if result.status == "rendered":
-        return "Dry run; nothing stored or sent. Previews:\n" + "\n".join(f"  {p}" for p in result.previews)
-    if result.status == "failed":
-        return f"{result.announced_on or 'today'}: the run failed."
-    parts = []
-    for digest_id in result.digests:
-        row = db.execute("SELECT profile, announced, summarized FROM digests WHERE id = ?", [digest_id]).fetchone()
-        parts.append(f"{row[0]}: {row[1]} papers, {row[2]} summarized")
-    verb = "sent" if result.status == "sent" else "built"
-    if not parts:
-        return f"{result.announced_on}: no paper in your profiles' categories."
-    return f"{result.announced_on}: {verb} {'; '.join(parts)}."
+@cli.command("deliver", hidden=True)
+@pass_app
+def deliver_command(app: App) -> None:
+    """Send every delivery whose time has come (the daemon runs this between firings)."""
+    from .deliver import deliver_due
+
+    outcomes = deliver_due(app.db, app.settings)
+    for o in outcomes:
+        click.echo(f"digest {o.digest_id}: {o.channel}{' to ' + o.target if o.target else ''}: {o.status}"
+                   + (f" ({o.error})" if o.error else ""))
+
+
+@cli.command("resend")
+@click.argument("day_text", metavar="[YYYY-MM-DD]", required=False)
+@click.option("--profile", metavar="NAME", help="Only this profile's digest.")
+@click.option("--failed", "which", flag_value="failed", default=True,
+              help="Only deliveries that failed for good (the default).")
+@click.option("--all", "which", flag_value="all", help="Every delivery of the day's digests, sent ones too.")
+@click.option("--channel", type=click.Choice(["email", "chat", "files"]), help="Only this channel.")
+@click.option("--to", "target", metavar="TARGET", help="Only this recipient address or chat target.")
+@click.option("--dry-run", is_flag=True, help="Say who would get what, and send nothing.")
+@pass_app
+def resend_command(app: App, day_text, profile, which, channel, target, dry_run) -> None:
+    """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
+    Says who will get what before it sends."""
+    from .deliver import deliver_due, outbox
+
+    day = parse_day(day_text, "YYYY-MM-DD")
+    _check_profile(app, profile)
+    if which == "all" and day is None:
+        raise UsageProblem("--all: name the day to send again, e.g. `digest resend 2026-06-29 --all`")
+    rows = outbox.chosen_for_resend(app.db, day=day, profile=profile, failed_only=which == "failed" and not target
+                                    and not channel, channel=channel, target=target)
+    if not rows:
+        click.echo("Nothing to send again" + (f" for {day}" if day else "") + (
+            ": no delivery failed for good." if which == "failed" and not (target or channel) else "."))
+        return
+    click.echo(("Would send again:" if dry_run else "Sending again:"))
+    for row in rows:
+        why = f"failed: {row['last_error']}" if row["status"] == "failed" else f"sent {row['sent_at']}"
+        click.echo(f"  {row['day']} {row['profile']}: {outbox.where(row)} ({why})")
+    if dry_run:
+        return
+    outbox.requeue(app.db, [r["id"] for r in rows])
+    outcomes = deliver_due(app.db, app.settings, only=[r["id"] for r in rows])
+    failed = [o for o in outcomes if o.status != "sent"]
+    click.echo(f"Sent {sum(o.status == 'sent' for o in outcomes)} of {len(rows)}.")
+    if failed:
+        raise RunFailure(f"{failed[0].channel}{' to ' + failed[0].target if failed[0].target else ''}: "
+                         f"{failed[0].status}: {failed[0].error}")
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_app
+def doctor_command(app: App, as_json: bool) -> None:
+    """Prove the ledger on the whole database: every announced paper of every profile in exactly one
+    digest, or the exceptions listed. Exit status 1 when a paper was missed or sent twice."""
+    from . import ledger
+
+    reports = ledger.check(app.db, app.settings)
+    if as_json:
+        click.echo(json.dumps([{**vars(r), "ok": r.ok} for r in reports], indent=2))
+    else:
+        for report in reports:
+            click.echo("\n".join(report.describe()))
+    if not all(r.ok for r in reports):
+        sys.exit(1)
 
 
 @contextmanager
@@ -298,34 +350,38 @@ def _terminate_as_interrupt():
 @pass_app
 def fetch_command(app: App, from_text: str | None, to_text: str | None) -> None:
     """Fetch today's feed, or backfill past announcement days with --from/--to."""
-    from . import arxiv
+    from .arxiv import api, feed
 
     start, end = parse_day(from_text, "--from"), parse_day(to_text, "--to")
     if start is None and end is None:
-        result = arxiv.fetch_announcements(app.db, app.settings)
+        result = feed.fetch_announcements(app.db, app.settings)
         if result.status == "failed":
-            raise RunFailure(arxiv.describe_fetch(result))
-        click.echo(arxiv.describe_fetch(result))
+            raise RunFailure(feed.describe_fetch(result))
+        click.echo(feed.describe_fetch(result))
         return
     if start is None:
         raise UsageProblem("--to: give --from too")
     end = end or start
     if start > end:
         raise UsageProblem(f"--from {start} is after --to {end}")
-    summary = _backfill_with_progress(app, arxiv, start, end)
-    click.echo(arxiv.describe_backfill(start, end, summary))
+    summary = _backfill_with_progress(app, start, end)
+    click.echo(api.describe_backfill(start, end, summary))
     if summary["failed"]:
         raise RunFailure(summary["errors"][0])
 
 
-def _backfill_with_progress(app: App, arxiv, start: dt.date, end: dt.date) -> dict:
+def _backfill_with_progress(app: App, start: dt.date, end: dt.date) -> dict:
     from rich.progress import Progress
 
-    days = arxiv.announcement_days(start, end)
+    from .arxiv import api
+    from .arxiv.calendar import Calendar
+
+    calendar = Calendar.from_settings(app.settings)
+    days = calendar.announcement_days(start, end)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("backfilling", total=len(days))
-        return arxiv.backfill(app.db, app.settings, start, end,
-                              progress=lambda day, result: progress.update(task, advance=1, description=str(day)))
+        return api.backfill(app.db, app.settings, start, end, calendar=calendar,
+                            progress=lambda day, result: progress.update(task, advance=1, description=str(day)))
 
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
@@ -333,7 +389,7 @@ def _backfill_with_progress(app: App, arxiv, start: dt.date, end: dt.date) -> di
 @contextmanager
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
-    from .arxiv import ArxivError
+    from .arxiv.http import ArxivError
     from .embed import EmbeddingError
     from .history import HistoryError
 
@@ -375,10 +431,12 @@ def _check_profile(app: App, profile: str | None) -> None:
         raise UsageProblem(f"--profile: no profile named {json.dumps(profile)} in {app.settings.source}")
 
 
-def _search_rows(rows: list[dict]) -> list[dict]:
+def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
+    """Snippets with their hits marked the Markdown way (JSON), or as plain text (CSV)."""
     from .history import plain_snippet
 
-    return [{**r, "snippet": plain_snippet(r["snippet"])} if "snippet" in r else r for r in rows]
+    mark = "**" if marked else ""
+    return [{**r, "snippet": plain_snippet(r["snippet"], mark, mark)} if "snippet" in r else r for r in rows]
 
 
 @cli.command("search")
@@ -401,7 +459,7 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
         else:
             rows = history.search(app.db, query, filters, limit, raw=raw)
     if as_json or as_csv:
-        emit(app, _search_rows(rows), ["id", "announced", "score", "title", "authors", "categories", "snippet"],
+        emit(app, _search_rows(rows, marked=as_json), ["id", "announced", "score", "title", "authors", "categories", "snippet"],
              as_json=as_json, as_csv=as_csv)
     elif not rows:
         app.console.print("No paper matches.")

@@ -13,6 +13,7 @@ environment variable) and ``x_file`` (a path; relative paths resolve against sys
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .taxonomy import CategoryExpression, CategoryExpressionError
 
 REDACTED = "********"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -83,11 +85,30 @@ class ArxivSettings(Section):
     min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
     timeout: float = Field(30.0, gt=0)
     retries: int = Field(4, ge=0)
+    holidays: list[dt.date] = Field([], description="weekdays arXiv announces nothing on, beyond the known lists")
+    not_holidays: list[dt.date] = Field([], description="days the known lists call holidays that are not")
 
     @field_validator("categories")
     @classmethod
     def _valid_expression(cls, value: str) -> str:
         return _check_expression(value)
+
+    @field_validator("holidays", "not_holidays", mode="before")
+    @classmethod
+    def _dates(cls, value):
+        """TOML dates (2027-01-18) or strings ("2027-01-18")."""
+        if not isinstance(value, list):
+            return value
+        days = []
+        for item in value:
+            if isinstance(item, dt.date) and not isinstance(item, dt.datetime):
+                days.append(item)
+                continue
+            try:
+                days.append(dt.date.fromisoformat(item))
+            except (TypeError, ValueError):
+                raise ValueError(f"expected dates as YYYY-MM-DD, got {_show(item)}") from None
+        return days
 
     @property
     def expression(self) -> CategoryExpression:
@@ -141,6 +162,22 @@ class EmailSettings(Section):
     @property
     def enabled(self) -> bool:
         return bool(self.host)
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self):
+        if self.security == "none" and self.user and not _is_loopback(self.host):
+            raise _KeyProblem("email.security", f'"none" would send the password to {self.host} in clear text; '
+                                                f'use "starttls" or "ssl"')
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ChatTarget(Section):
@@ -255,6 +292,10 @@ class Settings(Section):
     @model_validator(mode="after")
     def _profiles_point_at_configured_channels(self):
         for name, profile in self.profiles.items():
+            if not PROFILE_NAME.fullmatch(name):
+                raise _KeyProblem(f"profiles.{json.dumps(name) if not name.isidentifier() else name}",
+                                  "a profile's name may hold only letters, digits, _ and - (it names files and "
+                                  "folders)")
             for target in profile.chat:
                 if target not in self.chat:
                     raise _KeyProblem(f"profiles.{name}.chat", f"no chat target named {json.dumps(target)} in [chat]")
@@ -292,8 +333,11 @@ class Settings(Section):
         return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
 
     def secrets(self) -> list[str]:
-        """Every resolved secret value, for log and error redaction."""
+        """Every resolved secret value, for log and error redaction, and SMTP's AUTH PLAIN blob
+        (NUL, user, NUL, password), which a server's error reply may quote in base64."""
         found = [s.reveal() for s in _walk_secrets(self) if s]
+        if self.email.password and self.email.user:
+            found.append(f"\0{self.email.user}\0{self.email.password.reveal()}")
         return sorted(set(found), key=len, reverse=True)
 
     def redacted(self) -> dict[str, Any]:
@@ -332,6 +376,8 @@ def _walk_secrets(model: BaseModel):
 def _plain(value):
     if isinstance(value, Secret):
         return REDACTED
+    if isinstance(value, dt.date):
+        return value.isoformat()
     if isinstance(value, BaseModel):
         out = {}
         for name, field in type(value).model_fields.items():

@@ -2,13 +2,14 @@
 
 Every pipeline run is a child process (``python -m digest run``), so the daemon itself never imports
 torch or loads the model: between runs it is a small Python process, and a crash inside a run cannot
-take it down. All state lives in SQLite (``runs``, ``fetches``, ``digests``), none in memory, so a
+take it down. All state lives in SQLite (the ledger, ``fetches``, the outbox), none in memory, so a
 daemon started after a crash or a holiday works out on its own what is still owed.
 
 The day a schedule firing is for: arXiv mails an announcement at 20:00 ET on the evening before its
 *feed day* (Sun-Thu evenings, feed days Mon-Fri), so at any moment the latest feed day that should be
 out is the ET date four hours later. A daily firing at ``schedule.time`` in ``schedule.timezone``
-polls the feed until that day is stored or ``give_up_after`` seconds have passed.
+polls the feed until that day is settled (its digests built) or ``give_up_after`` seconds have passed.
+A weekday the calendar calls a holiday gets one look, without polling, in case arXiv announced after all.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ import socket
 import subprocess
 import sys
 import time
-import zoneinfo
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from . import config as config_module
+from . import ledger
+from .arxiv.calendar import Calendar, Clock, ClockError, announcement_day_at
 from .config import ConfigError, Settings
-from .db import now_iso, open_db
+from .db import day_fetched, now_iso, open_db
+from .deliver import outbox
 from .locks import LockBusy, pid_lock
+from .text import plural
 
 log = logging.getLogger("digest.daemon")
 
-ARXIV_TZ = zoneinfo.ZoneInfo("America/New_York")
-MAILING_LEAD = dt.timedelta(hours=4)  # 20:00 ET mailing -> midnight ET feed day
-PRETEND_TODAY_ENV = "DIGEST_PRETEND_TODAY"  # tests only: see Clock.from_environ
 CHILD_STOP_GRACE = 7.0  # seconds a run may take to checkpoint after SIGTERM; the daemon exits within 10
 TICK = 0.2  # seconds between checks of signals, the watchdog and the child
 OUTBOX_CHECK_EVERY = 60.0  # seconds between looks for a delivery whose retry time has come
@@ -46,41 +47,16 @@ class DaemonError(Exception):
     """Why the daemon cannot start, phrased as the one line the user sees."""
 
 
-# -- the clock ----------------------------------------------------------------------------------------
+# -- when -----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Clock:
-    """Now, shifted by whole days in tests.
+def schedule_trigger(settings: Settings):
+    """APScheduler's trigger for ``schedule.time`` in ``schedule.timezone``: the daemon fires by it, and
+    `digest status` asks it for the next firing, so the two agree even on a day the time does not exist
+    (a DST gap)."""
+    from apscheduler.triggers.cron import CronTrigger
 
-    ``DIGEST_PRETEND_TODAY=2026-06-23`` makes the daemon believe today is that date in the schedule's
-    timezone while keeping the real time of day, so APScheduler's real-time firings still happen at
-    the configured time (a shift of whole days never moves a time of day, in a zone without DST).
-    """
-
-    shift: dt.timedelta = dt.timedelta(0)
-
-    def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc) + self.shift
-
-    @classmethod
-    def from_environ(cls, environ, tz: zoneinfo.ZoneInfo) -> "Clock":
-        pretend = environ.get(PRETEND_TODAY_ENV)
-        if not pretend:
-            return cls()
-        try:
-            day = dt.date.fromisoformat(pretend)
-        except ValueError:
-            raise DaemonError(f"{PRETEND_TODAY_ENV}: expected a date as YYYY-MM-DD, got {pretend!r}") from None
-        today = dt.datetime.now(tz).date()
-        return cls(dt.timedelta(days=(day - today).days))
-
-
-# -- which days are owed --------------------------------------------------------------------------------
-
-def announcement_day_at(moment: dt.datetime) -> dt.date:
-    """The latest feed day whose 20:00 ET mailing (the evening before) is due by ``moment``."""
-    wall = moment.astimezone(ARXIV_TZ).replace(tzinfo=None)  # wall-clock arithmetic: DST-proof
-    return (wall + MAILING_LEAD).date()
+    at = settings.schedule.time_of_day
+    return CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.schedule.tz)
 
 
 def last_firing(settings: Settings, now: dt.datetime) -> dt.datetime:
@@ -94,92 +70,69 @@ def last_firing(settings: Settings, now: dt.datetime) -> dt.datetime:
 
 
 def next_firing(settings: Settings, now: dt.datetime) -> dt.datetime:
-    tz = settings.schedule.tz
-    firing = last_firing(settings, now)
-    return dt.datetime.combine(firing.date() + dt.timedelta(days=1), settings.schedule.time_of_day, tzinfo=tz)
+    """The next time the daemon fires after ``now``, as APScheduler computes it."""
+    return schedule_trigger(settings).get_next_fire_time(None, now + dt.timedelta(seconds=1))
 
+
+def next_run(settings: Settings, now: dt.datetime) -> dt.datetime:
+    """The next firing that owes an announcement day: the daemon fires every day, but on a weekend or an
+    arXiv holiday it has nothing to fetch, so those firings are not "runs"."""
+    calendar = Calendar.from_settings(settings)
+    firing = next_firing(settings, now)
+    while not calendar.expected(announcement_day_at(firing)):
+        firing = next_firing(settings, firing)
+    return firing
+
+
+# -- which days are owed --------------------------------------------------------------------------------
 
 @dataclass
 class Plan:
-    """What a firing (or a start) owes: past announcement days never covered, and the feed day to poll
-    for (None on a weekend or holiday, or when it is already covered), with the time to give up."""
+    """What a firing (or a start) owes: past announcement days not settled, the feed day to poll for
+    (None when settled, or no announcement day), a holiday weekday to look at once, and the time to
+    give up polling."""
 
     missed: list[dt.date] = field(default_factory=list)
     due: dt.date | None = None
+    look: dt.date | None = None
     deadline: dt.datetime | None = None
     firing: dt.datetime | None = None
 
 
-def plan_work(db, settings: Settings, now: dt.datetime,
-              expected: Callable[[dt.date], bool] | None = None) -> Plan:
+def plan_work(db, settings: Settings, now: dt.datetime, calendar: Calendar | None = None) -> Plan:
     """Work out, from the database alone, which announcement days are owed at ``now``.
 
     A missed day is an expected feed day after the first day ever covered (so a fresh install does not
-    send a week of old digests), at most ``schedule.catch_up_days`` before the due day, and not covered.
+    send a week of old digests), at most ``schedule.catch_up_days`` before the due day, and not settled:
+    not fetched, or fetched with papers still owed to a profile.
     """
-    if expected is None:
-        from .arxiv import expected_announcement as expected
+    calendar = calendar or Calendar.from_settings(settings)
     firing = last_firing(settings, now)
     day = announcement_day_at(firing)
-    first = first_covered_day(db)
+    first = ledger.first_day(db)
     missed = []
     if first is not None:
         oldest = max(first + dt.timedelta(days=1), day - dt.timedelta(days=settings.schedule.catch_up_days))
-        missed = [d for d in _days(oldest, day - dt.timedelta(days=1)) if expected(d) and not day_covered(db, d)]
-    due = day if expected(day) and not day_covered(db, day) else None
-    deadline = firing + dt.timedelta(seconds=settings.schedule.give_up_after)
-    return Plan(missed, due, deadline, firing)
+        missed = [d for d in calendar.announcement_days(oldest, day - dt.timedelta(days=1))
+                  if not ledger.day_settled(db, settings, d)]
+    plan = Plan(missed, deadline=firing + dt.timedelta(seconds=settings.schedule.give_up_after), firing=firing)
+    if not ledger.day_settled(db, settings, day, due=True):
+        if calendar.expected(day):
+            plan.due = day
+        elif day.weekday() < 5:
+            plan.look = day
+    return plan
 
 
-def _days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
-    day = start
-    while day <= end:
-        yield day
-        day += dt.timedelta(days=1)
-
-
-def first_covered_day(db) -> dt.date | None:
-    """The earliest announcement day any run finished, or any digest covers."""
-    row = db.execute(
-        "SELECT MIN(day) FROM (SELECT MIN(announced_on) AS day FROM digests "
-        "UNION ALL SELECT MIN(announced_on) FROM runs WHERE status IN ('done', 'empty'))").fetchone()
-    return dt.date.fromisoformat(row[0]) if row and row[0] else None
-
-
-def day_covered(db, day: dt.date) -> bool:
-    """Nothing more to do for the day: the digests covering it (itself, or as part of a merged catch-up)
-    have no delivery still to go, or a run of it finished without a digest (no paper for any profile,
-    or arXiv announced nothing)."""
-    ids = _digests_covering(db, day)
-    if ids:
-        return not _undelivered(db, ids)
-    row = db.execute("SELECT 1 FROM runs WHERE announced_on = ? AND status IN ('done', 'empty') LIMIT 1",
-                     [day.isoformat()]).fetchone()
-    return row is not None
-
-
-def _digests_covering(db, day: dt.date) -> list[int]:
-    return [r[0] for r in db.execute(
-        "SELECT id FROM digests WHERE announced_on = :d OR EXISTS (SELECT 1 FROM json_each(digests.days) "
-        "WHERE value = :d)", {"d": day.isoformat()}).fetchall()]
-
-
-def _undelivered(db, digest_ids: list[int]) -> list[tuple]:
-    """Deliveries still to go (pending, or claimed by a run that has not finished): a run of the day
-    sends them, so a digest built just before a crash is still owed."""
-    marks = ",".join("?" * len(digest_ids))
-    return db.execute(f"SELECT channel, target, status, last_error FROM deliveries WHERE digest_id IN ({marks}) "
-                      f"AND status IN ('pending', 'sending') ORDER BY id", digest_ids).fetchall()
-
-
-def why_not_covered(db, day: dt.date) -> str:
-    """For the give-up message: a delivery still waiting, or how the feed looked at the last fetch."""
-    ids = _digests_covering(db, day)
-    waiting = _undelivered(db, ids) if ids else []
-    if waiting:
-        channel, target, status, error = waiting[0]
-        where = f"{channel} to {target}" if target else channel
-        return f"{len(waiting)} of its deliveries still waiting; {where}: {error or status}"
+def why_not_settled(db, settings: Settings, day: dt.date) -> str:
+    """For the poll's log and the give-up message: how the feed looked at the last fetch, or what is
+    still owed."""
+    if day_fetched(db, day, settings.feed_categories()) == "announced":
+        owed = sum(1 for p in settings.profiles.values()
+                   for a in ledger.owed(db, settings, p, day, first_day=day) if a.announced_on == day)
+        row = db.execute("SELECT error FROM runs WHERE announced_on = ? AND error IS NOT NULL ORDER BY id DESC "
+                         "LIMIT 1", [day.isoformat()]).fetchone()
+        return f"{plural(owed, 'paper')} of {day} in no digest yet" + (f" (last error: {row[0]})" if row else "")
     row = db.execute("SELECT status, announced_on, error FROM fetches WHERE source = 'feed' "
                      "ORDER BY id DESC LIMIT 1").fetchone()
     if row is None:
@@ -190,6 +143,12 @@ def why_not_covered(db, day: dt.date) -> str:
     if status == "empty":
         return "arXiv's feed was still empty"
     return f"fetching arXiv's feed still failed: {error}"
+
+
+def undelivered(db, settings: Settings, day: dt.date) -> list[dict]:
+    """Outbox rows not sent of the digests that cover ``day``."""
+    ids = [d.id for name in settings.profiles for d in ledger.covering(db, name, day)]
+    return [row for row in outbox.for_digests(db, ids) if row["status"] != "sent"]
 
 
 def record_give_up(db, day: dt.date, firing: dt.datetime, reason: str) -> None:
@@ -287,7 +246,10 @@ class Daemon:
     def __init__(self, config: LoadedConfig, *, clock: Clock | None = None, environ=None):
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
-        self.clock = clock or Clock.from_environ(self.environ, config.settings.schedule.tz)
+        try:
+            self.clock = clock or Clock.from_environ(self.environ, config.settings.schedule.tz)
+        except ClockError as exc:
+            raise DaemonError(str(exc)) from None
         self.stop_signal: int | None = None
         self.reload_requested = False
         self.firings: list[dt.datetime] = []  # appended by APScheduler's thread, drained by the loop
@@ -305,7 +267,9 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------------------
 
     def serve(self, once: bool = False) -> int:
-        """Run until SIGTERM/SIGINT (or, with ``once``, until today's work is done). Returns the exit status."""
+        """Run until SIGTERM/SIGINT, or with ``once`` until today's work is done. Returns the exit status:
+        with ``once``, 0 when today's digest went out (or nothing was due), 1 when today's was given up
+        or waits in the outbox; a missed day that still fails is logged and retried, not fatal."""
         self._install_signal_handlers()
         with daemon_lock(self.settings) as lock:
             if not once:
@@ -315,14 +279,15 @@ class Daemon:
                      self._next_text(), self.settings.database_path(), lock)
             self._notify("READY=1", f"STATUS=waiting for {self._next_text()}")
             try:
-                owed_ok = self.work(self.clock.now())
+                today_ok = self.work(self.clock.now())
                 if once:
-                    return 0 if owed_ok else 1
+                    self.retry_deliveries(force=True)
+                    today = announcement_day_at(last_firing(self.settings, self.clock.now()))
+                    return 0 if today_ok and self._delivered(today) and self.stop_signal is None else 1
                 while self.stop_signal is None:
                     if self.firings:
                         self.firings.clear()
                         self.work(self.clock.now())
-                        self._notify(f"STATUS=waiting for {self._next_text()}")
                     self.retry_deliveries()
                     self._pause(TICK)
             finally:
@@ -350,10 +315,7 @@ class Daemon:
         self.scheduler.start()
 
     def _trigger(self):
-        from apscheduler.triggers.cron import CronTrigger
-
-        at = self.settings.schedule.time_of_day
-        return CronTrigger(hour=at.hour, minute=at.minute, timezone=self.settings.schedule.tz)
+        return schedule_trigger(self.settings)
 
     def _on_firing(self) -> None:
         self.firings.append(self.clock.now())
@@ -371,46 +333,53 @@ class Daemon:
     # -- the work of one firing ---------------------------------------------------------------------
 
     def work(self, now: dt.datetime) -> bool:
-        """Catch up missed days, then poll for the due one. True when nothing is owed any more."""
+        """Catch up missed days, then poll for the due one. False when today's day was given up (or the
+        daemon is stopping); a missed day still failing is logged and retried at the next firing."""
         with closing(open_db(self.settings.database_path())) as db:
             plan = plan_work(db, self.settings, now)
         if plan.missed and self.settings.schedule.catch_up == "merged":
-            log.info("catch-up: %d missed announcement days (%s), one merged digest", len(plan.missed),
+            log.info("catch-up: %s (%s), one merged digest", plural(len(plan.missed), "missed announcement day"),
                      ", ".join(map(str, plan.missed)))
             self.run_child("catch-up", plan.missed)
         elif plan.missed:
-            log.info("catch-up: %d missed announcement days (%s)", len(plan.missed), ", ".join(map(str, plan.missed)))
+            log.info("catch-up: %s (%s)", plural(len(plan.missed), "missed announcement day"),
+                     ", ".join(map(str, plan.missed)))
             for day in plan.missed:
                 if self.stop_signal is not None:
                     return False
                 self.run_child("catch-up", [day])
         if self.stop_signal is not None:
             return False
-        still_owed = [d for d in plan.missed if not self._covered(d)]
+        still_owed = [d for d in plan.missed if not self._settled(d)]
         if still_owed:
             log.warning("still owed after the catch-up, retried at the next start or scheduled time: %s",
                         ", ".join(map(str, still_owed)))
-        if plan.due is None:
-            if not plan.missed:
-                day = announcement_day_at(plan.firing)
-                log.info("nothing owed: %s %s", day,
-                         "is already covered" if self._covered(day) else "is no announcement day (weekend or holiday)")
-            return not still_owed
-        return self.poll(plan.due, plan.firing, plan.deadline) and not still_owed
+        today_ok = True
+        if plan.look is not None:
+            log.info("%s is an arXiv holiday by the calendar; one look at the feed in case arXiv announced", plan.look)
+            self.run_child("schedule", [])
+        elif plan.due is not None:
+            today_ok = self.poll(plan.due, plan.firing, plan.deadline)
+        elif not plan.missed:
+            day = announcement_day_at(plan.firing)
+            log.info("nothing owed: %s %s", day, "is settled" if self._settled(day)
+                     else "is no announcement day (a weekend or an arXiv holiday)")
+        self._notify(f"STATUS=waiting for {self._next_text()}")
+        return today_ok
 
     def poll(self, day: dt.date, firing: dt.datetime, deadline: dt.datetime) -> bool:
-        """Run the feed's latest day until it is ``day`` (arXiv is sometimes hours late), or give up."""
+        """Run the feed's latest day until ``day`` is settled (arXiv is sometimes hours late), or give up."""
         attempt = 0
         while self.stop_signal is None:
             attempt += 1
             self._notify(f"STATUS=running the digest of {day} (attempt {attempt})")
             self.run_child("schedule", [])
-            if self._covered(day):
+            if self._settled(day):
                 return True
             if self.stop_signal is not None:
                 break
             with closing(open_db(self.settings.database_path())) as db:
-                state = why_not_covered(db, day)
+                state = why_not_settled(db, self.settings, day)
                 now = self.clock.now()
                 if now >= deadline:
                     local = deadline.astimezone(self.settings.schedule.tz)
@@ -424,49 +393,57 @@ class Daemon:
             self._pause(wait)
         return False
 
-    def retry_deliveries(self) -> None:
-        """Between firings, a delivery whose retry time has come (SMTP was down) is sent by a child run of
-        its day with --no-fetch: the digest is stored, so that run only drains the outbox."""
-        if time.monotonic() < self.next_outbox_check:
+    def retry_deliveries(self, force: bool = False) -> None:
+        """A delivery whose retry time has come (SMTP was down) is sent by a child `digest deliver`,
+        which only drains the outbox. Checked once a minute between firings (and once with ``force``)."""
+        if not force and time.monotonic() < self.next_outbox_check:
             return
         self.next_outbox_check = time.monotonic() + OUTBOX_CHECK_EVERY
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         with closing(open_db(self.settings.database_path())) as db:
-            row = db.execute(
-                "SELECT g.announced_on FROM deliveries d JOIN digests g ON g.id = d.digest_id "
-                "WHERE d.status = 'pending' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?) "
-                "ORDER BY d.id LIMIT 1", [now]).fetchone()
-        if row:
-            log.info("a delivery of %s is due for a retry", row[0])
-            self.run_child("retry", [dt.date.fromisoformat(row[0])], extra=["--no-fetch"])
+            day = outbox.first_due_day(db, dt.datetime.now(dt.timezone.utc))
+        if day:
+            log.info("a delivery of %s is due for a retry", day)
+            self.run_child("retry", [], command="deliver")
+            self._notify(f"STATUS=waiting for {self._next_text()}")
 
-    def _covered(self, day: dt.date) -> bool:
+    def _settled(self, day: dt.date) -> bool:
         with closing(open_db(self.settings.database_path())) as db:
-            return day_covered(db, day)
+            return ledger.day_settled(db, self.settings, day, due=True)
+
+    def _delivered(self, day: dt.date) -> bool:
+        """Every digest that covers ``day`` went out (true of a day without digests)."""
+        with closing(open_db(self.settings.database_path())) as db:
+            waiting = undelivered(db, self.settings, day)
+        if waiting:
+            log.warning("the digest of %s waits in the outbox: %s: %s", day, outbox.where(waiting[0]),
+                        waiting[0]["last_error"] or waiting[0]["status"])
+        return not waiting
 
     # -- child runs ---------------------------------------------------------------------------------
 
-    def run_child(self, trigger: str, days: list[dt.date], extra: list[str] = ()) -> int | None:
-        """One pipeline run in a child process, fed the validated configuration on stdin.
+    def run_child(self, trigger: str, days: list[dt.date], command: str = "run") -> int | None:
+        """One pipeline run (or, with ``command="deliver"``, one outbox drain) in a child process, fed the
+        validated configuration on stdin.
 
         While it runs the loop keeps serving the watchdog and signals; on stop the child gets SIGTERM
         (it records itself interrupted: every stage is idempotent) and SIGKILL after a grace period.
         Returns its exit status, or None when it could not be started.
         """
-        command = [sys.executable, "-m", "digest", "--config", "/dev/stdin", "run", "--trigger", trigger]
+        argv = [sys.executable, "-m", "digest", "--config", "/dev/stdin", command]
+        if command == "run":
+            argv += ["--trigger", trigger]
         for day in days:
-            command += ["--day", day.isoformat()]
-        command += list(extra)
+            argv += ["--day", day.isoformat()]
         env = {k: v for k, v in self.environ.items() if k not in CHILD_ENV_DROPPED}
         env["PYTHONUNBUFFERED"] = "1"
-        label = ", ".join(map(str, days)) or "the feed's latest day"
+        label = ", ".join(map(str, days)) or ("the outbox" if command == "deliver" else "the feed's latest day")
         # Each run spaces its own requests to arXiv; back-to-back runs are spaced here.
         self._pause(self.last_child_end + self.settings.arxiv.min_interval - time.monotonic())
         if self.stop_signal is not None:
             return None
         started = time.monotonic()
         try:
-            self.child = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            self.child = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         except OSError as exc:
             log.error("run %s (%s): cannot start: %s", label, trigger, exc.strerror or exc)
             return None

@@ -66,16 +66,23 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
             conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn)
         if migrate:
-            apply_migrations(db)
+            apply_migrations(db, label=path.name)
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(describe_sqlite_error(path, exc)) from None
     return db
 
 
-def apply_migrations(db: sqlite_utils.Database, upto: int | None = None) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction. Returns the names applied."""
+def apply_migrations(db: sqlite_utils.Database, upto: int | None = None, label: str = "the database") -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns the names applied.
+
+    A database that records a migration this version does not know was written by a newer digest:
+    it is refused before anything is written, since this version would misread what it does not know.
+    """
+    done = recorded_migrations(db)
+    unknown = sorted(done - {fn.__name__ for fn in MIGRATIONS})
+    if unknown:
+        raise DatabaseError(f"{label} was written by a newer digest (migration {unknown[-1]}); upgrade digest")
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
     applied = []
     for fn in MIGRATIONS[:upto]:
         if fn.__name__ in done:
@@ -85,6 +92,12 @@ def apply_migrations(db: sqlite_utils.Database, upto: int | None = None) -> list
             db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [fn.__name__, now_iso()])
         applied.append(fn.__name__)
     return applied
+
+
+def recorded_migrations(db: sqlite_utils.Database) -> set[str]:
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
+        return set()
+    return {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
 
 
 class transaction:
@@ -302,6 +315,40 @@ def m003_delivery_progress(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m004_coverage_ledger(db: sqlite_utils.Database) -> None:
+    """The ledger: which digest of each profile covers each announced paper, one row per paper, so
+    "every paper in exactly one digest" is a constraint rather than a property of how days are counted.
+    Filled from the digests already built (the earliest digest wins where older versions sent a paper
+    twice). And ``fetches.detail``: how a day recorded "empty" is known to be empty."""
+    db.executescript(
+        """
+        CREATE TABLE coverage (
+            profile TEXT NOT NULL,
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            replacement INTEGER NOT NULL DEFAULT 0,  -- 0: the submission (new or cross-list); N: the
+                                                     -- replacement that announced version N
+            digest_id INTEGER NOT NULL REFERENCES digests(id) ON DELETE CASCADE,
+            announced_on TEXT NOT NULL,              -- the day arXiv announced it; a late paper is in a later digest
+            PRIMARY KEY (profile, paper_id, replacement)
+        );
+        CREATE INDEX coverage_digest ON coverage(digest_id);
+        ALTER TABLE fetches ADD COLUMN detail TEXT;
+        INSERT OR IGNORE INTO coverage (profile, paper_id, replacement, digest_id, announced_on)
+        SELECT d.profile, i.paper_id,
+               CASE WHEN i.section = 'replaced' THEN COALESCE(
+                   (SELECT a.version FROM announcements a WHERE a.paper_id = i.paper_id AND a.kind LIKE 'replace%'
+                    AND a.announced_on IN (SELECT value FROM json_each(d.days)) ORDER BY a.announced_on DESC
+                    LIMIT 1), p.version) ELSE 0 END,
+               d.id,
+               COALESCE((SELECT MIN(a.announced_on) FROM announcements a WHERE a.paper_id = i.paper_id
+                         AND a.announced_on IN (SELECT value FROM json_each(d.days))), d.announced_on)
+        FROM digests d JOIN digest_items i ON i.digest_id = d.id JOIN papers p ON p.id = i.paper_id
+        ORDER BY d.id, i.rank;
+        """
+    )
+
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
@@ -389,10 +436,8 @@ def get_paper(db: sqlite_utils.Database, paper_id: str) -> Paper | None:
 
 
 def get_papers(db: sqlite_utils.Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
-    ids = list(dict.fromkeys(paper_ids))
     found: dict[str, Paper] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in chunks(list(dict.fromkeys(paper_ids))):
         marks = ",".join("?" * len(chunk))
         for row in db.query(f"SELECT * FROM papers WHERE id IN ({marks})", chunk):
             found[row["id"]] = paper_from_row(row)
@@ -412,16 +457,69 @@ def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
     ]
 
 
+# -- fetches: what arXiv said about each day ----------------------------------------------------------
+
+def has_announcements(db: sqlite_utils.Database, day: dt.date) -> bool:
+    return db.execute("SELECT 1 FROM announcements WHERE announced_on = ? LIMIT 1", [day.isoformat()]).fetchone() \
+        is not None
+
+
 def record_fetch(db: sqlite_utils.Database, *, announced_on: dt.date | None, categories: str, source: str,
-                 status: str, entries: int = 0, skipped: int = 0, error: str | None = None) -> int:
+                 status: str, entries: int = 0, skipped: int = 0, error: str | None = None,
+                 detail: str | None = None) -> int:
     with transaction(db):
         cursor = db.execute(
-            "INSERT INTO fetches (announced_on, categories, source, status, entries, skipped, error, fetched_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO fetches (announced_on, categories, source, status, entries, skipped, error, detail, "
+            "fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [announced_on.isoformat() if announced_on else None, categories, source, status, entries, skipped,
-             error, now_iso()],
+             error, detail, now_iso()],
         )
     return cursor.lastrowid
+
+
+def day_fetched(db: sqlite_utils.Database, day: dt.date, categories: list[str]) -> str | None:
+    """What arXiv said about ``day`` for (at least) ``categories``: "announced" (its papers are stored),
+    "empty" (arXiv positively announced nothing), or None (never fetched, or only failed fetches).
+    A fetch made for fewer categories (before the configuration grew) does not count."""
+    wanted = set(categories)
+    found = set()
+    for status, fetched_for in db.execute("SELECT status, categories FROM fetches WHERE announced_on = ? "
+                                          "AND status IN ('announced', 'empty')", [day.isoformat()]):
+        if wanted <= set(fetched_for.split("+")):
+            found.add(status)
+    return "announced" if "announced" in found else ("empty" if found else None)
+
+
+def empty_detail(db: sqlite_utils.Database, day: dt.date) -> str | None:
+    """How we know ``day`` announced nothing, as recorded with its latest "empty" fetch."""
+    row = db.execute("SELECT detail FROM fetches WHERE announced_on = ? AND status = 'empty' "
+                     "ORDER BY id DESC LIMIT 1", [day.isoformat()]).fetchone()
+    return row[0] if row else None
+
+
+def later_feed_days(db: sqlite_utils.Database, paper_ids: list[str], day: dt.date) -> dict[str, dt.date]:
+    """For each of ``paper_ids`` that arXiv's feed announced after ``day``: the first such day."""
+    found: dict[str, dt.date] = {}
+    for chunk in chunks(paper_ids):
+        marks = ",".join("?" * len(chunk))
+        for paper_id, later in db.execute(
+                f"SELECT paper_id, MIN(announced_on) FROM announcements WHERE source = 'feed' AND announced_on > ? "
+                f"AND paper_id IN ({marks}) GROUP BY paper_id", [day.isoformat(), *chunk]):
+            found[paper_id] = dt.date.fromisoformat(later)
+    return found
+
+
+def previous_feed_day(db: sqlite_utils.Database, day: dt.date) -> dt.date | None:
+    """The latest day before ``day`` that arXiv's feed announced papers on."""
+    row = db.execute("SELECT MAX(announced_on) FROM announcements WHERE source = 'feed' AND announced_on < ?",
+                     [day.isoformat()]).fetchone()
+    return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+
+def chunks(items: list, size: int = 500):
+    """``items`` in slices short enough for one ``IN (...)`` (SQLite's variable limit)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def table_columns(db: sqlite_utils.Database) -> dict[str, list[str]]:

@@ -30,9 +30,12 @@ from rich.table import Table
 from rich.text import Text
 
 from . import db as dbm
+from . import ledger
 from .config import Settings
+from .deliver import outbox
 from .records import Paper, Summary
 from .taxonomy import is_known
+from .text import csv_cell, plural, shown_cell
 
 EmbedText = Callable[[str], np.ndarray]
 
@@ -50,7 +53,7 @@ class HistoryError(ValueError):
 
 def normalize_paper_id(text: str) -> str:
     """An arXiv id without version (a version, URL or arXiv: prefix is accepted and dropped)."""
-    from .arxiv import InvalidArxivId, normalize_id
+    from .arxiv.ids import InvalidArxivId, normalize_id
 
     try:
         return normalize_id(text)[0]
@@ -429,7 +432,7 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
 
 def _fetch_one(settings: Settings, paper_id: str, fetch) -> Paper:
     if fetch is None:
-        from .arxiv import fetch_papers
+        from .arxiv.api import fetch_papers
 
         fetch = functools.partial(fetch_papers, raise_errors=True)  # ArxivError: a RunFailure, not "no such paper"
     papers, _ = fetch(settings, [paper_id])
@@ -469,9 +472,8 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
         "FROM digests WHERE (? IS NULL OR profile = ?) ORDER BY announced_on DESC, profile LIMIT ?",
         [profile, profile, -1 if limit is None else limit])]
     for row in rows:
-        row["deliveries"] = [dict(d) for d in db.query(
-            "SELECT channel, target, status, attempts, sent_at, last_error FROM deliveries WHERE digest_id = ? "
-            "ORDER BY id", [row["id"]])]
+        row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
+                             for d in outbox.for_digests(db, [row["id"]])]
         row["delivery"] = "; ".join(
             f"{d['channel']}{' ' + d['target'] if d['target'] else ''}: {d['status']}" for d in row["deliveries"]
         ) or "not queued"
@@ -668,8 +670,7 @@ def to_csv(papers: list[tuple[Paper, str | None]]) -> str:
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for paper, day in papers:
-        row = _export_row(paper, day)
-        writer.writerow({k: "; ".join(v) if isinstance(v, list) else ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in _export_row(paper, day).items()})
     return out.getvalue()
 
 
@@ -694,13 +695,12 @@ def history_stats(db, days: int = 30) -> dict:
         "SELECT day, COUNT(*) AS calls, SUM(prompt_tokens) AS prompt_tokens, "
         "SUM(completion_tokens) AS completion_tokens, SUM(prompt_tokens + completion_tokens) AS tokens, "
         "SUM(status != 'ok') AS failed FROM llm_calls GROUP BY day ORDER BY day DESC LIMIT ?", [days])][::-1]
-    digests = [dict(r) for r in db.query(
-        "SELECT d.profile, COUNT(DISTINCT d.id) AS digests, "
-        "COUNT(DISTINCT CASE WHEN x.status = 'sent' THEN d.id END) AS sent, MAX(d.announced_on) AS last_day "
-        "FROM digests d LEFT JOIN deliveries x ON x.digest_id = d.id GROUP BY d.profile ORDER BY d.profile")]
-    failures = [dict(r) for r in db.query(
-        "SELECT channel, SUM(status = 'failed') AS failed, SUM(status IN ('pending', 'sending')) AS waiting, "
-        "SUM(status = 'sent') AS sent, SUM(attempts) AS attempts FROM deliveries GROUP BY channel ORDER BY channel")]
+    sent = outbox.sent_digests_per_profile(db)
+    digests = [{**dict(r), "sent": sent.get(r["profile"], 0)} for r in db.query(
+        "SELECT profile, COUNT(*) AS digests, MAX(announced_on) AS last_day FROM digests GROUP BY profile "
+        "ORDER BY profile")]
+    digests = [{k: d[k] for k in ("profile", "digests", "sent", "last_day")} for d in digests]
+    failures = outbox.channel_totals(db)
     totals = dict(zip(("papers", "announcements", "embedded", "summarized"), db.execute(
         "SELECT (SELECT COUNT(*) FROM papers), (SELECT COUNT(*) FROM announcements), "
         "(SELECT COUNT(DISTINCT paper_id) FROM embeddings), (SELECT COUNT(DISTINCT paper_id) FROM summaries)"
@@ -710,18 +710,6 @@ def history_stats(db, days: int = 30) -> dict:
 
 
 # -- status ----------------------------------------------------------------------------------------
-
-def next_run(settings: Settings, now: dt.datetime) -> dt.datetime:
-    """The next scheduled time that owes an announcement day: the daemon fires every day, but on a
-    weekend or an arXiv holiday it has nothing to fetch, so those firings are not "runs"."""
-    from .arxiv import expected_announcement
-    from .daemon import announcement_day_at, next_firing
-
-    firing = next_firing(settings, now)
-    while not expected_announcement(announcement_day_at(firing)):
-        firing = next_firing(settings, firing)
-    return firing
-
 
 def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
     """What a user asks when a digest did not arrive: the last run and its stages, the next run, the
@@ -737,10 +725,9 @@ def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
             "rowid", [run[0]])]
         for stage in last_run["stages"]:
             stage["counts"] = json.loads(stage["counts"]) if stage["counts"] else {}
-    outbox = [dict(r) for r in db.query(
-        "SELECT d.announced_on AS day, d.profile, x.channel, x.target, x.status, x.attempts, x.next_attempt_at, "
-        "x.last_error FROM deliveries x JOIN digests d ON d.id = x.digest_id WHERE x.status != 'sent' "
-        "ORDER BY x.status = 'failed' DESC, d.announced_on DESC, x.id")]
+    from .daemon import next_run
+
+    not_sent = outbox.not_sent(db)
     last_digest = db.execute("SELECT announced_on, profile, created_at FROM digests ORDER BY announced_on DESC, "
                              "id DESC LIMIT 1").fetchone()
     return {
@@ -748,8 +735,9 @@ def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
         "last_run": last_run,
         "next_run": next_run(settings, now).isoformat(),
         "last_digest": dict(zip(("day", "profile", "created_at"), last_digest)) if last_digest else None,
-        "pending": [o for o in outbox if o["status"] in ("pending", "sending")],
-        "failed": [o for o in outbox if o["status"] == "failed"],
+        "pending": [o for o in not_sent if o["status"] in ("pending", "sending")],
+        "failed": [o for o in not_sent if o["status"] == "failed"],
+        "waiting_papers": ledger.waiting(db, settings),
         "last_error": last_error(db),
     }
 
@@ -761,12 +749,12 @@ def last_error(db) -> dict | None:
         " SELECT COALESCE(finished_at, started_at) AS at, 'run ' || id || COALESCE(' (' || stage || ')', '') "
         "  AS source, error FROM runs WHERE error IS NOT NULL"
         " UNION ALL SELECT fetched_at, 'fetch ' || source, error FROM fetches WHERE error IS NOT NULL"
-        " UNION ALL SELECT COALESCE(x.claimed_at, x.created_at), 'delivery ' || x.channel || "
-        "  CASE WHEN x.target != '' THEN ' to ' || x.target ELSE '' END, x.last_error FROM deliveries x "
-        "  WHERE x.last_error IS NOT NULL"
         " UNION ALL SELECT created_at, 'LLM call ' || model, error FROM llm_calls WHERE error IS NOT NULL"
         ") ORDER BY at DESC LIMIT 1").fetchone()
-    return dict(zip(("at", "source", "error"), found)) if found else None
+    candidates = [dict(zip(("at", "source", "error"), found))] if found else []
+    delivery = outbox.latest_error(db)
+    candidates += [delivery] if delivery else []
+    return max(candidates, key=lambda c: c["at"]) if candidates else None
 
 
 # -- terminal views --------------------------------------------------------------------------------
@@ -839,16 +827,8 @@ def rows_view(rows: list[dict], columns: list[str], title: str | None = None) ->
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")  # a cut timestamp or error would mislead
     for row in rows:
-        table.add_row(*(Text(_cell(row.get(c))) for c in columns))
+        table.add_row(*(Text(shown_cell(row.get(c))) for c in columns))
     return table
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
 
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -911,6 +891,9 @@ def status_view(data: dict) -> Group:
     lines.append(f"Last digest: {digest['day']} ({digest['profile']}), built {digest['created_at']}" if digest
                  else "Last digest: none yet")
     lines.append(f"Deliveries:  {len(data['pending'])} waiting, {len(data['failed'])} failed")
+    for profile, count in data["waiting_papers"].items():
+        if count:
+            lines.append(f"Papers:      {plural(count, 'paper')} waiting for {profile}'s next digest")
     error = data["last_error"]
     lines.append(f"Last error:  {error['at']} {error['source']}: {error['error']}" if error else "Last error:  none")
     parts: list = [Text("\n".join(lines))]

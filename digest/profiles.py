@@ -55,7 +55,7 @@ def _interest_anchors(embedder: Embedder, profile: Profile) -> list[Anchor]:
 def _seed_papers(db, settings: Settings, given: list[str], fetch_papers: FetchPapers | None,
                  warnings: list[str]) -> list[Paper]:
     """Seeds from the database, else from arXiv; each one that cannot be had is a warning, not a failure."""
-    from .arxiv import InvalidArxivId, normalize_id  # the ingestion module, only when seeds are configured
+    from .arxiv.ids import InvalidArxivId, normalize_id
 
     wanted: dict[str, str] = {}  # normalised id -> as the user wrote it
     for text in given:

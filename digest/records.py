@@ -44,6 +44,13 @@ class Announcement:
     announced_on: dt.date
     kind: str  # one of ANNOUNCE_TYPES
     position: int = 0
+    version: int | None = None  # the version this announcement announced, when it differs from paper.version
+
+    @property
+    def replacement(self) -> int:
+        """The ledger's key for what is announced: 0 for the submission (new or cross-list), whatever its
+        version; N for the replacement that announced version N."""
+        return (self.version or self.paper.version) if self.kind.startswith("replace") else 0
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Ranked:
     section: str = "rest"  # "top", "rest" or "replaced"
     kind: str = "new"
     summary: "Summary | None" = None
+    note: str = ""  # for a paper of an earlier day: "announced 2026-06-23, after that day's digest"
 
 
 @dataclass
@@ -97,6 +105,7 @@ class DigestView:
     items: list[Ranked] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # announced, new, cross, replace, summarized
     digest_id: int | None = None
+    covers: list[Announcement] = field(default_factory=list)  # what the ledger records this digest covers
 
     @property
     def top(self) -> list[Ranked]:

@@ -123,6 +123,7 @@ def _item(ranked: Ranked) -> dict:
         "categories": shown_text(", ".join(paper.categories)),
         "links": paper_links(paper.id),
         "summary": _summary(ranked.summary),
+        "note": ranked.note,
     }
 
 
@@ -183,6 +184,7 @@ def _as_json(view: DigestView, subject: str) -> str:
         "reason": i.reason,
         "section": i.section,
         "kind": i.kind,
+        "note": i.note or None,
         "summary": asdict(i.summary) if i.summary is not None else None,
     } for i in view.items]
     return json.dumps({"profile": view.profile, "days": [d.isoformat() for d in view.days],

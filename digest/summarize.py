@@ -28,12 +28,13 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable
-
-import openai
+from typing import TYPE_CHECKING, Callable
 
 from .config import REDACTED, LLMSettings, Settings
 from .records import Paper, Summary
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("digest.summarize")
 
@@ -171,6 +172,8 @@ class SummaryJob:
         self.reserved = 0  # tokens of requests in flight, not yet in llm_calls
         self.stopped: str | None = None  # why no further request is sent (budget, a refused key ...)
         self.ask_json = True  # until the server says it does not take response_format
+        import openai  # here, not at the top: a run without an LLM, and the daemon's runs, start faster
+
         self.client = openai.OpenAI(
             base_url=llm.base_url,
             # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
@@ -249,6 +252,8 @@ class SummaryJob:
         return fields
 
     def _request(self, paper: Paper, messages: list[dict]) -> Call:
+        import openai
+
         estimate = _estimate_tokens(messages)
         refused = 0  # connections that failed outright, as opposed to answers that were slow or errors
         for attempt in range(MAX_ATTEMPTS):
@@ -403,7 +408,7 @@ def _estimate_tokens(messages: list[dict]) -> int:
 
 def _retry_after(headers) -> float:
     """Seconds the server asked us to wait: OpenAI's retry-after-ms, or Retry-After (seconds or a date)."""
-    from .arxiv import retry_after_seconds
+    from .arxiv.http import retry_after_seconds
 
     millis = headers.get("retry-after-ms")
     try:

@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import gzip
 import json
+import re
 import zoneinfo
 from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
@@ -234,3 +235,39 @@ def api_feed_xml(papers: list[tuple[dict, dt.datetime]], total: int | None = Non
         "  <opensearch:startIndex>0</opensearch:startIndex>\n"
         + "".join(entries) + "</feed>\n"
     ).encode("utf-8")
+
+
+# A submission time for the listing rows of each feed day, read off arXiv's schedule table by hand.
+def _et(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=ET)
+
+
+SUBMITTED = {
+    dt.date(2026, 6, 23): _et(2026, 6, 20, 12, 0),   # Saturday -> Tue
+    dt.date(2026, 6, 24): _et(2026, 6, 22, 16, 0),   # Mon after 14:00 -> Wed
+    dt.date(2026, 6, 25): _et(2026, 6, 24, 9, 0),    # Wed morning -> Thu
+    dt.date(2026, 6, 26): _et(2026, 6, 25, 13, 59),  # Thu just before the deadline -> Fri
+    dt.date(2026, 6, 29): _et(2026, 6, 26, 11, 0),   # Fri morning -> Mon
+    dt.date(2026, 6, 30): _et(2026, 6, 26, 14, 1),   # Fri after the deadline -> Tue
+    dt.date(2026, 7, 1): _et(2026, 6, 30, 10, 0),    # Tue -> Wed
+}
+
+
+def serve_fake_api(http_server, categories: set[str], papers: list[tuple[dict, dt.datetime]] | None = None):
+    """A small arXiv API on ``/api/query``: answers a submittedDate window with the rows submitted in it
+    (by default the listing's rows at their SUBMITTED times). Returns the list it serves, to edit."""
+    if papers is None:
+        papers = [(row, SUBMITTED[day]) for day in LISTING_DAYS for row in listing_papers(day)
+                  if set(row["categories"]) & categories]
+
+    def answer(request):
+        query = request.query["search_query"][0]
+        low, high = re.search(r"submittedDate:\[(\d{12}) TO (\d{12})\]", query).groups()
+        wanted = set(re.findall(r"cat:([\w.-]+)", query))
+        chosen = [(row, when) for row, when in papers
+                  if low <= when.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M") <= high
+                  and set(row["categories"]) & wanted]
+        return Reply(body=api_feed_xml(chosen))
+
+    http_server.routes["/api/query"] = answer
+    return papers

@@ -6,6 +6,7 @@ Each route maps a path to a handler ``fn(request) -> Reply``; the server records
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.parse
@@ -32,6 +33,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     content_type: str = "application/atom+xml; charset=utf-8"
+    cut_after: int | None = None  # send only this many bytes of the body, then close: a cut-off response
 
     @classmethod
     def file(cls, path: Path, status: int = 200, **kwargs) -> "Reply":
@@ -77,6 +79,12 @@ class LoopbackServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    if reply.cut_after is not None:
+                        self.wfile.write(body[:reply.cut_after])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass

@@ -13,6 +13,7 @@ message when ``after_accepting``, which is the crash window no SMTP client can c
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import logging
@@ -27,7 +28,6 @@ from pathlib import Path
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
 
 # aiosmtpd logs a deprecation warning of its own at every AUTH; keep test and bench output readable.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -84,6 +84,7 @@ class SMTPServer:
         self.auth_attempts: list[tuple[str, bool]] = []
         self.refused: dict[str, str] = {}
         self.data_failures: list[str] = []
+        self.quote_auth = False  # a refused login is answered with the AUTH line it was sent
         self.lock = threading.Lock()
         self.ca = trustme.CA()
         self._dir = tempfile.TemporaryDirectory(prefix="smtp-ca-")
@@ -135,8 +136,12 @@ class SMTPServer:
         user = auth_data.login.decode()
         ok = self.users.get(user) == auth_data.password.decode()
         self.auth_attempts.append((user, ok))
-        # handled=False: aiosmtpd answers 235 or 535 itself.
-        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+        # handled=False: aiosmtpd answers 235 or 535 itself, or with ``message``.
+        message = None
+        if not ok and self.quote_auth:  # as some servers do: the refused AUTH PLAIN line, quoted back
+            blob = base64.b64encode(b"\0" + auth_data.login + b"\0" + auth_data.password).decode()
+            message = f"535 5.7.8 Authentication failed for AUTH PLAIN {blob}"
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None, message=message)
 
     def _store(self, envelope, session) -> None:
         raw = envelope.original_content or envelope.content

@@ -11,16 +11,27 @@ import urllib.parse
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings as hsettings, strategies as st
-
 from conftest import DATA
-from digest import arxiv
+from feeds import (
+    LISTING_DAYS,
+    arxiv_section,
+    empty_feed_xml,
+    feed_error_xml,
+    feed_xml,
+    listing_papers,
+    serve_fake_api,
+    serve_feeds,
+)
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from loopback import Reply
+
+from digest.arxiv import api, atom, calendar, feed, http, ids
+from digest.arxiv.calendar import Calendar
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.db import open_db
-from feeds import (LISTING_DAYS, api_feed_xml, arxiv_section, empty_feed_xml, feed_error_xml, feed_xml,
-                   listing_papers, serve_feeds)
-from loopback import Reply
 
 RSS = DATA / "rss"
 API = DATA / "api"
@@ -28,6 +39,7 @@ SUBSET7 = RSS / "atom_cs.AI_2025-08-20_subset7.xml"
 FIRST86 = RSS / "atom_cs.AI_2025-08-20_first86_repaired.xml"
 OAI_503 = DATA / "oai" / "oaipmh-listrecords---should-list-identifiers-from-arxiv_0_503.xml"
 D = dt.date
+CALENDAR = Calendar()  # the known holiday lists, no corrections
 
 
 def make_settings(url: str, categories: str = "cs.AI", **arxiv_options):
@@ -65,13 +77,13 @@ def fetch_rows(db) -> list[dict]:
     ("math.AG/0101001", ("math/0101001", None)),
 ])
 def test_normalize_id(text, expected):
-    assert arxiv.normalize_id(text) == expected
+    assert ids.normalize_id(text) == expected
 
 
 @pytest.mark.parametrize("text", ["abc", "2413.00001", "2401.1234v0", "2401.01234v", "", "hep-th/990100"])
 def test_normalize_id_rejects_what_is_not_an_id(text):
-    with pytest.raises(arxiv.InvalidArxivId) as info:
-        arxiv.normalize_id(text)
+    with pytest.raises(ids.InvalidArxivId) as info:
+        ids.normalize_id(text)
     assert str(info.value) == f'"{text}" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)'
 
 
@@ -82,7 +94,7 @@ def test_normalize_id_property_new_style(yymm, number, version, wrap):
     digits = 4 if yymm[0] < 15 else 5
     paper_id = f"{yymm[0]:02d}{yymm[1]:02d}.{number % 10 ** digits:0{digits}d}"
     text = wrap.format(paper_id + (f"v{version}" if version else ""))
-    assert arxiv.normalize_id(text) == (paper_id, version)
+    assert ids.normalize_id(text) == (paper_id, version)
 
 
 @given(archive=st.sampled_from(["hep-th", "quant-ph", "astro-ph", "math", "cond-mat", "gr-qc"]),
@@ -90,13 +102,13 @@ def test_normalize_id_property_new_style(yymm, number, version, wrap):
        version=st.one_of(st.none(), st.integers(1, 9)))
 def test_normalize_id_property_old_style(archive, year, month, number, version):
     paper_id = f"{archive}/{year % 100:02d}{month:02d}{number:03d}"
-    assert arxiv.normalize_id(paper_id + (f"v{version}" if version else "")) == (paper_id, version)
+    assert ids.normalize_id(paper_id + (f"v{version}" if version else "")) == (paper_id, version)
 
 
 # -- parsing feeds (pure) ---------------------------------------------------------------------------------
 
 def test_parse_real_feed_of_seven():
-    parsed = arxiv.parse_feed(SUBSET7.read_bytes())
+    parsed = feed.parse_feed(SUBSET7.read_bytes())
     assert parsed.announced_on == D(2025, 8, 20)
     assert parsed.problems == []
     assert collections.Counter(a.kind for a in parsed.announcements) == {"new": 2, "cross": 5}
@@ -115,7 +127,7 @@ def test_parse_real_feed_of_seven():
 
 
 def test_parse_real_feed_of_86():
-    parsed = arxiv.parse_feed(FIRST86.read_bytes())
+    parsed = feed.parse_feed(FIRST86.read_bytes())
     assert parsed.announced_on == D(2025, 8, 20)
     assert collections.Counter(a.kind for a in parsed.announcements) == {"new": 41, "cross": 45}
     assert [a.position for a in parsed.announcements] == list(range(86))
@@ -128,7 +140,7 @@ def test_built_feed_parses_like_the_listing():
     day = D(2026, 6, 23)
     rows = [r for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.LG"}]
     replaced = rows[-1]["id"]
-    parsed = arxiv.parse_feed(feed_xml(day, ["cs.AI", "cs.LG"], kinds={replaced: "replace"}))
+    parsed = feed.parse_feed(feed_xml(day, ["cs.AI", "cs.LG"], kinds={replaced: "replace"}))
     assert parsed.announced_on == day and parsed.problems == []
     by_id = {a.paper.id: a for a in parsed.announcements}
     assert set(by_id) == {r["id"] for r in rows}
@@ -147,7 +159,7 @@ def test_winter_feed_day_is_read_in_eastern_time():
     # -05:00 in winter: midnight ET is 05:00 UTC, still the same announcement day.
     xml = feed_xml(D(2026, 1, 5), ["cs.AI"], rows=listing_papers(D(2026, 6, 23))[:3])
     assert b"2026-01-05T00:00:00-05:00" in xml
-    assert arxiv.parse_feed(xml).announced_on == D(2026, 1, 5)
+    assert feed.parse_feed(xml).announced_on == D(2026, 1, 5)
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -162,8 +174,8 @@ def test_winter_feed_day_is_read_in_eastern_time():
     (b'<?xml version="1.0"?><rss version="2.0"><channel/></rss>', "expected an Atom <feed>, got <rss>"),
 ])
 def test_parse_rejects_what_is_not_a_feed(body, reason):
-    with pytest.raises(arxiv.FeedError) as info:
-        arxiv.parse_feed(body)
+    with pytest.raises(atom.FeedError) as info:
+        feed.parse_feed(body)
     assert str(info.value) == reason
 
 
@@ -175,7 +187,7 @@ def _without_title_of_third_entry(xml: bytes) -> bytes:
 
 
 def test_one_malformed_entry_is_skipped_with_a_reason():
-    parsed = arxiv.parse_feed(_without_title_of_third_entry(SUBSET7.read_bytes()))
+    parsed = feed.parse_feed(_without_title_of_third_entry(SUBSET7.read_bytes()))
     assert parsed.problems == ["entry 3 (2508.13429): missing title"]
     assert len(parsed.announcements) == 6
     assert "2508.13429" not in {a.paper.id for a in parsed.announcements}
@@ -183,7 +195,7 @@ def test_one_malformed_entry_is_skipped_with_a_reason():
 
 
 def test_an_empty_feed_has_no_day():
-    parsed = arxiv.parse_feed(empty_feed_xml(["cs.AI"]))
+    parsed = feed.parse_feed(empty_feed_xml(["cs.AI"]))
     assert parsed.announcements == [] and parsed.problems == [] and parsed.announced_on is None
 
 
@@ -191,8 +203,8 @@ def test_an_empty_feed_has_no_day():
 @given(st.binary(max_size=400))
 def test_parser_raises_only_feed_error_on_arbitrary_bytes(data):
     try:
-        arxiv.parse_feed(data)
-    except arxiv.FeedError:
+        feed.parse_feed(data)
+    except atom.FeedError:
         pass
 
 
@@ -201,8 +213,8 @@ def test_parser_raises_only_feed_error_on_arbitrary_bytes(data):
 def test_parser_raises_only_feed_error_on_damaged_real_feeds(cut, junk):
     data = SUBSET7.read_bytes()
     try:
-        arxiv.parse_feed(data[:cut] + junk + data[cut + len(junk):])
-    except arxiv.FeedError:
+        feed.parse_feed(data[:cut] + junk + data[cut + len(junk):])
+    except atom.FeedError:
         pass
 
 
@@ -212,18 +224,18 @@ def test_fetch_stores_the_day_and_is_idempotent(http_server, db):
     day = D(2026, 6, 23)
     feeds = serve_feeds(http_server, {day: feed_xml(day, ["cs.AI", "cs.LG"])}, day=day)
     settings = make_settings(http_server.url, "cs.AI+cs.LG-cs.CY")
-    result = arxiv.fetch_announcements(db, settings)
+    result = feed.fetch_announcements(db, settings)
     rows = [r for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.LG"}]
     new = sum(1 for r in rows if r["primary_category"] in ("cs.AI", "cs.LG"))
     assert (result.status, result.announced_on, result.count, result.skipped) == ("announced", day, len(rows), 0)
-    assert arxiv.describe_fetch(result) == f"2026-06-23: {len(rows)} papers announced ({new} new, " \
+    assert feed.describe_fetch(result) == f"2026-06-23: {len(rows)} papers announced ({new} new, " \
                                            f"{len(rows) - new} cross-lists)"
     assert feeds.requests[0].path == "/atom/cs.AI+cs.LG"
     before = counts(db)
     assert before == {"papers": len(rows), "announcements": len(rows)}
     stored = db.execute("SELECT kind, source, version FROM announcements WHERE paper_id = ?", [rows[0]["id"]])
     assert stored.fetchone() == ("new" if rows[0]["primary_category"] in ("cs.AI", "cs.LG") else "cross", "feed", 1)
-    again = arxiv.fetch_announcements(db, settings)
+    again = feed.fetch_announcements(db, settings)
     assert (again.status, again.count) == ("announced", len(rows))
     assert counts(db) == before
     assert [r["status"] for r in fetch_rows(db)] == ["announced", "announced"]
@@ -238,9 +250,9 @@ def test_a_replacement_bumps_the_stored_version(http_server, db):
                                       second: feed_xml(second, ["cs"], rows=[{**row, "version": 2}],
                                                        kinds={row["id"]: "replace"})}, day=first)
     settings = make_settings(http_server.url, "cs")
-    arxiv.fetch_announcements(db, settings)
+    feed.fetch_announcements(db, settings)
     feeds.day = second
-    result = arxiv.fetch_announcements(db, settings)
+    result = feed.fetch_announcements(db, settings)
     assert result.kinds == {"replace": 1}
     assert db.execute("SELECT version FROM papers WHERE id = ?", [row["id"]]).fetchone() == (2,)
     assert list(db.query("SELECT announced_on, kind, version FROM announcements ORDER BY announced_on")) == [
@@ -251,9 +263,9 @@ def test_a_replacement_bumps_the_stored_version(http_server, db):
 
 def test_a_weekend_feed_is_recorded_empty_not_failed(http_server, db):
     serve_feeds(http_server, {}, day=D(2026, 6, 27))
-    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    result = feed.fetch_announcements(db, make_settings(http_server.url))
     assert (result.status, result.error) == ("empty", None)
-    assert arxiv.describe_fetch(result) == "arXiv announced nothing today (a weekend or a holiday)"
+    assert feed.describe_fetch(result) == "arXiv announced nothing today (its feed listed no entry: a weekend or a holiday)"
     assert counts(db) == {"papers": 0, "announcements": 0}
     assert [(r["status"], r["announced_on"], r["error"]) for r in fetch_rows(db)] == [("empty", None, None)]
 
@@ -270,7 +282,7 @@ def test_a_weekend_feed_is_recorded_empty_not_failed(http_server, db):
 ])
 def test_a_bad_answer_is_recorded_failed_with_its_reason(http_server, db, reply, error):
     serve_feeds(http_server, lambda day, cats: reply)
-    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    result = feed.fetch_announcements(db, make_settings(http_server.url))
     assert result.status == "failed"
     assert result.error.removeprefix(http_server.url) == error
     assert [(r["status"], r["error"].removeprefix(http_server.url)) for r in fetch_rows(db)] == [("failed", error)]
@@ -279,14 +291,14 @@ def test_a_bad_answer_is_recorded_failed_with_its_reason(http_server, db, reply,
 
 def test_nothing_listening_is_a_failed_fetch_not_an_exception(db):
     settings = make_settings("http://127.0.0.1:9", retries=1)
-    result = arxiv.fetch_announcements(db, settings)
+    result = feed.fetch_announcements(db, settings)
     assert result.status == "failed"
     assert result.error == "http://127.0.0.1:9/atom/cs.AI: connection refused after 2 attempts"
 
 
 def test_a_malformed_entry_is_logged_and_the_rest_stored(http_server, db, caplog):
     serve_feeds(http_server, lambda day, cats: _without_title_of_third_entry(SUBSET7.read_bytes()))
-    result = arxiv.fetch_announcements(db, make_settings(http_server.url))
+    result = feed.fetch_announcements(db, make_settings(http_server.url))
     assert (result.status, result.count, result.skipped) == ("announced", 6, 1)
     assert counts(db) == {"papers": 6, "announcements": 6}
     assert fetch_rows(db)[0]["skipped"] == 1
@@ -300,7 +312,7 @@ def test_requests_are_spaced_serial_and_name_the_operator(http_server, tmp_path)
     serve_feeds(http_server, lambda d, cats: Reply(body=feed_xml(day, cats), delay=0.05))
     settings = make_settings(http_server.url, min_interval=0.3, contact="ops@example.org")
     open_db(tmp_path / "digest.db")  # migrated once, then one connection per thread
-    threads = [threading.Thread(target=lambda: arxiv.fetch_announcements(open_db(tmp_path / "digest.db"), settings))
+    threads = [threading.Thread(target=lambda: feed.fetch_announcements(open_db(tmp_path / "digest.db"), settings))
                for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -320,7 +332,7 @@ def test_retry_after_is_honoured_on_503(http_server, db):
     answers = [Reply(503, OAI_503.read_bytes(), headers={"Retry-After": "1"}, content_type="text/html"),
                Reply(body=feed_xml(day, ["cs.AI"]))]
     serve_feeds(http_server, lambda d, cats: answers.pop(0))
-    result = arxiv.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
     assert result.status == "announced"
     first, second = http_server.requests
     assert second.at - first.at >= 1.0
@@ -329,15 +341,15 @@ def test_retry_after_is_honoured_on_503(http_server, db):
 def test_retries_run_out_into_a_failed_fetch(http_server, db):
     serve_feeds(http_server, lambda d, cats: Reply(503, OAI_503.read_bytes(), headers={"Retry-After": "0"},
                                                    content_type="text/html"))
-    result = arxiv.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
     assert len(http_server.requests) == 3
     assert result.error.removeprefix(http_server.url) == "/atom/cs.AI: HTTP 503 from arXiv (Retry-After: 0)"
 
 
 def test_retry_after_as_an_http_date():
-    assert arxiv.retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
-    assert arxiv.retry_after_seconds("120") == 120.0
-    assert arxiv.retry_after_seconds("soon") is None
+    assert http.retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
+    assert http.retry_after_seconds("120") == 120.0
+    assert http.retry_after_seconds("soon") is None
 
 
 # -- papers by id through the arxiv package ---------------------------------------------------------------
@@ -362,7 +374,7 @@ def serve_api(http_server):
 def test_fetch_papers_by_id_from_the_real_api_answers(http_server):
     serve_api(http_server)
     settings = make_settings(http_server.url, contact="ops@example.org")
-    found, missing = arxiv.fetch_papers(settings, ["quant-ph/0201082v1"])
+    found, missing = api.fetch_papers(settings, ["quant-ph/0201082v1"])
     assert missing == []
     (paper,) = found
     assert (paper.id, paper.version) == ("quant-ph/0201082", 1)
@@ -375,7 +387,7 @@ def test_fetch_papers_by_id_from_the_real_api_answers(http_server):
 def test_fetch_papers_reports_missing_and_invalid_ids(http_server):
     serve_api(http_server)
     settings = make_settings(http_server.url)
-    found, missing = arxiv.fetch_papers(settings, ["0808.05394", "1707.08567", "not-an-id"])
+    found, missing = api.fetch_papers(settings, ["0808.05394", "1707.08567", "not-an-id"])
     assert [p.id for p in found] == ["1707.08567"]
     assert missing == ["0808.05394", "not-an-id"]
     paper = found[0]
@@ -386,16 +398,16 @@ def test_the_real_400_of_the_api_is_quoted(http_server):
     # arXiv answers HTTP 400 with an error feed; here it is served for a well-formed id to reach it.
     http_server.routes["/api/query"] = lambda r: Reply.file(API / "id_abc_s0_m100_b79c8dcf6bc3.xml", status=400)
     settings = make_settings(http_server.url)
-    with pytest.raises(arxiv.ArxivError) as info:
-        arxiv.fetch_papers(settings, ["2401.01234"], raise_errors=True)
+    with pytest.raises(http.ArxivError) as info:
+        api.fetch_papers(settings, ["2401.01234"], raise_errors=True)
     assert str(info.value) == "arXiv's API answered HTTP 400: incorrect id format for abc"
-    assert arxiv.fetch_papers(settings, ["2401.01234"]) == ([], ["2401.01234"])  # degraded, not raised
+    assert api.fetch_papers(settings, ["2401.01234"]) == ([], ["2401.01234"])  # degraded, not raised
 
 
 # -- the announcement schedule ----------------------------------------------------------------------------
 
 def et(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=arxiv.ET)
+    return dt.datetime(*args, tzinfo=calendar.ET)
 
 
 @pytest.mark.parametrize("submitted, day", [
@@ -413,74 +425,45 @@ def et(*args) -> dt.datetime:
     (dt.datetime(2026, 6, 22, 17, 59, tzinfo=dt.timezone.utc), D(2026, 6, 23)),  # 13:59 EDT
 ])
 def test_announcement_day_of_a_submission(submitted, day):
-    assert arxiv.announced_on_for(submitted) == day
+    assert CALENDAR.announced_on_for(submitted) == day
 
 
 def test_expected_announcement_days_on_the_2026_calendar():
-    assert arxiv.announcement_days(D(2026, 6, 15), D(2026, 7, 6)) == [
+    assert CALENDAR.announcement_days(D(2026, 6, 15), D(2026, 7, 6)) == [
         D(2026, 6, 15), D(2026, 6, 16), D(2026, 6, 17), D(2026, 6, 18),          # 06-19 holiday
         D(2026, 6, 22), D(2026, 6, 23), D(2026, 6, 24), D(2026, 6, 25), D(2026, 6, 26),
         D(2026, 6, 29), D(2026, 6, 30), D(2026, 7, 1), D(2026, 7, 2),            # 07-03 holiday
         D(2026, 7, 6),
     ]
-    assert not arxiv.expected_announcement(D(2026, 6, 27))
-    assert set(LISTING_DAYS) <= set(arxiv.announcement_days(D(2026, 6, 1), D(2026, 7, 31)))
+    assert not CALENDAR.expected(D(2026, 6, 27))
+    assert set(LISTING_DAYS) <= set(CALENDAR.announcement_days(D(2026, 6, 1), D(2026, 7, 31)))
 
 
 def test_submission_windows_tile_time_and_agree_with_the_rule():
-    days = arxiv.announcement_days(D(2026, 1, 1), D(2026, 12, 31))
-    windows = [arxiv.submission_window(d) for d in days]
+    days = CALENDAR.announcement_days(D(2026, 1, 1), D(2026, 12, 31))
+    windows = [CALENDAR.submission_window(d) for d in days]
     assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
-    assert arxiv.submission_window(D(2026, 6, 22)) == (et(2026, 6, 17, 14), et(2026, 6, 19, 14))
-    assert arxiv.submission_window(D(2026, 6, 23)) == (et(2026, 6, 19, 14), et(2026, 6, 22, 14))
+    assert CALENDAR.submission_window(D(2026, 6, 22)) == (et(2026, 6, 17, 14), et(2026, 6, 19, 14))
+    assert CALENDAR.submission_window(D(2026, 6, 23)) == (et(2026, 6, 19, 14), et(2026, 6, 22, 14))
     with pytest.raises(ValueError):
-        arxiv.submission_window(D(2026, 6, 19))
+        CALENDAR.submission_window(D(2026, 6, 19))
 
 
 @given(st.datetimes(min_value=dt.datetime(2026, 1, 5), max_value=dt.datetime(2026, 12, 20)))
 def test_every_submission_falls_in_the_window_of_its_day(moment):
-    submitted = moment.replace(tzinfo=arxiv.ET)
-    day = arxiv.announced_on_for(submitted)
-    start, end = arxiv.submission_window(day)
+    submitted = moment.replace(tzinfo=calendar.ET)
+    day = CALENDAR.announced_on_for(submitted)
+    start, end = CALENDAR.submission_window(day)
     assert start <= submitted < end
 
 
 # -- backfill through the API ------------------------------------------------------------------------------
 
-# A submission time for the listing rows of each feed day, read off arXiv's schedule table by hand.
-SUBMITTED = {
-    D(2026, 6, 23): et(2026, 6, 20, 12, 0),   # Saturday -> Tue
-    D(2026, 6, 24): et(2026, 6, 22, 16, 0),   # Mon after 14:00 -> Wed
-    D(2026, 6, 25): et(2026, 6, 24, 9, 0),    # Wed morning -> Thu
-    D(2026, 6, 26): et(2026, 6, 25, 13, 59),  # Thu just before the deadline -> Fri
-    D(2026, 6, 29): et(2026, 6, 26, 11, 0),   # Fri morning -> Mon
-    D(2026, 6, 30): et(2026, 6, 26, 14, 1),   # Fri after the deadline -> Tue
-    D(2026, 7, 1): et(2026, 6, 30, 10, 0),    # Tue -> Wed
-}
-
-
-def serve_fake_api(http_server, categories: set[str]):
-    """A small arXiv API: answers a submittedDate window with the listing rows submitted in it."""
-    papers = [(row, SUBMITTED[day]) for day in LISTING_DAYS for row in listing_papers(day)
-              if set(row["categories"]) & categories]
-
-    def answer(request):
-        query = request.query["search_query"][0]
-        low, high = re.search(r"submittedDate:\[(\d{12}) TO (\d{12})\]", query).groups()
-        wanted = set(re.findall(r"cat:([\w.-]+)", query))
-        chosen = [(row, when) for row, when in papers
-                  if low <= when.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M") <= high
-                  and set(row["categories"]) & wanted]
-        return Reply(body=api_feed_xml(chosen))
-
-    http_server.routes["/api/query"] = answer
-
-
 def test_backfill_stores_each_paper_on_its_announcement_day(http_server, db):
     serve_fake_api(http_server, {"cs.AI", "cs.CL"})
     settings = make_settings(http_server.url, "cs.AI+cs.CL")
     seen = []
-    summary = arxiv.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28), progress=lambda d, r: seen.append(d))
+    summary = api.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28), progress=lambda d, r: seen.append(d))
     assert seen == [D(2026, 6, 22), D(2026, 6, 23), D(2026, 6, 24), D(2026, 6, 25), D(2026, 6, 26)]
     expected = {day: {r["id"] for r in listing_papers(day) if set(r["categories"]) & {"cs.AI", "cs.CL"}}
                 for day in seen if day in LISTING_DAYS}
@@ -488,18 +471,22 @@ def test_backfill_stores_each_paper_on_its_announcement_day(http_server, db):
     for row in db.query("SELECT announced_on, paper_id FROM announcements WHERE source = 'api'"):
         stored[D.fromisoformat(row["announced_on"])].add(row["paper_id"])
     assert stored == expected
-    assert summary == {"days": 5, "announced": 4, "empty": 1, "failed": 0, "skipped": 0,
-                       "papers": sum(map(len, expected.values())), "errors": []}
+    # The listing begins on 06-23: no paper at all for Monday 06-22, a day arXiv announces, is a failure (retried
+    # at the next run), never an "empty" day that would be taken as settled.
+    assert summary == {"days": 5, "announced": 4, "empty": 0, "failed": 1, "skipped": 0,
+                       "papers": sum(map(len, expected.values())),
+                       "errors": ["2026-06-22: arXiv's API returned no paper for 2026-06-22, a day arXiv should have "
+                                  "announced"]}
     query = http_server.requests[1].query["search_query"][0]
     assert query == "(cat:cs.AI OR cat:cs.CL) AND submittedDate:[202606191800 TO 202606221759]"
     assert http_server.requests[1].query["sortBy"] == ["submittedDate"]
     assert [(r["announced_on"], r["source"], r["status"]) for r in fetch_rows(db)][:2] == [
-        ("2026-06-22", "api", "empty"), ("2026-06-23", "api", "announced")]
+        ("2026-06-22", "api", "failed"), ("2026-06-23", "api", "announced")]
     # a second run asks arXiv nothing for the days it already has
     before, asked = counts(db), len(http_server.requests)
-    again = arxiv.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28))
+    again = api.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28))
     assert (again["skipped"], again["announced"], counts(db)) == (4, 0, before)
-    assert len(http_server.requests) == asked + 1  # only the empty day is asked again
+    assert len(http_server.requests) == asked + 1  # only the failed day is asked again
 
 
 # -- the command ------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import annotated_types
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
+from world import digest_process
 
 from digest.cli import cli
 from digest.config import ChatTarget, ConfigError, Interest, Profile, Secret, Settings, parse_settings
-from world import digest_process
 
 PROFILE = '[profiles.me]\ninterests = ["graph neural networks"]\n'
 CHAT = '[chat.lab]\nurl = "json://127.0.0.1/hook"\n'
@@ -162,10 +162,22 @@ def test_an_interest_with_a_wrong_weight_or_empty_text():
     ('[chat.lab]\nattach = true\n', "config.toml: chat.lab.url: required key is missing"),
     ('[chat.lab]\nurl_file = "/nonexistent/chat-url"\n',
      "config.toml: chat.lab.url_file: cannot read /nonexistent/chat-url: No such file or directory"),
-])
+    ('[email]\nhost = "smtp.example.org"\nsecurity = "none"\nuser = "me"\npassword = "x"\n',
+     'config.toml: email.security: "none" would send the password to smtp.example.org in clear text; use '
+     '"starttls" or "ssl"'),
+    ('[arxiv]\nholidays = ["2027-1-18"]\n', 'config.toml: arxiv.holidays: expected dates as YYYY-MM-DD, got "2027-1-18"'),
+] + [(f'[profiles.{name}]\ninterests = ["x"]\n', f"config.toml: profiles.{shown}: a profile's name may hold only "
+      f"letters, digits, _ and - (it names files and folders)")
+     for name, shown in (('".me"', '".me"'), ('"../../x"', '"../../x"'), ('"sub/dir"', '"sub/dir"'),
+                         ('"a\\nb"', '"a\\nb"'))])
 def test_named_mistakes(body, message):
     text = body if body.startswith("[profiles") else PROFILE + body
     assert error_of(text, environ={"DIGEST_EMPTY": ""}) == message
+
+
+def test_security_none_with_a_password_is_allowed_to_this_machine_only():
+    body = PROFILE + '[email]\nhost = "127.0.0.1"\nsecurity = "none"\nuser = "me"\npassword = "x"\n'
+    assert parse_settings(body, environ={}).email.security == "none"
 
 
 def test_an_unreadable_credential_file_is_one_line_even_for_root(tmp_path, write_config):

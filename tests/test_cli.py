@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
+from conftest import ROOT
 
 from digest.cli import cli
-from conftest import ROOT
 
 
 def run(*args, input=None):

@@ -1,9 +1,9 @@
 import os
 
 import pytest
+from conftest import ROOT
 
 from digest.config import REDACTED, ConfigError, find_config, load_settings, parse_settings
-from conftest import ROOT
 
 PROFILE = '[profiles.me]\ninterests = ["graph neural networks"]\n'
 

@@ -18,13 +18,20 @@ import sys
 import threading
 import time
 import uuid
+import zoneinfo
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from world import assert_ledger
 
-from digest import daemon
-from digest.config import parse_settings
+from digest import daemon, ledger
+from digest import db as dbm
+from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
+from digest.config import load_settings, parse_settings
 from digest.db import open_db
+from digest.records import Announcement, DigestView, Paper, Ranked
+from digest.render import Rendered
 
 SUNDAY = dt.date(2026, 6, 28)  # a weekend day: nothing owed, the daemon only waits
 TUESDAY = dt.date(2026, 6, 23)  # the listing's first full feed day
@@ -38,7 +45,7 @@ class DaemonProcess:
     def __init__(self, config: Path, *, pretend: dt.date | None, env: dict | None = None, once: bool = False):
         environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if pretend:
-            environ[daemon.PRETEND_TODAY_ENV] = pretend.isoformat()
+            environ[PRETEND_TODAY_ENV] = pretend.isoformat()
         command = [sys.executable, "-m", "digest", "--config", str(config), "daemon"] + (["--once"] if once else [])
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=environ, start_new_session=True)
@@ -170,18 +177,18 @@ def settings_for(time_of_day: str = "07:00", timezone: str = "America/New_York",
 
 
 def et(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=daemon.ARXIV_TZ)
+    return dt.datetime(*args, tzinfo=ET)
 
 
 @pytest.mark.parametrize("moment, day", [
     (et(2026, 6, 22, 19, 59), dt.date(2026, 6, 22)),  # Monday before the 20:00 mailing: Monday's feed day
     (et(2026, 6, 22, 20, 0), dt.date(2026, 6, 23)),  # the mailing is out: Tuesday's
     (et(2026, 6, 23, 7, 0), dt.date(2026, 6, 23)),
-    (dt.datetime(2026, 6, 24, 3, 0, tzinfo=daemon.zoneinfo.ZoneInfo("Asia/Tokyo")), dt.date(2026, 6, 23)),
+    (dt.datetime(2026, 6, 24, 3, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")), dt.date(2026, 6, 23)),
     (et(2026, 11, 29, 23, 0), dt.date(2026, 11, 30)),  # winter time: Sunday evening -> Monday
 ])
 def test_the_day_a_moment_is_owed_follows_the_20h_et_mailing(moment, day):
-    assert daemon.announcement_day_at(moment) == day
+    assert announcement_day_at(moment) == day
 
 
 def test_last_and_next_firing_in_the_schedules_timezone():
@@ -191,18 +198,28 @@ def test_last_and_next_firing_in_the_schedules_timezone():
     assert daemon.next_firing(settings, now).isoformat() == "2026-06-23T07:00:00+02:00"
 
 
-def seed(db, digests=(), runs=()):
-    for day, days in digests:
-        db.execute("INSERT INTO digests (profile, announced_on, days, categories, announced, new, cross, replaced, "
-                   "created_at) VALUES ('me', ?, ?, 'cs.AI', 1, 1, 0, 0, 'x')", [day, days or f'["{day}"]'])
-    for day, status in runs:
-        db.execute("INSERT INTO runs (announced_on, trigger, status, started_at) VALUES (?, 'cli', ?, 'x')",
-                   [day, status])
+def stored_day(db, day: str, ids: list[str], source: str = "feed") -> None:
+    """A day's papers stored as a fetch of ``source`` stores them (one cs.AI paper per id)."""
+    day_ = dt.date.fromisoformat(day)
+    papers = [Paper(i, 1, f"Paper {i}", f"Abstract of {i}.", ["A. Author"], ["cs.AI"], "cs.AI") for i in ids]
+    dbm.save_announcements(db, [Announcement(p, day_, "new", n) for n, p in enumerate(papers)], source=source)
+    dbm.record_fetch(db, announced_on=day_, categories="cs.AI", source=source, status="announced", entries=len(ids))
+
+
+def digest_of(db, days: list[str], ids: list[str], profile: str = "me") -> int:
+    """A digest built for ``days`` that covers the papers ``ids`` (stored before), as the pipeline stores one."""
+    covers = [a for d in days for a in dbm.announced_on(db, dt.date.fromisoformat(d)) if a.paper.id in ids]
+    view = DigestView(profile, [dt.date.fromisoformat(d) for d in days], "cs.AI",
+                      [Ranked(a.paper, n + 1, 0.5, "test") for n, a in enumerate(covers)],
+                      {"announced": len(covers), "new": len(covers), "cross": 0, "replace": 0, "summarized": 0},
+                      covers=covers)
+    return ledger.store_digest(db, view, Rendered("s", "h", "t", "m", "{}"), [("email", "a@example.org")])
 
 
 def test_plan_after_a_gap_lists_the_missed_announcement_days(tmp_path):
     db = open_db(tmp_path / "d.db")
-    seed(db, digests=[("2026-06-23", None)])
+    stored_day(db, "2026-06-23", ["2606.00001"])
+    digest_of(db, ["2026-06-23"], ["2606.00001"])
     settings = settings_for("07:00", "America/New_York")
     plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))  # Monday, three feed days later
     assert plan.missed == [dt.date(2026, 6, 24), dt.date(2026, 6, 25), dt.date(2026, 6, 26)]
@@ -210,37 +227,48 @@ def test_plan_after_a_gap_lists_the_missed_announcement_days(tmp_path):
     assert plan.deadline == et(2026, 6, 29, 13, 0)  # 07:00 + the default six hours
 
 
-def test_plan_skips_covered_days_holidays_and_days_beyond_catch_up_days(tmp_path):
+def test_plan_skips_settled_days_holidays_and_days_beyond_catch_up_days(tmp_path):
     db = open_db(tmp_path / "d.db")
-    seed(db, digests=[("2026-06-15", None), ("2026-06-24", '["2026-06-23", "2026-06-24"]')],
-         runs=[("2026-06-26", "empty"), ("2026-06-25", "failed")])
+    stored_day(db, "2026-06-15", ["2606.00015"])
+    digest_of(db, ["2026-06-15"], ["2606.00015"])
+    stored_day(db, "2026-06-23", ["2606.00023"])
+    stored_day(db, "2026-06-24", ["2606.00024"])
+    digest_of(db, ["2026-06-23", "2026-06-24"], ["2606.00023", "2606.00024"])  # a merged catch-up
+    stored_day(db, "2026-06-25", ["2606.00025", "2606.00026"])
+    digest_of(db, ["2026-06-25"], ["2606.00025"])  # 2606.00026 arrived after the digest was built
+    dbm.record_fetch(db, announced_on=dt.date(2026, 6, 26), categories="cs.AI", source="api", status="empty",
+                     detail="not announced (the feed went from 2026-06-25 to 2026-06-29)")
     settings = settings_for("07:00", "America/New_York", catch_up_days=10)
     plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))
-    # 06-19 is an arXiv holiday, 06-23 is inside the merged digest of 06-24, 06-26 ran empty, 06-25 failed.
+    # 06-19 is an arXiv holiday, 06-22 was never fetched, 06-23 and 06-24 are in the merged digest, 06-25 has a
+    # paper no digest covers, 06-26 was positively not announced.
     assert plan.missed == [dt.date(2026, 6, 22), dt.date(2026, 6, 25)]
 
 
-def test_a_digest_with_a_delivery_still_to_go_does_not_cover_its_day(tmp_path):
+def test_a_built_digest_settles_its_day_while_its_delivery_waits_in_the_outbox(tmp_path):
     db = open_db(tmp_path / "d.db")
-    seed(db, digests=[("2026-06-23", None)])
-    db.execute("INSERT INTO deliveries (digest_id, channel, target, status, last_error, created_at) "
-               "VALUES (1, 'email', 'a@example.org', 'pending', '421 try later', 'x')")
-    assert not daemon.day_covered(db, dt.date(2026, 6, 23))
-    assert daemon.why_not_covered(db, dt.date(2026, 6, 23)) == \
-        "1 of its deliveries still waiting; email to a@example.org: 421 try later"
-    db.execute("UPDATE deliveries SET status = 'sent'")
-    assert daemon.day_covered(db, dt.date(2026, 6, 23))
+    settings = settings_for("07:00", "America/New_York")
+    stored_day(db, "2026-06-23", ["2606.00001"])
+    assert not ledger.day_settled(db, settings, dt.date(2026, 6, 23), due=True)  # its first digest is owed
+    assert daemon.why_not_settled(db, settings, dt.date(2026, 6, 23)) == "1 paper of 2026-06-23 in no digest yet"
+    digest_of(db, ["2026-06-23"], ["2606.00001"])
+    db.execute("UPDATE deliveries SET last_error = '421 try later'")
+    assert ledger.day_settled(db, settings, dt.date(2026, 6, 23), due=True)
+    assert [(r["status"], r["last_error"]) for r in daemon.undelivered(db, settings, dt.date(2026, 6, 23))] == \
+        [("pending", "421 try later")]
 
 
 def test_plan_on_a_fresh_database_owes_only_the_due_day_and_nothing_on_a_weekend(tmp_path):
     db = open_db(tmp_path / "d.db")
     settings = settings_for("07:00", "America/New_York")
     assert daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0)) == daemon.Plan(
-        [], dt.date(2026, 6, 29), et(2026, 6, 29, 13, 0), et(2026, 6, 29, 7, 0))
+        [], dt.date(2026, 6, 29), None, et(2026, 6, 29, 13, 0), et(2026, 6, 29, 7, 0))
     saturday = daemon.plan_work(db, settings, et(2026, 6, 27, 9, 0))
-    assert (saturday.missed, saturday.due) == ([], None)
+    assert (saturday.missed, saturday.due, saturday.look) == ([], None, None)
     before_the_firing = daemon.plan_work(db, settings, et(2026, 6, 29, 6, 0))  # Sunday 07:00 was the last
     assert before_the_firing.due is None
+    holiday = daemon.plan_work(db, settings, et(2026, 6, 19, 9, 0))  # Juneteenth: one look, no polling
+    assert (holiday.due, holiday.look) == (None, dt.date(2026, 6, 19))
 
 
 def test_sd_notify_reaches_a_socket_path_and_the_abstract_namespace(tmp_path, notify_socket):
@@ -477,6 +505,8 @@ def assert_one_complete_email_each(service: Service, day: dt.date) -> None:
         text = received[0].part("plain")
         missing = [i for i in ids if i not in text]
         assert not missing, f"{recipient}'s digest lacks {missing}"
+    with closing(open_db(service.tmp_path / "state" / "digest.db")) as db:
+        assert_ledger(db, load_settings(service.config))
 
 
 @pytest.mark.slow
@@ -504,7 +534,10 @@ def test_sigkill_during_a_stage_then_restart_sends_exactly_one_complete_digest(
         service.feeds.by_day[TUESDAY] = xml
 
     second = daemons(service.config, pretend=TUESDAY)
-    second.wait_for(r"run the feed's latest day \(schedule\): done", timeout=30 if stage == "deliver" else 180)
+    if stage == "deliver":  # the digest was built: the day is settled, and the outbox sends what it holds
+        second.wait_for(r"run the outbox \(retry\): done", timeout=30)
+    else:
+        second.wait_for(r"run the feed's latest day \(schedule\): done", timeout=180)
     assert_one_complete_email_each(service, TUESDAY)
     assert service.query("SELECT status FROM runs WHERE id = ?", [run_id]) == [("running",)]  # died with it
     second.signal(signal.SIGTERM)

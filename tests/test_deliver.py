@@ -17,10 +17,11 @@ from smtp_server import SMTPServer
 from test_render import BIG_DAY, SCRIPT_TITLE, all_papers, announced, day_view, html_ids, make_view, tagged_ids
 
 from digest import db as dbm
-from digest import deliver, render
+from digest import deliver, ledger, render
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.deliver import chat as chat_module
+from digest.deliver import outbox
 
 USER, PASSWORD = "digest-user", "s3cret-passw0rd"
 ALICE, BOB = "alice@example.org", "bob@example.org"
@@ -65,23 +66,14 @@ def settings_with(*, smtp=None, chat=None, attach=True, password=PASSWORD, email
 
 
 def store(db, settings, view) -> int:
-    """What the pipeline does when it builds a digest: the row and its rendered formats."""
-    rendered = render.render_digest(view, settings)
-    with dbm.transaction(db):
-        c = view.counts
-        digest_id = db.execute(
-            "INSERT INTO digests (profile, announced_on, days, categories, announced, new, cross, replaced, "
-            "summarized, subject, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [view.profile, view.days[-1].isoformat(), json.dumps([d.isoformat() for d in view.days]),
-             view.categories, c["announced"], c["new"], c["cross"], c["replace"], c["summarized"],
-             rendered.subject, dbm.now_iso()]).lastrowid
-        deliver.save_render(db, digest_id, rendered)
-    return digest_id
+    """What the pipeline does when it builds a digest: the row, its ledger rows and its rendered formats."""
+    dbm.save_papers(db, [i.paper for i in view.items])  # stored by the fetch, before any digest
+    return ledger.store_digest(db, view, render.render_digest(view, settings), [])
 
 
-def queue(db, settings, view, **kwargs) -> int:
+def queue(db, settings, view) -> int:
     digest_id = store(db, settings, view)
-    deliver.enqueue(db, digest_id, settings.channels_for(settings.profiles["me"]), **kwargs)
+    outbox.enqueue(db, digest_id, settings.channels_for(settings.profiles["me"]))
     return digest_id
 
 
@@ -126,11 +118,12 @@ def test_a_second_run_sends_nothing_and_resend_sends_again(db, smtp):
     settings = settings_with(smtp=smtp)
     digest_id = queue(db, settings, day_view(dt.date(2026, 6, 24)))
     deliver.deliver_due(db, settings)
-    assert deliver.enqueue(db, digest_id, [("email", ALICE)]) == 0
+    assert outbox.enqueue(db, digest_id, [("email", ALICE)]) == 0  # queued once, whoever asks again
     assert deliver.deliver_due(db, settings, now=later()) == []
     assert len(smtp.messages) == 1
 
-    assert deliver.enqueue(db, digest_id, [("email", ALICE)], resend=True) == 1
+    [row] = outbox.chosen_for_resend(db, day=None, profile=None, failed_only=False, channel=None, target=ALICE)
+    assert outbox.requeue(db, [row["id"]]) == 1
     assert [o.status for o in deliver.deliver_due(db, settings)] == ["sent"]
     assert len(smtp.messages) == 2
     first, second = smtp.messages
@@ -169,8 +162,8 @@ def test_a_refused_recipient_fails_for_good_and_shows_in_status(db, smtp):
     outcomes = deliver.deliver_due(db, settings)
 
     assert {o.target: o.status for o in outcomes} == {ALICE: "sent", BOB: "failed"}
-    [waiting] = deliver.outbox_status(db)
-    assert (waiting["target"], waiting["status"], waiting["announced_on"]) == (BOB, "failed", "2026-06-24")
+    [waiting] = outbox.not_sent(db)
+    assert (waiting["target"], waiting["status"], waiting["day"]) == (BOB, "failed", "2026-06-24")
     assert waiting["last_error"] == f"127.0.0.1:{smtp.port}: recipient {BOB} refused: 550 5.1.1 no such user here"
     assert deliver.deliver_due(db, settings, now=later()) == []
 
@@ -263,11 +256,11 @@ def test_a_row_left_sending_by_a_dead_process_is_sent_after_the_lease(db, smtp):
 def test_a_transient_failure_gives_up_after_max_attempts(db, smtp):
     settings = settings_with(smtp=smtp)
     queue(db, settings, day_view(dt.date(2026, 6, 24)))
-    db.execute("UPDATE deliveries SET attempts = ?", [deliver.MAX_ATTEMPTS - 1])
+    db.execute("UPDATE deliveries SET attempts = ?", [outbox.MAX_ATTEMPTS - 1])
     smtp.fail_data("421 4.7.0 too busy")
     [outcome] = deliver.deliver_due(db, settings)
     assert outcome.status == "failed"
-    assert outcome.error.startswith(f"gave up after {deliver.MAX_ATTEMPTS} attempts: ")
+    assert outcome.error.startswith(f"gave up after {outbox.MAX_ATTEMPTS} attempts: ")
 
 
 # -- chat ------------------------------------------------------------------------------------------------
@@ -367,6 +360,17 @@ def test_files_are_written_with_an_atom_feed(db, tmp_path):
     assert not list(folder.glob(".*.tmp"))
 
 
+def test_the_atom_feed_cleans_paper_titles_as_the_email_does(db, tmp_path):
+    settings = settings_with(tmp_path=tmp_path, files=True)
+    view = day_view(dt.date(2026, 6, 24))
+    view.items[0].paper.title = "Win \u202egnp.exe see https://evil.example/x and https://arxiv.org/abs/2401.01234"
+    queue(db, settings, view)
+    deliver.deliver_due(db, settings)
+    feed = (tmp_path / "digests" / "me" / "feed.atom").read_text()
+    assert "evil.example" not in feed and "\u202e" not in feed
+    assert "Win gnp.exe see [link removed] and https://arxiv.org/abs/2401.01234" in feed
+
+
 # -- digest check ----------------------------------------------------------------------------------------
 
 def test_check_reports_each_channel(smtp, chat, tmp_path):
@@ -386,7 +390,7 @@ def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(config), "check"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        f"FAIL  email: 127.0.0.1:{smtp.port}: login as {USER} refused: 535 5.7.8 Authentication credentials invalid",
+        f"FAIL  email: 127.0.0.1:{smtp.port}: login as {USER} refused: 535 5.7.8 (check email.user and the password)",
         "FAIL  chat team: 127.0.0.1:9: not reachable: Connection refused",
     ]
     assert "wrong-password" not in result.output

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+from feeds import listing_papers
+
 from digest import db as dbm
 from digest import embed, profiles, rank
 from digest.config import EmbeddingSettings, parse_settings
 from digest.records import Announcement, Paper
-from feeds import listing_papers
 
 DAY = dt.date(2026, 6, 23)
 TWO_PROFILES = ('[profiles.vision]\ninterests = ["image segmentation"]\n'
@@ -226,8 +226,9 @@ def serve_recorded_api(http_server):
 
 
 def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(db, embedder, http_server):
-    from digest.arxiv import fetch_papers
     from feeds import arxiv_section
+
+    from digest.arxiv.api import fetch_papers
 
     serve_recorded_api(http_server)
     settings = parse_settings(arxiv_section(http_server.url)

@@ -16,20 +16,34 @@ import sys
 import time
 
 import pytest
+from chat_server import ChatServer
 from click.testing import CliRunner
+from feeds import empty_feed_xml, serve_feeds
+from llm_server import LLMServer, error, huge, malformed, ok, rate_limited, refusal, slow
+from loopback import Reply
+from smtp_server import SMTPServer
+from world import (
+    DAY,
+    READER,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    World,
+    assert_invariants,
+    copy_database,
+    day_feed,
+    digest_process,
+    feed_paper_ids,
+    integrity,
+    make_due,
+    stored_digest_ids,
+    stored_render,
+    template_database,
+)
 
 from digest import db as dbm
 from digest import history, summarize
 from digest.cli import cli
-from digest.daemon import day_covered
-from feeds import empty_feed_xml, serve_feeds
-from llm_server import LLMServer, error, huge, malformed, ok, rate_limited, refusal, slow
-from chat_server import ChatServer
-from loopback import Reply
-from smtp_server import SMTPServer
-from world import (DAY, SMTP_PASSWORD, SMTP_USER, World, assert_invariants, copy_database, day_feed,
-                   digest_process, feed_paper_ids, integrity, make_due, stored_digest_ids, stored_render,
-                   template_database)
+from digest.ledger import day_settled
 
 pytestmark = pytest.mark.slow
 
@@ -123,13 +137,13 @@ def test_an_empty_feed_on_a_weekday_is_not_a_digest_and_leaves_the_day_owed(worl
     assert result.status == "empty"
     assert db.execute("SELECT status, announced_on FROM fetches").fetchall() == [("empty", None)]
     assert db["digests"].count == 0
-    assert not day_covered(db, DAY)  # so the daemon polls again rather than calling the day done
+    assert not day_settled(db, world.settings, DAY, due=True)  # so the daemon polls again
     assert_invariants(db, smtp, EXPECTED, sent=0)
 
     world.feeds.by_day = {DAY: day_feed()}  # arXiv's late mailing arrives
     db, result = world.run()
     assert result.status == "sent", result.error
-    assert day_covered(db, DAY)
+    assert day_settled(db, world.settings, DAY, due=True)
     assert_invariants(db, smtp, EXPECTED, sent=1)
 
 
@@ -226,9 +240,12 @@ def test_smtp_fault_keeps_the_complete_digest_in_the_outbox_and_it_goes_out_once
     if recovery == "retry":  # the outbox retries by itself once the backoff has passed
         make_due(db)
         db, again = world.run()
-    else:  # a permanent failure waits for the user: `digest run --resend` after fixing the cause
-        db, again = world.run(resend=True)
-    assert again.status == "sent", again.error
+        assert again.status == "sent", again.error
+    else:  # a permanent failure waits for the user: `digest resend` (what failed) after fixing the cause
+        resent = world.resend(DAY.isoformat())
+        assert resent.exit_code == 0, resent.output
+        assert resent.stdout == (f"Sending again:\n  {DAY} me: email to {READER} (failed: {listed[0]['last_error']})\n"
+                                 f"Sent 1 of 1.\n")
     assert_invariants(db, smtp, EXPECTED, sent=1)
     db, third = world.run()
     assert_invariants(db, smtp, EXPECTED, sent=1)
@@ -255,7 +272,7 @@ def test_chat_fault_through_a_run(world, smtp, status, outcome):
         listed = status_shown["pending"] + status_shown["failed"]
         assert [(o["channel"], o["status"]) for o in listed] == [("chat", outcome)]
         if outcome == "failed":
-            # A refused token waits for the user; `digest run --resend` would send every channel again.
+            # A refused token waits for the user, for `digest resend` after fixing it.
             return
         make_due(db)
         db, again = world.run()

@@ -9,20 +9,22 @@ import io
 import json
 import re
 import shutil
+import zoneinfo
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from feeds import listing_papers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
 from rich.console import Console
 
 from digest import db as dbm
 from digest import history
 from digest.cli import cli
 from digest.config import parse_settings
+from digest.daemon import next_firing, next_run, schedule_trigger
 from digest.records import Announcement, Paper
-from feeds import listing_papers
 
 MODEL = "all-MiniLM-L6-v2"
 # Papers about spiking networks, and one whose "spikes" the porter stemmer files under the same word.
@@ -416,6 +418,16 @@ def test_export_csv_and_json_of_a_search(db_path, tmp_path):
     assert {d["id"] for d in data} == {"2606.31781", "2606.31695"}
 
 
+def test_csv_never_hands_a_spreadsheet_a_formula():
+    paper = Paper(id="2606.00001", version=1, title='=HYPERLINK("http://evil.example","click")',
+                  abstract="+1 for this abstract", authors=["@mention", "-minus"], categories=["cs.AI"],
+                  primary_category="cs.AI")
+    [row] = list(csv.DictReader(io.StringIO(history.to_csv([(paper, "2026-06-22")]))))
+    assert row["title"] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    assert (row["abstract"], row["authors"]) == ("'+1 for this abstract", "'@mention; -minus")
+    assert row["id"] == "2606.00001" and row["announced"] == "2026-06-22"
+
+
 def test_bibtex_keeps_braces_balanced_and_escapes_specials():
     paper = Paper(id="hep-th/9901001", version=1, title="50% of {Braces} are } odd & #1", abstract="a {b",
                   authors=["A. B"], categories=["hep-th"], primary_category="hep-th")
@@ -496,6 +508,7 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
         'Next run:    2026-07-06T07:00:00-04:00\n'
         'Last digest: 2026-06-30 (me), built 2026-06-30T12:00:00+00:00\n'
         'Deliveries:  1 waiting, 0 failed\n'
+        "Papers:      339 papers waiting for me's next digest\n"
         'Last error:  2026-06-30T12:30:00+00:00 delivery email to me@example.org: SMTP 451: try again later\n'
         '\n'
         "                    Last run's stages                    \n"
@@ -520,11 +533,28 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
 def test_next_run_skips_weekends_holidays_and_keeps_today_when_not_yet_due():
     settings = parse_settings('[schedule]\ntime = "08:30"\ntimezone = "Europe/Berlin"\n[profiles.me]\ninterests = ["x"]\n')
     at = lambda *a: dt.datetime(*a, tzinfo=dt.timezone.utc)
-    assert history.next_run(settings, at(2026, 7, 1, 6, 0)).isoformat() == "2026-07-01T08:30:00+02:00"
-    assert history.next_run(settings, at(2026, 7, 1, 6, 30)).isoformat() == "2026-07-02T08:30:00+02:00"
-    assert history.next_run(settings, at(2026, 7, 4, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
+    assert next_run(settings, at(2026, 7, 1, 6, 0)).isoformat() == "2026-07-01T08:30:00+02:00"
+    assert next_run(settings, at(2026, 7, 1, 6, 30)).isoformat() == "2026-07-02T08:30:00+02:00"
+    assert next_run(settings, at(2026, 7, 4, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
     # 2026-07-03 is an arXiv holiday: no announcement, so Thursday's next run is Monday's.
-    assert history.next_run(settings, at(2026, 7, 2, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
+    assert next_run(settings, at(2026, 7, 2, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
+    # 2027 is not published: MLK day comes from the holidays package, so Friday's next run is Tuesday's.
+    assert next_run(settings, at(2027, 1, 15, 12, 0)).isoformat() == "2027-01-19T08:30:00+01:00"
+
+
+def test_next_run_in_a_dst_gap_is_when_apscheduler_fires():
+    """00:30 does not exist in Cairo on 2026-04-24 (the clocks jump from 00:00 to 01:00). `status` must say
+    what the daemon's scheduler will really do, so it is compared with a real APScheduler trigger."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    settings = parse_settings('[schedule]\ntime = "00:30"\ntimezone = "Africa/Cairo"\n[profiles.me]\ninterests = ["x"]\n')
+    now = dt.datetime(2026, 4, 23, 12, 0, tzinfo=zoneinfo.ZoneInfo("Africa/Cairo"))  # a Thursday
+    scheduler = BackgroundScheduler(timezone=settings.schedule.tz)
+    job = scheduler.add_job(print, schedule_trigger(settings))
+    fires = job.trigger.get_next_fire_time(None, now)
+    assert next_firing(settings, now) == fires
+    assert fires.isoformat() == "2026-04-25T00:30:00+03:00"  # APScheduler skips the day the time does not exist
+    assert next_run(settings, now) == fires
 
 
 # -- vectors -----------------------------------------------------------------------------------------

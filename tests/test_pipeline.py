@@ -8,14 +8,15 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from feeds import arxiv_section, feed_xml, listing_papers, serve_feeds
+from loopback import Reply
+from smtp_server import SMTPServer
+from world import assert_ledger
 
 from digest import db as dbm
 from digest import pipeline
 from digest.cli import cli
 from digest.config import parse_settings
-from feeds import arxiv_section, feed_xml, listing_papers, serve_feeds
-from loopback import Reply
-from smtp_server import SMTPServer
 
 DAY = dt.date(2026, 6, 26)  # a real feed day of the listing in tests/data/
 CATEGORIES = ["cs.CL"]
@@ -63,7 +64,10 @@ def world(http_server, smtp, write_config, tmp_path):
 
 def run(settings, **kwargs):
     db = dbm.open_db(settings.database_path())
-    return db, pipeline.run_day(db, settings, **kwargs)
+    try:
+        return db, pipeline.run_day(db, settings, **kwargs)
+    finally:
+        assert_ledger(db, settings)
 
 
 def test_a_day_arrives_once_with_every_paper(world, smtp):
@@ -180,12 +184,13 @@ def test_cli_run_exit_status(world, smtp, http_server):
     configure()
     result = CliRunner().invoke(cli, ["run"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"2026-06-26: sent me: \d+ papers, 0 summarized\.\n", result.stdout)
+    assert re.fullmatch(r"2026-06-26: sent to me \(\d+ papers, 0 summarized\)\n", result.stdout)
     route.day = dt.date(2026, 6, 29)
     route.by_day = {route.day: Reply(200, "<html><body>Bad gateway</body></html>", content_type="text/html")}
     failed = CliRunner().invoke(cli, ["run"])
     assert failed.exit_code == 1
-    assert failed.stderr.splitlines()[-1].startswith("Error: fetching arXiv's feed failed: ")
+    assert failed.stderr.splitlines()[-2].startswith("Error: fetching arXiv's feed failed: ")
+    assert failed.stderr.splitlines()[-1] == "`digest status` shows the details (is this machine offline?)"
     unknown = CliRunner().invoke(cli, ["run", "--profile", "nobody"])
     assert unknown.exit_code == 2
     assert unknown.stderr.startswith('Error: --profile: no profile named "nobody" in ')
@@ -212,8 +217,8 @@ def test_summaries_for_the_top_section_and_a_rerun_costs_nothing(world, smtp):
         assert text.count("no LLM summary") == 3  # ranks 6-8: the abstract, labelled
         assert db.execute("SELECT summarized FROM digests").fetchone()[0] == 5
 
-        # Another day's run re-ranks nothing it has; rebuilding this day for a dry run asks the LLM nothing.
-        run(settings, day=DAY, dry_run=True)
+        # A dry run asks the LLM nothing.
+        run(settings, days=[DAY], dry_run=True)
         assert len(llm.requests) == 5
 
 
@@ -244,15 +249,13 @@ def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(world, smtp, h
 
 
 def test_a_run_killed_after_storing_its_digest_still_sends_it(world, smtp, monkeypatch):
-    from digest import deliver
-
     route, configure = world
     settings = configure()
 
     def killed(*args, **kwargs):  # stands in for SIGTERM between the render and deliver stages
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(deliver, "deliver_due", killed)
+    monkeypatch.setattr(pipeline, "deliver_due", killed)
     with pytest.raises(KeyboardInterrupt):
         run(settings)
     monkeypatch.undo()

@@ -7,10 +7,10 @@ import random
 
 import numpy as np
 import pytest
+from feeds import listing_papers
 
 from digest.rank import Anchor, Signals, rank_papers
 from digest.records import Announcement, Paper
-from feeds import listing_papers
 
 DAY = dt.date(2026, 6, 23)
 

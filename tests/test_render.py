@@ -13,12 +13,12 @@ import re
 from functools import cache
 
 import pytest
+from feeds import listing_papers
 
 from digest import render
 from digest.config import parse_settings
 from digest.records import DigestView, Paper, Ranked, Summary
 from digest.taxonomy import CategoryExpression
-from feeds import listing_papers
 
 CATEGORIES = "cs.AI+cs.CL+cs.CV+cs.LG"
 BIG_DAY = dt.date(2026, 6, 22)  # 537 listed papers
@@ -235,7 +235,7 @@ def test_json_has_every_item_with_its_fields():
     data = json.loads(render.render_digest(view, settings_for()).json)
     assert data["days"] == ["2026-06-24"] and data["counts"] == view.counts
     first, fallback, rest = data["items"][0], data["items"][2], data["items"][3]
-    assert set(first) == {"id", "title", "authors", "categories", "rank", "score", "reason", "section", "kind",
+    assert set(first) == {"id", "title", "authors", "categories", "rank", "score", "reason", "section", "kind", "note",
                           "summary"}
     assert first["section"] == "top" and first["summary"]["source"] == "llm"
     assert fallback["summary"]["source"] == "abstract"

@@ -14,13 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from chat_server import ChatServer
+from feeds import serve_feeds
 from llm_server import LLMServer, echo_headers, error, ok
 from smtp_server import SMTPServer
-from feeds import serve_feeds
-from world import (DAY, READER, SMTP_USER, World, copy_database, day_feed, digest_process, feed_paper_ids,
-                   ids_in, template_database)
+from world import (
+    DAY,
+    READER,
+    SMTP_USER,
+    World,
+    copy_database,
+    day_feed,
+    digest_process,
+    feed_paper_ids,
+    ids_in,
+    template_database,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +98,7 @@ def test_no_secret_is_found_anywhere_after_a_run_with_failures(template, tmp_pat
         assert "chat to lab failed" in outputs["run"].stderr
 
         smtp.controller.stop()  # SMTP down (its CA file stays): the next attempt's error lands in the outbox and the output
-        outputs["resend"] = digest_process(["--config", str(config), "run", "--resend"], env=env)
+        outputs["resend"] = digest_process(["--config", str(config), "resend", DAY.isoformat(), "--all"], env=env)
         outputs["check"] = digest_process(["--config", str(config), "check"], env=env)
         for command in (["config"], ["config", "--json"], ["status"], ["status", "--json"], ["digests", "--json"],
                         ["digest", DAY.isoformat()], ["stats", "--json"]):

@@ -11,14 +11,24 @@ import socket
 import time
 
 import pytest
+from feeds import listing_papers
+from llm_server import (
+    LLMServer,
+    comply,
+    echo_headers,
+    error,
+    huge,
+    malformed,
+    normal_answer,
+    rate_limited,
+    refusal,
+    refusal_text,
+)
 
 from digest import db as dbm
 from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper
-from feeds import listing_papers
-from llm_server import (LLMServer, comply, echo_headers, error, huge, malformed, normal_answer, rate_limited,
-                        refusal, refusal_text)
 
 API_KEY = "sk-test-0123456789-SECRET"
 NOW = dt.datetime(2026, 6, 23, 12, 0, tzinfo=dt.timezone.utc)

@@ -11,13 +11,21 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-
 from chat_server import ChatServer
 from feeds import listing_papers, serve_feeds
 from llm_server import LLMServer, comply
 from smtp_server import SMTPServer
-from world import (DAY, SMTP_PASSWORD, SMTP_USER, World, assert_invariants, copy_database,
-                   day_feed, feed_paper_ids, template_database)
+from world import (
+    DAY,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    World,
+    assert_invariants,
+    copy_database,
+    day_feed,
+    feed_paper_ids,
+    template_database,
+)
 
 pytestmark = pytest.mark.slow
 

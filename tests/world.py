@@ -25,12 +25,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digest import arxiv, embed
-from digest import db as dbm
-from digest import pipeline
-from digest.config import parse_settings
-from feeds import arxiv_section, feed_xml
 from conftest import ROOT
+from feeds import arxiv_section, feed_xml
+
+from digest import db as dbm
+from digest import embed, ledger, pipeline
+from digest.arxiv.feed import parse_feed
+from digest.config import parse_settings
 
 DAY = dt.date(2026, 6, 26)  # a Friday of the listing in tests/data/: 79 papers in cs.CL
 CATEGORIES = ["cs.CL"]
@@ -47,7 +48,7 @@ def day_feed(rows: list[dict] | None = None) -> bytes:
 
 def feed_paper_ids(feed: bytes) -> list[str]:
     """The ids a feed announces, as digest's own parser reads them."""
-    return [a.paper.id for a in arxiv.parse_feed(feed).announcements]
+    return [a.paper.id for a in parse_feed(feed).announcements]
 
 
 def template_database(folder: Path) -> Path:
@@ -61,7 +62,7 @@ def template_database(folder: Path) -> Path:
     building = folder / f"template.{os.getpid()}.db"
     settings = parse_settings(PROFILE, environ={})
     db = dbm.open_db(building)
-    papers = [a.paper for a in arxiv.parse_feed(day_feed()).announcements]
+    papers = [a.paper for a in parse_feed(day_feed()).announcements]
     dbm.save_papers(db, papers)
     embed.embed_papers(db, papers, settings, progress=False)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -124,10 +125,22 @@ class World:
         return db
 
     def run(self, **kwargs):
+        """One whole run; the ledger is proved on the whole database after it, whatever happened."""
         if self.settings is None:
             self.configure()
         db = self.open()
-        return db, pipeline.run_day(db, self.settings, **kwargs)
+        try:
+            return db, pipeline.run_day(db, self.settings, **kwargs)
+        finally:
+            assert_ledger(db, self.settings)
+
+    def resend(self, *args: str):
+        """`digest resend ARGS` in this process, as the user types it after fixing a cause; the click result."""
+        from click.testing import CliRunner
+
+        from digest.cli import cli
+
+        return CliRunner().invoke(cli, ["--config", self.settings.source, "resend", *args])
 
     def close(self) -> None:
         for db in self.connections:
@@ -172,6 +185,12 @@ def assert_invariants(db, smtp, expected: set[str], *, sent: int | None = None) 
         assert sorted(found) == sorted(expected), "the email that arrived lacks announced papers"
     if sent is not None:
         assert len(messages) == sent
+
+
+def assert_ledger(db, settings) -> None:
+    """`digest doctor`'s proof: every announced paper of every profile in exactly one digest, or waiting."""
+    reports = ledger.check(db, settings)
+    assert all(r.ok for r in reports), "\n".join(line for r in reports for line in r.describe())
 
 
 def make_due(db) -> None:

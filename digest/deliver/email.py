@@ -130,8 +130,10 @@ def _login(smtp: smtplib.SMTP, config: EmailSettings) -> None:
         else:
             smtp.login(config.user, password)
     except smtplib.SMTPAuthenticationError as exc:
-        raise _by_code(exc.smtp_code, f"{_where(config)}: login as {config.user} refused: {exc.smtp_code} "
-                                      f"{_text(exc.smtp_error)}")
+        # The reply is not quoted: a server may echo the AUTH line, which carries the password in base64.
+        status = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})\b", _text(exc.smtp_error))
+        raise _by_code(exc.smtp_code, f"{_where(config)}: login as {config.user} refused: {exc.smtp_code}"
+                                      f"{' ' + status[1] if status else ''} (check email.user and the password)")
     except smtplib.SMTPNotSupportedError:
         raise PermanentFailure(f"{_where(config)}: the server offers no AUTH here (is TLS on?); "
                                f"remove email.user or enable TLS")

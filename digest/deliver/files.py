@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..config import Settings
-from ..render import Rendered
+from ..render import Rendered, shown_text
 from .errors import PermanentFailure, TransientFailure
 
 FEED_ENTRIES = 30
@@ -93,7 +93,7 @@ def _entry_data(folder: Path, day: str) -> dict:
     top = [i["title"] for i in data.get("items", []) if i.get("section") == "top"][:5]
     summary = f"{counts.get('announced', 0)} papers, {counts.get('summarized', 0)} summarized."
     if top:
-        summary += " Top: " + "; ".join(" ".join(t.split()) for t in top)
+        summary += " Top: " + "; ".join(shown_text(t) for t in top)  # paper text: cleaned as in the email
     updated = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
     return {"day": day, "title": data.get("subject") or f"arXiv digest {day}", "summary": summary,
             "updated": _rfc3339(updated)}
