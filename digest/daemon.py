@@ -297,6 +297,7 @@ class Daemon:
         self.watchdog_every = watchdog_interval(self.environ)
         self.last_watchdog = 0.0
         self.next_outbox_check = 0.0
+        self.activity: str | None = None  # what STATUS= says the daemon is doing; None: waiting
 
     @property
     def settings(self) -> Settings:
@@ -316,13 +317,14 @@ class Daemon:
             self._notify("READY=1", f"STATUS=waiting for {self._next_text()}")
             try:
                 owed_ok = self.work(self.clock.now())
+                self._status(None)
                 if once:
                     return 0 if owed_ok else 1
                 while self.stop_signal is None:
                     if self.firings:
                         self.firings.clear()
                         self.work(self.clock.now())
-                        self._notify(f"STATUS=waiting for {self._next_text()}")
+                        self._status(None)
                     self.retry_deliveries()
                     self._pause(TICK)
             finally:
@@ -377,12 +379,14 @@ class Daemon:
         if plan.missed and self.settings.schedule.catch_up == "merged":
             log.info("catch-up: %d missed announcement days (%s), one merged digest", len(plan.missed),
                      ", ".join(map(str, plan.missed)))
+            self._status(f"catching up {plan.missed[0]} to {plan.missed[-1]}")
             self.run_child("catch-up", plan.missed)
         elif plan.missed:
             log.info("catch-up: %d missed announcement days (%s)", len(plan.missed), ", ".join(map(str, plan.missed)))
             for day in plan.missed:
                 if self.stop_signal is not None:
                     return False
+                self._status(f"catching up {day}")
                 self.run_child("catch-up", [day])
         if self.stop_signal is not None:
             return False
@@ -403,7 +407,7 @@ class Daemon:
         attempt = 0
         while self.stop_signal is None:
             attempt += 1
-            self._notify(f"STATUS=running the digest of {day} (attempt {attempt})")
+            self._status(f"running the digest of {day} (attempt {attempt})")
             self.run_child("schedule", [])
             if self._covered(day):
                 return True
@@ -420,7 +424,7 @@ class Daemon:
                     return False
             wait = min(self.settings.schedule.poll_every, (deadline - now).total_seconds())
             log.info("%s not done yet: %s; next poll in %.0fs", day, state, wait)
-            self._notify(f"STATUS=polling for {day}: {state}")
+            self._status(f"polling for {day}: {state}")
             self._pause(wait)
         return False
 
@@ -438,7 +442,9 @@ class Daemon:
                 "ORDER BY d.id LIMIT 1", [now]).fetchone()
         if row:
             log.info("a delivery of %s is due for a retry", row[0])
+            self._status(f"retrying a delivery of {row[0]}")
             self.run_child("retry", [dt.date.fromisoformat(row[0])], extra=["--no-fetch"])
+            self._status(None)
 
     def _covered(self, day: dt.date) -> bool:
         with closing(open_db(self.settings.database_path())) as db:
@@ -537,8 +543,17 @@ class Daemon:
                                                                         fresh.settings.schedule.timezone):
             self.scheduler.reschedule_job("digest", trigger=self._trigger())
         log.info("configuration reloaded from %s; next at %s", fresh.path, self._next_text())
-        self._notify("READY=1", f"STATUS=waiting for {self._next_text()}")
+        self._notify("READY=1", self._status_line())  # the next time may have moved
         return True
+
+    def _status(self, activity: str | None) -> None:
+        """Tell systemd what the daemon is doing now, or (None) that it waits for the next firing, so
+        `systemctl status` never shows a run that has ended."""
+        self.activity = activity
+        self._notify(self._status_line())
+
+    def _status_line(self) -> str:
+        return f"STATUS={self.activity or 'waiting for ' + self._next_text()}"
 
     def _notify(self, *lines: str) -> None:
         sd_notify("\n".join(lines), self.environ)

@@ -84,6 +84,11 @@ class Run:
         log.info("stage %s: %s in %.2fs%s%s", name, status, duration, " " + shown if shown else "",
                  f" ({error})" if error else "")
 
+    def record_day(self, day: dt.date) -> None:
+        """The day is known once the feed is read: recorded at once, so a run stopped later says which."""
+        with dbm.transaction(self.db):
+            self.db.execute("UPDATE runs SET announced_on = ? WHERE id = ?", [day.isoformat(), self.id])
+
     def finish(self, status: str, day: dt.date | None = None, error: str | None = None) -> None:
         with dbm.transaction(self.db):
             self.db.execute(
@@ -153,6 +158,7 @@ def _run(db, settings, run: Run, wanted: list[dt.date], chosen: list[Profile], *
         _, waiting = _deliver_stage(db, settings, run, built, resend) if built else (None, None)
         return RunResult("empty", wanted[-1] if wanted else None, digests=[d for d, _ in built], error=waiting)
     last_day = days[-1]
+    run.record_day(last_day)
     announcements = [a for d in days for a in dbm.announced_on(db, d)]
     pending = [p for p in chosen if dry_run or not _digest_id(db, p.name, last_day)]
 
