@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install install-service clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,33 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The service's venv (README.md, "Installing the service"). digest.service runs as a DynamicUser= with
+# ProtectHome=, so it can execute neither an interpreter under /root or /home (pyenv, conda: status=203/EXEC)
+# nor a venv made from one: build it from the system python, and refuse when there is none.
+SERVICE_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(shell command -v python3))
+SERVICE_STAMP := $(VENV)/.service-installed
+
+install-service: $(SERVICE_STAMP)
+
+$(SERVICE_STAMP): pyproject.toml Makefile
+	@case "$$(readlink -m '$(SERVICE_PYTHON)')" in \
+	  /root/*|/home/*|/run/user/*) echo "make install-service: $(SERVICE_PYTHON) is under /root or /home, where" \
+	    "digest.service (DynamicUser=, ProtectHome=) cannot run it; install the system python" \
+	    "(apt-get install python3 python3-venv) or pass SERVICE_PYTHON=/path/to/python3" >&2; exit 1;; esac
+	@test -x '$(SERVICE_PYTHON)' || { echo "make install-service: no python3 found (SERVICE_PYTHON='$(SERVICE_PYTHON)');" \
+	  "install the system's: apt-get install python3 python3-venv" >&2; exit 1; }
+	@'$(SERVICE_PYTHON)' -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make install-service:" \
+	  "$(SERVICE_PYTHON) is Python $$('$(SERVICE_PYTHON)' -V 2>&1 | cut -d' ' -f2); digest needs 3.11 or newer" >&2; \
+	  exit 1; }
+	@! test -e $(BIN)/python || [ "$$(readlink -f $(BIN)/python)" = "$$(readlink -f '$(SERVICE_PYTHON)')" ] || { \
+	  echo "make install-service: $(VENV) was made from $$(readlink -f $(BIN)/python), not $(SERVICE_PYTHON);" \
+	  "remove it (make clean) and run make install-service again" >&2; exit 1; }
+	test -x $(BIN)/python || '$(SERVICE_PYTHON)' -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/digest check --service
+	touch $(SERVICE_STAMP)
 
 run: $(STAMP)
 	@$(BIN)/digest config --path >/dev/null 2>&1 || $(BIN)/digest init

@@ -168,10 +168,21 @@ def init(app: App, path_: str | None) -> None:
 
 @cli.command("config")
 @click.option("--path", "show_path", is_flag=True, help="Print only the configuration file's path.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Only validate the file, secrets included: its one-line error and exit status 2 when bad.")
+@click.option("--no-credentials", is_flag=True,
+              help="With --check: do not read the secret files in $CREDENTIALS_DIRECTORY (for ExecReload=).")
 @listing_options(csv_ok=False)
 @pass_app
-def show_config(app: App, show_path: bool, as_json: bool) -> None:
+def show_config(app: App, show_path: bool, check_only: bool, no_credentials: bool, as_json: bool) -> None:
     """Show the effective configuration, secrets redacted."""
+    if check_only:  # digest.service's ExecReload= runs this first, so a bad file fails `systemctl reload`
+        try:
+            settings = config_module.load_settings(app.config_path, credentials=not no_credentials)
+        except ConfigError as exc:
+            raise UsageProblem(str(exc)) from None
+        click.echo(f"{settings.source}: valid")
+        return
     if show_path:
         path = config_module.find_config(app.config_path)
         if not path.exists():
@@ -686,13 +697,20 @@ def daemon_command(app: App, once: bool) -> None:
 
 
 @cli.command("check")
+@click.option("--service", is_flag=True,
+              help="Check instead that digest.service's dynamic user can run this installation (no configuration needed).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_app
-def check_command(app: App, as_json: bool) -> None:
+def check_command(app: App, service: bool, as_json: bool) -> None:
     """Try every configured channel without sending anything: SMTP login, chat reachability, files dir."""
     from .deliver import check_channels
+    from .service import service_problems
 
-    results = check_channels(app.settings)
+    if service:
+        problems = service_problems()
+        results = [("service", not problems, "; ".join(problems) or f"digest.service can run {sys.prefix}")]
+    else:
+        results = check_channels(app.settings)
     if as_json:
         click.echo(json.dumps([{"channel": c, "ok": ok, "detail": d} for c, ok, d in results], indent=2))
     else:

@@ -424,11 +424,12 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path:
     return config_dir() / "config.toml"
 
 
-def load_settings(path: str | os.PathLike | None = None, environ=None) -> Settings:
+def load_settings(path: str | os.PathLike | None = None, environ=None, credentials: bool = True) -> Settings:
     """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
-    return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file))
+    return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file),
+                          credentials=credentials)
 
 
 def read_config_text(file: Path) -> str:
@@ -441,13 +442,16 @@ def read_config_text(file: Path) -> str:
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
 
 
-def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "") -> Settings:
+def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "",
+                   credentials: bool = True) -> Settings:
+    """``credentials=False`` leaves unread the secret files named relative to $CREDENTIALS_DIRECTORY: systemd
+    (252 to 256 at least, systemd#35227) hides them from ExecReload=, where `digest config --check` runs."""
     environ = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: invalid TOML: {exc}") from None
-    raw = _resolve_secrets(raw, label, environ)
+    raw = _resolve_secrets(raw, label, environ, credentials)
     for name, profile in (raw.get("profiles") or {}).items() if isinstance(raw.get("profiles"), dict) else ():
         if isinstance(profile, dict):
             if "name" in profile:
@@ -460,7 +464,7 @@ def parse_settings(text: str, label: str = "config.toml", environ=None, source: 
     return settings
 
 
-def _resolve_secrets(raw: dict, label: str, environ) -> dict:
+def _resolve_secrets(raw: dict, label: str, environ, credentials: bool = True) -> dict:
     for section_path, keys in SECRET_KEYS.items():
         for prefix, table in _tables(raw, section_path):
             for key in keys:
@@ -480,7 +484,7 @@ def _resolve_secrets(raw: dict, label: str, environ) -> dict:
                         raise ConfigError(f"{where}: environment variable {value} is not set")
                     table[key] = Secret(environ[value])
                 elif spelled.endswith("_file"):
-                    table[key] = Secret(_read_secret_file(value, where, environ))
+                    table[key] = Secret(_read_secret_file(value, where, environ, credentials))
                 else:
                     table[key] = Secret(value)
     return raw
@@ -500,9 +504,11 @@ def _tables(raw: dict, section_path: tuple[str, ...]):
     return found
 
 
-def _read_secret_file(value: str, where: str, environ) -> str:
+def _read_secret_file(value: str, where: str, environ, credentials: bool = True) -> str:
     path = Path(value).expanduser()
     if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
+        if not credentials:
+            return "(a credential, not read)"
         path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
     try:
         secret = path.read_text(encoding="utf-8").strip()

@@ -259,6 +259,7 @@ class Daemon:
         self.watchdog_every = watchdog_interval(self.environ)
         self.last_watchdog = 0.0
         self.next_outbox_check = 0.0
+        self.activity: str | None = None  # what STATUS= says the daemon is doing; None: waiting
 
     @property
     def settings(self) -> Settings:
@@ -340,6 +341,7 @@ class Daemon:
         if plan.missed and self.settings.schedule.catch_up == "merged":
             log.info("catch-up: %s (%s), one merged digest", plural(len(plan.missed), "missed announcement day"),
                      ", ".join(map(str, plan.missed)))
+            self._status(f"catching up {plan.missed[0]} to {plan.missed[-1]}")
             self.run_child("catch-up", plan.missed)
         elif plan.missed:
             log.info("catch-up: %s (%s)", plural(len(plan.missed), "missed announcement day"),
@@ -347,6 +349,7 @@ class Daemon:
             for day in plan.missed:
                 if self.stop_signal is not None:
                     return False
+                self._status(f"catching up {day}")
                 self.run_child("catch-up", [day])
         if self.stop_signal is not None:
             return False
@@ -357,6 +360,7 @@ class Daemon:
         today_ok = True
         if plan.look is not None:
             log.info("%s is an arXiv holiday by the calendar; one look at the feed in case arXiv announced", plan.look)
+            self._status(f"looking at the feed on {plan.look}, an arXiv holiday")
             self.run_child("schedule", [])
         elif plan.due is not None:
             today_ok = self.poll(plan.due, plan.firing, plan.deadline)
@@ -364,7 +368,7 @@ class Daemon:
             day = announcement_day_at(plan.firing)
             log.info("nothing owed: %s %s", day, "is settled" if self._settled(day)
                      else "is no announcement day (a weekend or an arXiv holiday)")
-        self._notify(f"STATUS=waiting for {self._next_text()}")
+        self._status(None)
         return today_ok
 
     def poll(self, day: dt.date, firing: dt.datetime, deadline: dt.datetime) -> bool:
@@ -372,7 +376,7 @@ class Daemon:
         attempt = 0
         while self.stop_signal is None:
             attempt += 1
-            self._notify(f"STATUS=running the digest of {day} (attempt {attempt})")
+            self._status(f"running the digest of {day} (attempt {attempt})")
             self.run_child("schedule", [])
             if self._settled(day):
                 return True
@@ -389,7 +393,7 @@ class Daemon:
                     return False
             wait = min(self.settings.schedule.poll_every, (deadline - now).total_seconds())
             log.info("%s not done yet: %s; next poll in %.0fs", day, state, wait)
-            self._notify(f"STATUS=polling for {day}: {state}")
+            self._status(f"polling for {day}: {state}")
             self._pause(wait)
         return False
 
@@ -403,8 +407,9 @@ class Daemon:
             day = outbox.first_due_day(db, dt.datetime.now(dt.timezone.utc))
         if day:
             log.info("a delivery of %s is due for a retry", day)
+            self._status(f"retrying a delivery of {day}")
             self.run_child("retry", [], command="deliver")
-            self._notify(f"STATUS=waiting for {self._next_text()}")
+            self._status(None)
 
     def _settled(self, day: dt.date) -> bool:
         with closing(open_db(self.settings.database_path())) as db:
@@ -514,8 +519,17 @@ class Daemon:
                                                                         fresh.settings.schedule.timezone):
             self.scheduler.reschedule_job("digest", trigger=self._trigger())
         log.info("configuration reloaded from %s; next at %s", fresh.path, self._next_text())
-        self._notify("READY=1", f"STATUS=waiting for {self._next_text()}")
+        self._notify("READY=1", self._status_line())  # the next time may have moved
         return True
+
+    def _status(self, activity: str | None) -> None:
+        """Tell systemd what the daemon is doing now, or (None) that it waits for the next firing, so
+        `systemctl status` never shows a run that has ended."""
+        self.activity = activity
+        self._notify(self._status_line())
+
+    def _status_line(self) -> str:
+        return f"STATUS={self.activity or 'waiting for ' + self._next_text()}"
 
     def _notify(self, *lines: str) -> None:
         sd_notify("\n".join(lines), self.environ)

@@ -136,6 +136,21 @@ class NotifySocket:
             except socket.timeout:
                 pass
 
+    def statuses_until_waiting_after(self, activity: str, timeout: float = 30.0) -> list[str]:
+        """The STATUS= lines received until one says "waiting for" after one starting with ``activity``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for m in self.messages for line in m.split("\n") if line.startswith("STATUS=")]
+            busy = [i for i, line in enumerate(lines) if line.startswith(f"STATUS={activity}")]
+            if busy and any(line.startswith("STATUS=waiting for ") for line in lines[busy[-1]:]):
+                return lines
+            if time.monotonic() > deadline:
+                pytest.fail(f"no STATUS=waiting for ... after STATUS={activity}...; got {lines}")
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
     def close(self) -> None:
         self.sock.close()
 
@@ -571,12 +586,15 @@ def test_two_daemons_started_together_send_once(tmp_path, write_config, http_ser
 @pytest.mark.slow
 @pytest.mark.parametrize("catch_up", ["each", "merged"])
 def test_a_restart_after_a_three_day_gap_delivers_the_missed_days(catch_up, tmp_path, write_config, http_server,
-                                                                   smtp, daemons):
+                                                                   smtp, daemons, notify_socket):
     from test_arxiv import serve_fake_api
 
     service = Service(tmp_path, http_server, smtp, write_config, catch_up=catch_up)
-    first = daemons(service.config, pretend=TUESDAY)
+    first = daemons(service.config, pretend=TUESDAY, env={"NOTIFY_SOCKET": notify_socket.address})
     first.wait_for(r"run the feed's latest day \(schedule\): done", timeout=180)
+    # `systemctl status` says what comes next once the run is over, not the run that has ended.
+    statuses = notify_socket.statuses_until_waiting_after("running the digest of 2026-06-23")
+    assert statuses[-1] == "STATUS=waiting for 2026-06-24T00:00+00:00", statuses
     first.signal(signal.SIGTERM)
     assert first.wait(10) == 0
 
@@ -611,7 +629,9 @@ def test_sigterm_during_a_run_checkpoints_it_and_exits_within_10s(tmp_path, writ
     process.signal(signal.SIGTERM)  # to the daemon alone: it forwards the stop to its run
     assert process.wait(10) == 0
     assert time.monotonic() - sent < 10
-    assert service.query("SELECT status FROM runs WHERE id = ?", [run_id]) == [("interrupted",)]
+    # Stopped after the fetch: the run says which day it was building.
+    assert service.query("SELECT status, announced_on FROM runs WHERE id = ?", [run_id]) == \
+        [("interrupted", TUESDAY.isoformat())]
     process.wait_for(r"run the feed's latest day \(schedule\): interrupted")
     assert process.lines[-1].endswith("daemon stopped (SIGTERM)")
     assert smtp.messages == []

@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import ROOT
+
+import digest.service
+from digest.cli import cli
+from digest.service import service_problems
 
 UNITS = ROOT / "systemd"
 INSTALLED_DIGEST = "/opt/digest/.venv/bin/digest"  # where the README installs it
@@ -63,7 +68,11 @@ def test_the_service_is_a_notify_daemon_with_state_config_and_credentials():
     assert unit["DynamicUser"] == ["yes"]
     assert unit["StateDirectory"] == ["digest"] and unit["ConfigurationDirectory"] == ["digest"]
     assert [c.split(":")[0] for c in unit["LoadCredential"]] == ["smtp-password", "openai-key"]
-    assert unit["WatchdogSec"] and unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert unit["WatchdogSec"]
+    # `systemctl reload` fails on a bad file: it is checked before the daemon is sent SIGHUP.
+    assert unit["ExecReload"] == [f"{INSTALLED_DIGEST} config --check --no-credentials", "/bin/kill -HUP $MAINPID"]
+    # SIGTERM reaches the daemon alone, which asks its running digest to checkpoint.
+    assert unit["KillMode"] == ["mixed"]
     # The daemon exits within 10 s of SIGTERM; systemd must not SIGKILL it before that.
     assert int(unit["TimeoutStopSec"][0].rstrip("s")) > 10
     # torch's oneDNN JIT needs writable+executable memory: see the comment in the unit.
@@ -80,3 +89,58 @@ def test_the_timer_runs_the_once_mode_every_day():
                  if k not in ("Type", "ExecStart", "ExecReload", "Restart", "RestartSec", "TimeoutStopSec",
                               "WatchdogSec", "Description", "WantedBy")}
     assert {k: service.get(k) for k in hardening} == hardening
+
+
+# -- installing for the service ------------------------------------------------------------------------
+
+def test_make_install_service_refuses_a_python_under_home_in_one_line(tmp_path):
+    venv = tmp_path / "venv"
+    made = subprocess.run(["make", "--no-print-directory", "install-service", f"VENV={venv}",
+                           "SERVICE_PYTHON=/home/ada/.pyenv/shims/python3"], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode != 0
+    assert made.stderr.splitlines()[0] == (
+        "make install-service: /home/ada/.pyenv/shims/python3 is under /root or /home, where digest.service "
+        "(DynamicUser=, ProtectHome=) cannot run it; install the system python (apt-get install python3 "
+        "python3-venv) or pass SERVICE_PYTHON=/path/to/python3")
+    assert not venv.exists()
+
+
+def test_check_service_names_an_interpreter_the_dynamic_user_cannot_run(tmp_path, monkeypatch):
+    assert service_problems({"the interpreter": Path("/root/.pyenv/versions/3.11.7/bin/python3.11")}) == [
+        "the interpreter (/root/.pyenv/versions/3.11.7/bin/python3.11) is under /root, which ProtectHome= hides "
+        "from digest.service (status=203/EXEC); build the venv from the system python: make install-service"]
+    closed = tmp_path / "closed"
+    (closed / "venv").mkdir(parents=True)
+    closed.chmod(0o700)
+    (problem,) = service_problems({"the venv": closed / "venv"})
+    # The first closed directory on the way is named (pytest's own base is 0700 too).
+    assert re.fullmatch(rf"the venv \({closed / 'venv'}\) cannot be reached by digest.service's dynamic user: "
+                        rf"/\S+ is mode 0700; make it readable by others \(umask 022 when installing\)", problem)
+    assert service_problems({"the system python": Path("/usr/bin")}) == []
+
+    # What the command says, whatever interpreter runs this test (pyenv here, the system's in CI).
+    monkeypatch.setattr(digest.service, "installation_paths", lambda: {"the venv": Path("/home/ada/digest/.venv")})
+    result = CliRunner().invoke(cli, ["check", "--service"])
+    assert result.exit_code == 1
+    assert result.output == ("FAIL  service: the venv (/home/ada/digest/.venv) is under /home, which ProtectHome= "
+                             "hides from digest.service (status=203/EXEC); build the venv from the system python: "
+                             "make install-service\n")
+
+
+def test_config_check_is_what_execreload_runs(tmp_path, monkeypatch):
+    """Valid: one line, exit 0; invalid: the one-line error, exit 2. ExecReload= cannot see the credentials."""
+    config = tmp_path / "config.toml"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config.write_text('[llm]\napi_key_file = "openai-key"\n[profiles.me]\ninterests = ["x"]\n')
+    check = ["--config", str(config), "config", "--check"]
+    missing = CliRunner().invoke(cli, check)
+    assert (missing.exit_code, missing.output) == (
+        2, f"Error: config.toml: llm.api_key_file: cannot read {credentials / 'openai-key'}: No such file or directory\n")
+    valid = CliRunner().invoke(cli, [*check, "--no-credentials"])
+    assert (valid.exit_code, valid.output) == (0, f"{config}: valid\n")
+    config.write_text('[schedule]\ntime = "25:00"\n[profiles.me]\ninterests = ["x"]\n')
+    broken = CliRunner().invoke(cli, [*check, "--no-credentials"])
+    assert (broken.exit_code, broken.output) == (
+        2, 'Error: config.toml: schedule.time: expected a time of day as HH:MM, got "25:00"\n')

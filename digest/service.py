@@ -1,0 +1,53 @@
+"""Whether digest.service can run this installation: `digest check --service`.
+
+The unit runs digest as a ``DynamicUser=`` (a user with no home, in no group) with ``ProtectHome=yes``,
+which makes /root, /home and /run/user inaccessible to it. A venv made from an interpreter there (pyenv,
+conda, a Python built in a home directory) fails at start with ``status=203/EXEC``, however its modes
+are set; elsewhere every directory on the way must let others through and the files must be readable.
+"""
+
+from __future__ import annotations
+
+import stat
+import sys
+import sysconfig
+from pathlib import Path
+
+HIDDEN_FROM_THE_SERVICE = (Path("/root"), Path("/home"), Path("/run/user"))  # ProtectHome=yes
+
+
+def installation_paths() -> dict[str, Path]:
+    """What the service executes or imports: the interpreter the venv points at, the venv, the packages
+    installed in it and digest itself (an editable install imports it from the clone)."""
+    import digest
+
+    return {
+        "the interpreter": Path(sys.executable).resolve(),
+        "the venv": Path(sys.prefix),
+        "its packages": Path(sysconfig.get_path("purelib")),
+        "the digest package": Path(digest.__file__).resolve().parent,
+    }
+
+
+def service_problems(paths: dict[str, Path] | None = None) -> list[str]:
+    """One line per place the service's dynamic user could not reach; empty when it can run digest."""
+    problems = []
+    for what, path in (paths or installation_paths()).items():
+        problem = _unreachable(path)
+        if problem:
+            problems.append(f"{what} ({path}) {problem}")
+    return problems
+
+
+def _unreachable(path: Path) -> str | None:
+    for hidden in HIDDEN_FROM_THE_SERVICE:
+        if path == hidden or hidden in path.parents:
+            return (f"is under {hidden}, which ProtectHome= hides from digest.service (status=203/EXEC); "
+                    f"build the venv from the system python: make install-service")
+    for step in [*reversed(path.parents), path]:
+        mode = step.stat().st_mode
+        needed = stat.S_IXOTH | (stat.S_IROTH if step == path else 0)
+        if mode & needed != needed:
+            return (f"cannot be reached by digest.service's dynamic user: {step} is mode "
+                    f"{stat.S_IMODE(mode):04o}; make it readable by others (umask 022 when installing)")
+    return None

@@ -1,0 +1,300 @@
+"""digest.service under a real systemd as PID 1, installed as README's "Installing the service" says.
+
+The systemd runs in the throw-away root of ../shared/tools/systemd-sandbox (an overlay of / on a tmpfs,
+its own mount, pid and cgroup namespaces; never the real root: its boot would empty /tmp and start every
+service). Its network namespace is the host's, so the loopback arXiv, LLM and SMTP servers this test
+starts are the ones the service reaches. What the test installs inside (units, /etc/digest, /opt/digest)
+lives in the overlay and vanishes at teardown; files it prepares beforehand under build/systemd-live are
+read through the overlay's lower layer.
+
+The service's venv is the one `make install-service` builds from /usr/bin/python3: the venv running this
+test when the service can run it (CI builds its venv from the system python), otherwise
+build/service-venv (a second torch install the first time: 1 min 43 s on the 2-core machine).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from feeds import arxiv_section, feed_xml, serve_feeds
+from llm_server import LLMServer
+from loopback import LoopbackServer
+from smtp_server import SMTPServer
+
+SANDBOX = ROOT.parent / "shared" / "tools" / "systemd-sandbox"
+SYSTEMD = Path("/lib/systemd/systemd")
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+HOST_CGROUP = Path("/sys/fs/cgroup/unified")  # where isolate-boot.sh makes its sub-cgroup
+WORK = ROOT / "build" / "systemd-live"  # git-ignored; on the root file system, so visible inside
+LOCK = Path("/run/lock/digest-systemd-live.lock")  # one sandbox per machine: they share that cgroup
+
+CATEGORIES = "cs.IR+cs.MA+cs.RO"  # 23 real papers on 2026-06-23, 13 on 2026-06-24: a quick embed
+TUESDAY, WEDNESDAY = dt.date(2026, 6, 23), dt.date(2026, 6, 24)
+READER = "reader@example.org"
+SMTP_USER, SMTP_PASSWORD = "digest", "smtp-pass-live-4711"
+OPENAI_KEY = "sk-live-test-0123456789"
+DB = "/var/lib/digest/digest.db"  # StateDirectory= of a DynamicUser= unit: /var/lib/private/digest
+TIMEOUT_STOP = 15  # TimeoutStopSec= in systemd/digest.service
+
+
+def why_not_here() -> str | None:
+    """The reason this machine cannot boot the sandbox, or None."""
+    if os.geteuid() != 0:
+        return "needs root: the sandbox mounts an overlay, unshares namespaces and boots systemd"
+    if not SANDBOX.is_dir():
+        return f"the systemd sandbox tool is not at {SANDBOX}"
+    for tool in ("unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (util-linux)"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "the kernel offers no overlayfs"
+    if not SYSTEMD.exists():
+        return f"no {SYSTEMD} (apt-get install systemd)"
+    if not (HOST_CGROUP / "cgroup.procs").exists():
+        return f"no cgroup2 hierarchy at {HOST_CGROUP}, where the sandbox tool makes its cgroup"
+    if not SYSTEM_PYTHON.exists():
+        return f"no {SYSTEM_PYTHON} to build the service's venv from (see `make install-service`)"
+    from digest.service import service_problems
+
+    problems = service_problems({"this checkout": ROOT})
+    if problems:  # the venv is an editable install: the service imports digest from here
+        return problems[0]
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+              pytest.mark.skipif(why_not_here() is not None, reason=str(why_not_here()))]
+
+
+# -- the sandbox --------------------------------------------------------------------------------------
+
+class Sandbox:
+    """A systemd booted by the sandbox tool in ``folder`` (its SDLIVE), and commands run inside it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = {**os.environ, "SDLIVE": str(folder)}
+
+    def boot(self) -> None:
+        (self.folder / "mnt").mkdir(parents=True)
+        for script in ("inner.sh", "in.sh", "teardown.sh", "isolate-boot.sh"):
+            shutil.copy2(SANDBOX / script, self.folder / script)  # isolate-boot.sh runs $SDLIVE/inner.sh
+        booted = subprocess.run(["bash", str(self.folder / "isolate-boot.sh")], env=self.env, capture_output=True,
+                                text=True, timeout=120)
+        assert booted.returncode == 0 and "ISOLATION PROVEN" in booted.stdout, booted.stdout + booted.stderr
+        state = self.run("systemctl", "is-system-running", "--wait", check=False).stdout.strip()
+        assert state in ("running", "degraded"), state + self.run("systemctl", "--failed", check=False).stdout
+
+    def teardown(self) -> str:
+        done = subprocess.run(["bash", str(self.folder / "teardown.sh")], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        return done.stdout + done.stderr
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """COMMAND inside (in.sh: at most 30 s, stdin closed)."""
+        done = subprocess.run(["bash", str(self.folder / "in.sh"), *command], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        if check:
+            assert done.returncode == 0, f"{' '.join(command)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+        return done
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("sh", "-ec", script, check=check)
+
+    def show(self, unit: str, *properties: str) -> dict[str, str]:
+        out = self.run("systemctl", "show", unit, "-p", ",".join(properties)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def journal(self, unit: str) -> str:
+        return self.run("journalctl", "-u", unit, "--no-pager", "-o", "cat").stdout
+
+    def wait_for(self, what: str, check, timeout: float) -> object:
+        """Poll ``check()`` until it returns something true; fail with ``what`` and the journal if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(0.5)
+        pytest.fail(f"{what} did not happen in {timeout:.0f} s; journal:\n{self.journal('digest')}")
+
+    def query(self, sql: str) -> list:
+        """Rows from the service's database, read as root inside."""
+        code = f"import json, sqlite3; print(json.dumps(sqlite3.connect({DB!r}).execute({sql!r}).fetchall()))"
+        return json.loads(self.run(str(SYSTEM_PYTHON), "-c", code).stdout)
+
+
+@pytest.fixture
+def sandbox_lock():
+    """One live test per machine: two namespaced systemds would share isolate-boot.sh's cgroup."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.skip(f"another live systemd test holds {LOCK}")
+        if (HOST_CGROUP / "sdlive").exists():
+            pytest.skip(f"another systemd sandbox is running ({HOST_CGROUP / 'sdlive'} exists)")
+        yield
+
+
+@pytest.fixture
+def service_venv() -> Path:
+    """A venv `make install-service` accepts: this test's own when the service can run it, else one built
+    from /usr/bin/python3 under build/ (kept: the stamp makes the next run a no-op)."""
+    from digest.service import service_problems
+
+    venv = Path(sys.prefix) if not service_problems() else ROOT / "build" / "service-venv"
+    made = subprocess.run(["make", "install-service", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    return venv
+
+
+# -- what the service is given ------------------------------------------------------------------------
+
+def config_toml(arxiv_url: str, smtp: SMTPServer, llm: LLMServer, time_of_day: str = "00:00") -> str:
+    """The configuration README's install writes: secrets by credential name, storage left to systemd."""
+    return (arxiv_section(arxiv_url, categories=CATEGORIES)
+            + f'\n[email]\nhost = "{smtp.host}"\nport = {smtp.port}\nsecurity = "starttls"\n'
+            + f'ca_file = "/etc/digest/ca.pem"\nfrom = "digest@example.org"\nuser = "{SMTP_USER}"\n'
+            + 'password_file = "smtp-password"\ntimeout = 10\n'
+            + f'\n[llm]\nbase_url = "{llm.url}"\nmodel = "test-model"\napi_key_file = "openai-key"\nsummarize = 3\n'
+            + f'\n[schedule]\ntime = "{time_of_day}"\ntimezone = "UTC"\n'
+            + '\n[profiles.me]\ninterests = ["robot learning and manipulation", "recommender systems"]\n'
+            + f'email_to = ["{READER}"]\n')
+
+
+def stage_files(folder: Path, arxiv_url: str, smtp: SMTPServer, llm: LLMServer) -> Path:
+    """Everything to install, written before the boot so that the overlay sees it."""
+    stage = folder / "stage"
+    stage.mkdir(parents=True)
+    (stage / "config.toml").write_text(config_toml(arxiv_url, smtp, llm))
+    (stage / "broken.toml").write_text(config_toml(arxiv_url, smtp, llm, time_of_day="25:00"))
+    (stage / "smtp-password").write_text(SMTP_PASSWORD)
+    (stage / "openai-key").write_text(OPENAI_KEY)
+    shutil.copy(smtp.ca_file, stage / "ca.pem")
+    return stage
+
+
+def install(box: Sandbox, stage: Path, venv: Path) -> None:
+    """README's steps, inside: the clone's venv at /opt/digest/.venv, units, config, credentials."""
+    box.sh(f"mkdir -p /opt/digest && ln -s {venv} /opt/digest/.venv\n"
+           f"cp {ROOT}/systemd/digest.service {ROOT}/systemd/digest-run.service /etc/systemd/system/\n"
+           f"install -d -m 0755 /etc/digest && install -d -m 0700 /etc/digest/credentials\n"
+           f"install -m 0644 {stage}/config.toml {stage}/ca.pem /etc/digest/\n"
+           f"install -m 0600 {stage}/smtp-password {stage}/openai-key /etc/digest/credentials/\n"
+           f"systemctl daemon-reload")
+
+
+def announced_ids(day: dt.date) -> list[str]:
+    from digest.arxiv import parse_feed
+
+    return [a.paper.id for a in parse_feed(feed_xml(day, CATEGORIES.split("+"))).announcements]
+
+
+# -- the test -----------------------------------------------------------------------------------------
+
+def test_the_installed_service_sends_the_day_reloads_only_a_valid_file_and_stops_with_a_checkpoint(
+        sandbox_lock, service_venv):
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    with LoopbackServer() as arxiv, SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, LLMServer() as llm:
+        feeds = serve_feeds(arxiv, {d: feed_xml(d, CATEGORIES.split("+")) for d in (TUESDAY, WEDNESDAY)},
+                            day=TUESDAY)
+        stage = stage_files(WORK, arxiv.url, smtp, llm)
+        box = Sandbox(WORK / "sdlive")
+        try:
+            box.boot()
+            install(box, stage, service_venv)
+            box.run("systemctl", "set-environment", f"DIGEST_PRETEND_TODAY={TUESDAY}")  # tests only
+            check_start_and_the_days_email(box, smtp, llm)
+            check_reload(box, stage)
+            check_the_timer_service_sends_nothing_new(box, smtp)
+            feeds.day = WEDNESDAY
+            check_stop_during_a_run(box, smtp)
+        finally:
+            print(box.teardown())
+
+
+def check_start_and_the_days_email(box: Sandbox, smtp: SMTPServer, llm: LLMServer) -> None:
+    box.run("systemctl", "start", "digest")  # Type=notify: returns at READY=1
+    box.wait_for("the email", lambda: smtp.messages, timeout=240)
+    (message,) = smtp.messages
+    assert message.rcpt_tos == [READER] and message.authenticated_as == SMTP_USER  # LoadCredential= worked
+    text = message.part("plain")
+    missing = [i for i in announced_ids(TUESDAY) if i not in text]
+    assert not missing and len(announced_ids(TUESDAY)) == 23, f"the email lacks {missing}"
+    assert llm.requests and {r.headers["authorization"] for r in llm.requests} == {f"Bearer {OPENAI_KEY}"}
+    assert "TL;DR of" in text  # the LLM's summaries made it into the email
+
+    def waiting():
+        status = box.show("digest", "ActiveState", "SubState", "StatusText", "MainPID")
+        return status if status["StatusText"].startswith("waiting for ") else None
+
+    status = box.wait_for("STATUS=waiting for ... once the run is over", waiting, timeout=30)
+    assert (status["ActiveState"], status["SubState"]) == ("active", "running")
+    assert re.fullmatch(r"waiting for 2026-06-24T00:00\+00:00", status["StatusText"]), status
+
+    # The database belongs to the dynamic user the daemon runs as, in /var/lib/private, readable by it alone.
+    uid = int(re.search(r"^Uid:\s+(\d+)", box.run("cat", f"/proc/{status['MainPID']}/status").stdout, re.M)[1])
+    owner, mode, path = box.run("stat", "-L", "-c", "%u %a %n", DB).stdout.split()
+    assert uid != 0 and (int(owner), mode) == (uid, "600")
+    assert box.run("readlink", "-f", DB).stdout.strip() == "/var/lib/private/digest/digest.db"
+
+
+def check_reload(box: Sandbox, stage: Path) -> None:
+    box.run("install", "-m", "0644", f"{stage}/broken.toml", "/etc/digest/config.toml")
+    refused = box.run("systemctl", "reload", "digest", check=False)
+    assert refused.returncode != 0, "systemctl reload accepted a broken file"
+    error = 'config.toml: schedule.time: expected a time of day as HH:MM, got "25:00"'
+    box.wait_for("the reload's one-line error in the journal", lambda: error in box.journal("digest"), timeout=10)
+    assert "configuration not reloaded" not in box.journal("digest")  # the daemon was never sent SIGHUP
+    status = box.show("digest", "ActiveState", "SubState", "StatusText")
+    assert (status["ActiveState"], status["SubState"]) == ("active", "running"), status
+
+    box.run("install", "-m", "0644", f"{stage}/config.toml", "/etc/digest/config.toml")
+    box.run("systemctl", "reload", "digest")
+    box.wait_for("the reload", lambda: "configuration reloaded from /etc/digest/config.toml" in box.journal("digest"),
+                 timeout=20)
+    assert box.show("digest", "StatusText")["StatusText"].startswith("waiting for ")
+
+
+def check_the_timer_service_sends_nothing_new(box: Sandbox, smtp: SMTPServer) -> None:
+    started = time.monotonic()
+    box.run("systemctl", "stop", "digest")  # the two units share the daemon's lock
+    assert time.monotonic() - started < TIMEOUT_STOP
+    box.run("systemctl", "start", "digest-run.service")  # Type=oneshot: returns when it has exited
+    result = box.show("digest-run.service", "Result", "ExecMainStatus")
+    assert result == {"Result": "success", "ExecMainStatus": "0"}, box.journal("digest-run")
+    assert "nothing owed: 2026-06-23 is already covered" in box.journal("digest-run")
+    assert len(smtp.messages) == 1
+
+
+def check_stop_during_a_run(box: Sandbox, smtp: SMTPServer) -> None:
+    box.run("systemctl", "set-environment", f"DIGEST_PRETEND_TODAY={WEDNESDAY}")
+    before = box.journal("digest").count("stage embed: started")
+    box.run("systemctl", "start", "digest")
+    box.wait_for("Wednesday's embed stage", lambda: box.journal("digest").count("stage embed: started") > before,
+                 timeout=120)
+    started = time.monotonic()
+    box.run("systemctl", "stop", "digest")
+    took = time.monotonic() - started
+    journal = box.journal("digest")
+    assert took < TIMEOUT_STOP, f"stop took {took:.1f} s\n{journal}"
+    assert box.show("digest", "Result")["Result"] == "success", journal  # no SIGKILL, no timeout
+    assert "stopping: asking the running run" in journal
+    runs = box.query("SELECT status, announced_on FROM runs ORDER BY id DESC LIMIT 1")
+    assert runs == [["interrupted", WEDNESDAY.isoformat()]], journal
+    assert len(smtp.messages) == 1
