@@ -199,7 +199,7 @@ def install(box: Sandbox, stage: Path, venv: Path) -> None:
 
 
 def announced_ids(day: dt.date) -> list[str]:
-    from digest.arxiv import parse_feed
+    from digest.arxiv.feed import parse_feed
 
     return [a.paper.id for a in parse_feed(feed_xml(day, CATEGORIES.split("+"))).announcements]
 
@@ -278,7 +278,7 @@ def check_the_timer_service_sends_nothing_new(box: Sandbox, smtp: SMTPServer) ->
     box.run("systemctl", "start", "digest-run.service")  # Type=oneshot: returns when it has exited
     result = box.show("digest-run.service", "Result", "ExecMainStatus")
     assert result == {"Result": "success", "ExecMainStatus": "0"}, box.journal("digest-run")
-    assert "nothing owed: 2026-06-23 is already covered" in box.journal("digest-run")
+    assert "nothing owed: 2026-06-23 is settled" in box.journal("digest-run")
     assert len(smtp.messages) == 1
 
 
