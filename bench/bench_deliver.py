@@ -28,6 +28,7 @@ from test_render import all_papers, announced, make_view, settings_for  # noqa: 
 from digest import render  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.deliver import email as email_channel  # noqa: E402
+from digest.ledger import Digest
 
 REPEATS = 5
 
@@ -60,7 +61,7 @@ def main() -> None:
             view = make_view(papers)
             rendered = render.render_digest(view, settings_for())
             render_s = timed(lambda: render.render_digest(view, settings_for()))
-            digest = {"id": 1, "profile": "me", "announced_on": "2026-06-22"}
+            digest = Digest(1, "me", dt.date(2026, 6, 22), (dt.date(2026, 6, 22),), len(papers), 0, rendered.subject)
             email_s = timed(lambda: email_channel.send_email(_Claim(), rendered, digest, settings))
             size = len(smtp.messages[-1].raw)
             rows.append((label, len(papers), render_s, email_s, size))

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_rank_quality as quality  # noqa: E402
 import numpy as np  # noqa: E402
 
-import bench_rank_quality as quality  # noqa: E402
 from digest import embed, rank  # noqa: E402
 from digest.config import EmbeddingSettings  # noqa: E402
 from digest.records import Announcement  # noqa: E402

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from digest import db as dbm  # noqa: E402
-from digest import history  # noqa: E402
+from digest import search  # noqa: E402
 
 LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 OUT = ROOT / "bench" / "out"
@@ -148,16 +148,16 @@ def like_scan(db, query: str) -> list:
 
 def bench_fts(db, like_queries: int) -> dict:
     for q in QUERIES[:3]:  # warm the page cache for both sides alike
-        history.search(db, q, limit=20)
+        search.search(db, q, limit=20)
         like_scan(db, q)
-    fts = [t for q in QUERIES for t in timed(lambda q=q: history.search(db, q, limit=20), 3)]
+    fts = [t for q in QUERIES for t in timed(lambda q=q: search.search(db, q, limit=20), 3)]
     like = [t for q in QUERIES[:like_queries] for t in timed(lambda q=q: like_scan(db, q), 1)]
     return {"fts": p50_ms(fts), "like": p50_ms(like), "fts_max": max(fts) * 1000}
 
 
 def bench_semantic(db, settings, vectors: np.ndarray, matrix_path: Path) -> dict:
     started = time.perf_counter()
-    index = history.VectorIndex(db, MODEL).open()
+    index = vectors.VectorIndex(db, MODEL).open()
     build = time.perf_counter() - started
     rng = np.random.default_rng(11)
     queries = vectors[rng.integers(0, len(vectors), size=20)]
@@ -170,11 +170,11 @@ def bench_semantic(db, settings, vectors: np.ndarray, matrix_path: Path) -> dict
 
     def ours(q):
         index.open()  # the check a long-lived process makes before each query: has the table changed?
-        return history.semantic_search(db, settings, "query", limit=20, embed=lambda _: q, index=index)
+        return search.semantic_search(db, settings, "query", limit=20, embed=lambda _: q, index=index)
 
     def one_shot(q):
-        fresh = history.VectorIndex(db, MODEL).open()  # a new process: map the files afresh
-        return history.semantic_search(db, settings, "query", limit=20, embed=lambda _: q, index=fresh)
+        fresh = vectors.VectorIndex(db, MODEL).open()  # a new process: map the files afresh
+        return search.semantic_search(db, settings, "query", limit=20, embed=lambda _: q, index=fresh)
 
     for q in queries[:2]:
         brute(q), ours(q), one_shot(q)

@@ -7,7 +7,11 @@ A mistake in the file is one line naming the file, the key path and what was exp
 Secrets are never required inline: every secret key ``x`` also accepts ``x_env`` (the name of an
 environment variable) and ``x_file`` (a path; relative paths resolve against systemd's
 ``$CREDENTIALS_DIRECTORY`` when it is set). Resolved secrets are held in :class:`Secret`, whose
-``str`` and ``repr`` are redacted, so printing or logging a setting cannot leak one.
+``str`` and ``repr`` are redacted, so printing or logging a setting cannot leak one (see
+:mod:`digest.secrets`).
+
+Longer than most modules on purpose: every setting is declared once, here, with its default, bounds and
+help, and the same declaration drives validation, the one-line errors and `digest config`.
 """
 
 from __future__ import annotations
@@ -18,61 +22,24 @@ import json
 import os
 import re
 import tomllib
+import typing
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .secrets import REDACTED, ConfigError, Secret, resolve_secrets, url_tokens
 from .taxonomy import CategoryExpression, CategoryExpressionError
+from .text import shown_value
 
-REDACTED = "********"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
-
-class ConfigError(Exception):
-    """A configuration mistake, already phrased as the one line the user sees."""
-
-
-class Secret:
-    """A resolved secret. Only :meth:`reveal` gives the value; everything else prints it redacted."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __str__(self) -> str:
-        return REDACTED
-
-    __repr__ = __str__
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 class Section(BaseModel):
     # TOML already types its values, so no coercion: "abc" for a port is an error, not a surprise.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
-
-
-def _secret_fields(name: str):
-    """The three spellings of one secret: inline, from an environment variable, from a file."""
-    return {
-        name: (str | None, None),
-        f"{name}_env": (str | None, None),
-        f"{name}_file": (str | None, None),
-    }
 
 
 class ArxivSettings(Section):
@@ -333,9 +300,11 @@ class Settings(Section):
         return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
 
     def secrets(self) -> list[str]:
-        """Every resolved secret value, for log and error redaction, and SMTP's AUTH PLAIN blob
-        (NUL, user, NUL, password), which a server's error reply may quote in base64."""
+        """Every resolved secret value, for log and error redaction; the parts of chat URLs that are likely
+        credentials (a webhook's path often *is* its token); and SMTP's AUTH PLAIN blob (NUL, user, NUL,
+        password), which a server's error reply may quote in base64."""
         found = [s.reveal() for s in _walk_secrets(self) if s]
+        found += [token for target in self.chat.values() for token in url_tokens(target.url.reveal())]
         if self.email.password and self.email.user:
             found.append(f"\0{self.email.user}\0{self.email.password.reveal()}")
         return sorted(set(found), key=len, reverse=True)
@@ -394,11 +363,19 @@ def _plain(value):
 
 # -- finding and loading the file ------------------------------------------------------------------
 
-SECRET_KEYS = {
-    ("llm",): ("api_key",),
-    ("email",): ("password",),
-    ("chat", "*"): ("url",),
-}
+def _secret_keys(model: type[BaseModel] = None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Which keys of which tables hold a :class:`Secret`, read off the Settings model's annotations:
+    ``{("llm",): ("api_key",), ("email",): ("password",), ("chat", "*"): ("url",)}``."""
+    found: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for name, field in (model or Settings).model_fields.items():
+        annotation = field.annotation
+        if Secret in (typing.get_args(annotation) or (annotation,)):
+            found[path] = found.get(path, ()) + (name,)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update(_secret_keys(annotation, path + (name,)))
+        elif typing.get_origin(annotation) is dict and issubclass(typing.get_args(annotation)[1], BaseModel):
+            found.update(_secret_keys(typing.get_args(annotation)[1], path + (name, "*")))
+    return found
 
 
 def config_dir() -> Path:
@@ -451,7 +428,7 @@ def parse_settings(text: str, label: str = "config.toml", environ=None, source: 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: invalid TOML: {exc}") from None
-    raw = _resolve_secrets(raw, label, environ, credentials)
+    raw = resolve_secrets(raw, _secret_keys(), label, environ, credentials)
     for name, profile in (raw.get("profiles") or {}).items() if isinstance(raw.get("profiles"), dict) else ():
         if isinstance(profile, dict):
             if "name" in profile:
@@ -462,61 +439,6 @@ def parse_settings(text: str, label: str = "config.toml", environ=None, source: 
     except ValidationError as exc:
         raise ConfigError(_one_line(label, exc)) from None
     return settings
-
-
-def _resolve_secrets(raw: dict, label: str, environ, credentials: bool = True) -> dict:
-    for section_path, keys in SECRET_KEYS.items():
-        for prefix, table in _tables(raw, section_path):
-            for key in keys:
-                table_key = ".".join(prefix)
-                spellings = [k for k in (key, f"{key}_env", f"{key}_file") if k in table]
-                if len(spellings) > 1:
-                    raise ConfigError(f"{label}: {table_key}.{spellings[1]}: give only one of {', '.join(spellings)}")
-                if not spellings:
-                    continue
-                spelled = spellings[0]
-                where = f"{label}: {table_key}.{spelled}"
-                value = table.pop(spelled)
-                if not isinstance(value, str):
-                    raise ConfigError(f"{where}: expected a string, got {_show(value)}")
-                if spelled.endswith("_env"):
-                    if value not in environ or not environ[value]:
-                        raise ConfigError(f"{where}: environment variable {value} is not set")
-                    table[key] = Secret(environ[value])
-                elif spelled.endswith("_file"):
-                    table[key] = Secret(_read_secret_file(value, where, environ, credentials))
-                else:
-                    table[key] = Secret(value)
-    return raw
-
-
-def _tables(raw: dict, section_path: tuple[str, ...]):
-    """Yield (key path, table) for a section path whose '*' matches every sub-table."""
-    found = [((), raw)]
-    for part in section_path:
-        deeper = []
-        for prefix, table in found:
-            if not isinstance(table, dict):
-                continue
-            names = list(table) if part == "*" else [part]
-            deeper += [(prefix + (n,), table[n]) for n in names if isinstance(table.get(n), dict)]
-        found = deeper
-    return found
-
-
-def _read_secret_file(value: str, where: str, environ, credentials: bool = True) -> str:
-    path = Path(value).expanduser()
-    if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
-        if not credentials:
-            return "(a credential, not read)"
-        path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{where}: {path} is empty")
-    return secret
 
 
 _EXPECTED = {
@@ -595,13 +517,32 @@ def _key_path(loc: list[str]) -> str:
 
 
 def _show(value) -> str:
-    if isinstance(value, Secret):
-        return REDACTED
+    return REDACTED if isinstance(value, Secret) else shown_value(value)
+
+
+# -- showing it ------------------------------------------------------------------------------------
+
+def as_toml(data: dict, prefix: str = "") -> str:
+    """Plain data as TOML for `digest config`: keys first, then one [table] per nested dict."""
+    keys = [f"{k} = {_toml_value(v)}" if v is not None else f"# {k} is not set"
+            for k, v in data.items() if not isinstance(v, dict)]
+    out = ("\n".join(keys) + "\n") if keys else ""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{key}"
+            inner = as_toml(value, name + ".")
+            has_keys = any(not isinstance(v, dict) for v in value.values())
+            out += (f"\n[{name}]\n" if has_keys or not value else "") + inner
+    return out
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, (dt.date, dt.time, dt.datetime)):
-        return value.isoformat()
-    try:
-        return json.dumps(value)
-    except TypeError:
-        return repr(value)
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)
+
+

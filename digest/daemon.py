@@ -5,11 +5,10 @@ torch or loads the model: between runs it is a small Python process, and a crash
 take it down. All state lives in SQLite (the ledger, ``fetches``, the outbox), none in memory, so a
 daemon started after a crash or a holiday works out on its own what is still owed.
 
-The day a schedule firing is for: arXiv mails an announcement at 20:00 ET on the evening before its
-*feed day* (Sun-Thu evenings, feed days Mon-Fri), so at any moment the latest feed day that should be
-out is the ET date four hours later. A daily firing at ``schedule.time`` in ``schedule.timezone``
-polls the feed until that day is settled (its digests built) or ``give_up_after`` seconds have passed.
-A weekday the calendar calls a holiday gets one look, without polling, in case arXiv announced after all.
+A daily firing at ``schedule.time`` in ``schedule.timezone`` (see :mod:`digest.schedule` for the day it
+is for) polls the feed until that day is settled (its digests built) or ``give_up_after`` seconds have
+passed. A weekday the calendar calls a holiday gets one look, without polling, in case arXiv announced
+after all.
 """
 
 from __future__ import annotations
@@ -18,22 +17,30 @@ import datetime as dt
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import config as config_module
 from . import ledger
-from .arxiv.calendar import Calendar, Clock, ClockError, announcement_day_at
-from .config import ConfigError, Settings
-from .db import day_fetched, now_iso, open_db
+from .arxiv.calendar import Clock, ClockError, announcement_day_at
+from .config import ConfigError, Settings, parse_settings, read_config_text
+from .db import open_db
 from .deliver import outbox
 from .locks import LockBusy, pid_lock
+from .runs import mark_interrupted, record_give_up
+from .schedule import (
+    last_firing,
+    next_firing,
+    plan_work,
+    schedule_trigger,
+    undelivered,
+    why_not_settled,
+)
+from .service import sd_notify, watchdog_interval
 from .text import plural
 
 log = logging.getLogger("digest.daemon")
@@ -45,154 +52,6 @@ OUTBOX_CHECK_EVERY = 60.0  # seconds between looks for a delivery whose retry ti
 
 class DaemonError(Exception):
     """Why the daemon cannot start, phrased as the one line the user sees."""
-
-
-# -- when -----------------------------------------------------------------------------------------------
-
-def schedule_trigger(settings: Settings):
-    """APScheduler's trigger for ``schedule.time`` in ``schedule.timezone``: the daemon fires by it, and
-    `digest status` asks it for the next firing, so the two agree even on a day the time does not exist
-    (a DST gap)."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    at = settings.schedule.time_of_day
-    return CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.schedule.tz)
-
-
-def last_firing(settings: Settings, now: dt.datetime) -> dt.datetime:
-    """The most recent scheduled time at or before ``now``."""
-    tz = settings.schedule.tz
-    local = now.astimezone(tz)
-    firing = dt.datetime.combine(local.date(), settings.schedule.time_of_day, tzinfo=tz)
-    if firing > local:
-        firing = dt.datetime.combine(local.date() - dt.timedelta(days=1), settings.schedule.time_of_day, tzinfo=tz)
-    return firing
-
-
-def next_firing(settings: Settings, now: dt.datetime) -> dt.datetime:
-    """The next time the daemon fires after ``now``, as APScheduler computes it."""
-    return schedule_trigger(settings).get_next_fire_time(None, now + dt.timedelta(seconds=1))
-
-
-def next_run(settings: Settings, now: dt.datetime) -> dt.datetime:
-    """The next firing that owes an announcement day: the daemon fires every day, but on a weekend or an
-    arXiv holiday it has nothing to fetch, so those firings are not "runs"."""
-    calendar = Calendar.from_settings(settings)
-    firing = next_firing(settings, now)
-    while not calendar.expected(announcement_day_at(firing)):
-        firing = next_firing(settings, firing)
-    return firing
-
-
-# -- which days are owed --------------------------------------------------------------------------------
-
-@dataclass
-class Plan:
-    """What a firing (or a start) owes: past announcement days not settled, the feed day to poll for
-    (None when settled, or no announcement day), a holiday weekday to look at once, and the time to
-    give up polling."""
-
-    missed: list[dt.date] = field(default_factory=list)
-    due: dt.date | None = None
-    look: dt.date | None = None
-    deadline: dt.datetime | None = None
-    firing: dt.datetime | None = None
-
-
-def plan_work(db, settings: Settings, now: dt.datetime, calendar: Calendar | None = None) -> Plan:
-    """Work out, from the database alone, which announcement days are owed at ``now``.
-
-    A missed day is an expected feed day after the first day ever covered (so a fresh install does not
-    send a week of old digests), at most ``schedule.catch_up_days`` before the due day, and not settled:
-    not fetched, or fetched with papers still owed to a profile.
-    """
-    calendar = calendar or Calendar.from_settings(settings)
-    firing = last_firing(settings, now)
-    day = announcement_day_at(firing)
-    first = ledger.first_day(db)
-    missed = []
-    if first is not None:
-        oldest = max(first + dt.timedelta(days=1), day - dt.timedelta(days=settings.schedule.catch_up_days))
-        missed = [d for d in calendar.announcement_days(oldest, day - dt.timedelta(days=1))
-                  if not ledger.day_settled(db, settings, d)]
-    plan = Plan(missed, deadline=firing + dt.timedelta(seconds=settings.schedule.give_up_after), firing=firing)
-    if not ledger.day_settled(db, settings, day, due=True):
-        if calendar.expected(day):
-            plan.due = day
-        elif day.weekday() < 5:
-            plan.look = day
-    return plan
-
-
-def why_not_settled(db, settings: Settings, day: dt.date) -> str:
-    """For the poll's log and the give-up message: how the feed looked at the last fetch, or what is
-    still owed."""
-    if day_fetched(db, day, settings.feed_categories()) == "announced":
-        owed = sum(1 for p in settings.profiles.values()
-                   for a in ledger.owed(db, settings, p, day, first_day=day) if a.announced_on == day)
-        row = db.execute("SELECT error FROM runs WHERE announced_on = ? AND error IS NOT NULL ORDER BY id DESC "
-                         "LIMIT 1", [day.isoformat()]).fetchone()
-        return f"{plural(owed, 'paper')} of {day} in no digest yet" + (f" (last error: {row[0]})" if row else "")
-    row = db.execute("SELECT status, announced_on, error FROM fetches WHERE source = 'feed' "
-                     "ORDER BY id DESC LIMIT 1").fetchone()
-    if row is None:
-        return "arXiv's feed was never fetched"
-    status, shown, error = row
-    if status == "announced":
-        return f"arXiv's feed still showed {shown}"
-    if status == "empty":
-        return "arXiv's feed was still empty"
-    return f"fetching arXiv's feed still failed: {error}"
-
-
-def undelivered(db, settings: Settings, day: dt.date) -> list[dict]:
-    """Outbox rows not sent of the digests that cover ``day``."""
-    ids = [d.id for name in settings.profiles for d in ledger.covering(db, name, day)]
-    return [row for row in outbox.for_digests(db, ids) if row["status"] != "sent"]
-
-
-def record_give_up(db, day: dt.date, firing: dt.datetime, reason: str) -> None:
-    """A failed ``runs`` row, so `digest status` shows why a day has no digest."""
-    db.execute("INSERT INTO runs (announced_on, trigger, status, error, pid, started_at, finished_at) "
-               "VALUES (?, 'schedule', 'failed', ?, ?, ?, ?)",
-               [day.isoformat(), reason, os.getpid(), firing.astimezone(dt.timezone.utc).isoformat(
-                   timespec="seconds"), now_iso()])
-
-
-# -- systemd's notify protocol ------------------------------------------------------------------------
-
-def sd_notify(message: str, environ=None) -> bool:
-    """Send one notify message to ``$NOTIFY_SOCKET`` (a path, or '@' for the abstract namespace).
-
-    A few lines instead of a dependency; False when not under systemd or the socket is gone.
-    """
-    environ = os.environ if environ is None else environ
-    address = environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode("utf-8"))
-    except OSError as exc:
-        log.warning("cannot notify systemd at %s: %s", environ.get("NOTIFY_SOCKET"), exc.strerror or exc)
-        return False
-    return True
-
-
-def watchdog_interval(environ=None) -> float | None:
-    """Half of ``$WATCHDOG_USEC`` in seconds, when the watchdog is meant for this process."""
-    environ = os.environ if environ is None else environ
-    usec = environ.get("WATCHDOG_USEC")
-    pid = environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    try:
-        return int(usec) / 1_000_000 / 2
-    except ValueError:
-        return None
 
 
 # -- the single-instance lock -------------------------------------------------------------------------
@@ -229,8 +88,8 @@ class LoadedConfig:
 
 def load_config(path: Path) -> LoadedConfig:
     """Read once and validate; every failure is a :class:`ConfigError` of one line."""
-    text = config_module.read_config_text(path)
-    settings = config_module.parse_settings(text, label=path.name, source=str(path))
+    text = read_config_text(path)
+    settings = parse_settings(text, label=path.name, source=str(path))
     return LoadedConfig(path, text, settings)
 
 
@@ -481,7 +340,10 @@ class Daemon:
             if stop_sent_at is not None and time.monotonic() - stop_sent_at > CHILD_STOP_GRACE:
                 log.warning("the run (pid %d) did not stop in %.0fs; killing it", child.pid, CHILD_STOP_GRACE)
                 child.kill()
-                return child.wait()
+                code = child.wait()
+                with closing(open_db(self.settings.database_path())) as db:  # it could not say so itself
+                    mark_interrupted(db, child.pid, f"killed after it did not stop within {CHILD_STOP_GRACE:.0f}s")
+                return code
             self._tick()
             time.sleep(TICK / 4)
 

@@ -2,6 +2,10 @@
 
 Migrations are functions ``m001_...`` applied in order on every open and recorded in ``_migrations``.
 Never edit one that has shipped: add the next.
+
+Longer than most modules on purpose: the whole schema, in the order it grew, is read in one place
+(STYLE: "schema in one file, migrations recorded"), next to the queries on the tables it owns (papers,
+announcements, fetches).
 """
 
 from __future__ import annotations
@@ -444,6 +448,52 @@ def get_papers(db: sqlite_utils.Database, paper_ids: Iterable[str]) -> dict[str,
     return found
 
 
+def first_announced(db: sqlite_utils.Database, ids: list[str]) -> dict[str, str]:
+    """The first day each of ``ids`` was announced on (ISO dates), for those announced at all."""
+    found: dict[str, str] = {}
+    for chunk in chunks(list(ids)):
+        marks = ",".join("?" * len(chunk))
+        found.update(db.execute(f"SELECT paper_id, MIN(announced_on) FROM announcements WHERE paper_id IN ({marks}) "
+                                f"GROUP BY paper_id", chunk).fetchall())
+    return found
+
+
+def latest_day(db: sqlite_utils.Database) -> dt.date | None:
+    """The latest announcement day stored."""
+    row = db.execute("SELECT MAX(announced_on) FROM announcements").fetchone()
+    return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+
+def announcements_of(db: sqlite_utils.Database, paper_id: str) -> list[dict]:
+    """Every day a paper was announced: day, kind, version, source."""
+    return [dict(r) for r in db.query("SELECT announced_on AS day, kind, version, source FROM announcements "
+                                      "WHERE paper_id = ? ORDER BY announced_on", [paper_id])]
+
+
+def announced_per_day(db: sqlite_utils.Database, days: int) -> list[dict]:
+    """The last ``days`` stored days, oldest first: papers, new, cross-lists, replacements."""
+    return [dict(r) for r in db.query(
+        "SELECT announced_on AS day, COUNT(*) AS papers, SUM(kind = 'new') AS new, SUM(kind = 'cross') AS cross, "
+        "SUM(kind LIKE 'replace%') AS replaced FROM announcements GROUP BY announced_on "
+        "ORDER BY announced_on DESC LIMIT ?", [days])][::-1]
+
+
+def primary_categories(db: sqlite_utils.Database, since: str, most: int = 15) -> list[dict]:
+    """The ``most`` commonest primary categories of the papers announced since ``since``."""
+    return [dict(r) for r in db.query(
+        "SELECT p.primary_category AS category, COUNT(DISTINCT p.id) AS papers FROM announcements a "
+        "JOIN papers p ON p.id = a.paper_id WHERE a.announced_on >= ? GROUP BY p.primary_category "
+        "ORDER BY papers DESC, category LIMIT ?", [since, most])]
+
+
+def totals(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many papers, announcements, embedded and summarized papers the history holds."""
+    return dict(zip(("papers", "announcements", "embedded", "summarized"), db.execute(
+        "SELECT (SELECT COUNT(*) FROM papers), (SELECT COUNT(*) FROM announcements), "
+        "(SELECT COUNT(DISTINCT paper_id) FROM embeddings), (SELECT COUNT(DISTINCT paper_id) FROM summaries)"
+    ).fetchone()))
+
+
 def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
     """A day's announcements in arXiv's listing order."""
     rows = list(db.query(
@@ -490,6 +540,20 @@ def day_fetched(db: sqlite_utils.Database, day: dt.date, categories: list[str]) 
     return "announced" if "announced" in found else ("empty" if found else None)
 
 
+def latest_feed_fetch(db: sqlite_utils.Database) -> tuple[str, str | None, str | None] | None:
+    """(status, day, error) of the latest fetch of the feed, or None before the first."""
+    row = db.execute("SELECT status, announced_on, error FROM fetches WHERE source = 'feed' ORDER BY id DESC LIMIT 1"
+                     ).fetchone()
+    return tuple(row) if row else None
+
+
+def latest_fetch_error(db: sqlite_utils.Database) -> dict | None:
+    """The most recent error a fetch recorded: when, from where, what."""
+    row = db.execute("SELECT fetched_at, 'fetch ' || source, error FROM fetches WHERE error IS NOT NULL "
+                     "ORDER BY fetched_at DESC LIMIT 1").fetchone()
+    return dict(zip(("at", "source", "error"), row)) if row else None
+
+
 def empty_detail(db: sqlite_utils.Database, day: dt.date) -> str | None:
     """How we know ``day`` announced nothing, as recorded with its latest "empty" fetch."""
     row = db.execute("SELECT detail FROM fetches WHERE announced_on = ? AND status = 'empty' "
@@ -520,8 +584,3 @@ def chunks(items: list, size: int = 500):
     """``items`` in slices short enough for one ``IN (...)`` (SQLite's variable limit)."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def table_columns(db: sqlite_utils.Database) -> dict[str, list[str]]:
-    """Every table's columns, for the schema test and `digest status --json`."""
-    return {t.name: [c.name for c in t.columns] for t in db.tables if not t.name.startswith("papers_fts")}

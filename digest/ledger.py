@@ -20,11 +20,12 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from . import db as dbm
 from .config import Profile, Settings
+from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
 from .deliver import outbox
 from .records import Announcement, DigestView
 from .render import Rendered
+from .runs import first_done_day
 from .taxonomy import CategoryExpression
 from .text import plural
 
@@ -68,9 +69,9 @@ def digest_for(db, profile: str, day: dt.date) -> Digest | None:
     return Digest.from_row(rows[0]) if rows else None
 
 
-def digest_row(db, digest_id: int) -> dict | None:
+def digest_by_id(db, digest_id: int) -> Digest | None:
     rows = list(db.query("SELECT * FROM digests WHERE id = ?", [digest_id]))
-    return rows[0] if rows else None
+    return Digest.from_row(rows[0]) if rows else None
 
 
 def covering(db, profile: str, day: dt.date) -> list[Digest]:
@@ -93,10 +94,66 @@ def profile_start(db, profile: str) -> dt.date | None:
 def first_day(db) -> dt.date | None:
     """The earliest announcement day any digest was built for, or any run finished: catch-up looks no
     further back, so a fresh install does not mail a week of old digests."""
-    row = db.execute(
-        "SELECT MIN(day) FROM (SELECT MIN(j.value) AS day FROM digests d, json_each(d.days) j "
-        "UNION ALL SELECT MIN(announced_on) FROM runs WHERE status = 'done')").fetchone()
-    return dt.date.fromisoformat(row[0]) if row and row[0] else None
+    row = db.execute("SELECT MIN(j.value) FROM digests d, json_each(d.days) j").fetchone()
+    days = [d for d in (dt.date.fromisoformat(row[0]) if row and row[0] else None, first_done_day(db)) if d]
+    return min(days) if days else None
+
+
+# -- reading digests (for `digest digests`, `digest DAY`, `show`, `status`, `stats`) ------------------------
+
+def listing(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
+    """The digests built, newest first: day, profile, counts, subject."""
+    return [dict(r) for r in db.query(
+        "SELECT id, announced_on AS day, profile, announced, new, cross, replaced, summarized, subject "
+        "FROM digests WHERE (? IS NULL OR profile = ?) ORDER BY announced_on DESC, profile LIMIT ?",
+        [profile, profile, -1 if limit is None else limit])]
+
+
+def of_day(db, day: dt.date, profile: str | None = None) -> list[dict]:
+    """The digests built for ``day`` (of one profile, or all), with their ranked items."""
+    digests = [dict(r) for r in db.query(
+        "SELECT id, profile, announced_on AS day, subject FROM digests WHERE announced_on = ? "
+        "AND (? IS NULL OR profile = ?) ORDER BY profile", [day.isoformat(), profile, profile])]
+    for digest in digests:
+        digest["items"] = [dict(r) for r in db.query(
+            "SELECT di.rank, di.paper_id AS id, ROUND(di.score, 4) AS score, di.section, di.kind, di.reason, "
+            "p.title FROM digest_items di JOIN papers p ON p.id = di.paper_id WHERE di.digest_id = ? "
+            "ORDER BY di.rank", [digest["id"]])]
+    return digests
+
+
+def appearances(db, paper_id: str) -> list[dict]:
+    """Every digest a paper was listed in: day, profile, rank, score, section, reason."""
+    return [dict(r) for r in db.query(
+        "SELECT d.announced_on AS day, d.profile, di.rank, ROUND(di.score, 4) AS score, di.section, di.reason "
+        "FROM digest_items di JOIN digests d ON d.id = di.digest_id WHERE di.paper_id = ? "
+        "ORDER BY d.announced_on, d.profile", [paper_id])]
+
+
+def paper_ids_of(db, day: dt.date, profile: str) -> list[str]:
+    """The papers of the profile's digest of ``day``, in its ranked order."""
+    return [r[0] for r in db.execute("SELECT di.paper_id FROM digest_items di JOIN digests d ON d.id = di.digest_id "
+                                      "WHERE d.announced_on = ? AND d.profile = ? ORDER BY di.rank",
+                                      [day.isoformat(), profile])]
+
+
+def in_profile_sql(alias: str) -> str:
+    """A WHERE condition on papers ``alias``: listed in a digest of the profile given as its parameter."""
+    return (f"EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id "
+            f"WHERE di.paper_id = {alias}.id AND d.profile = ?)")
+
+
+def per_profile(db) -> list[dict]:
+    """Per profile: how many digests, the last day."""
+    return [dict(r) for r in db.query("SELECT profile, COUNT(*) AS digests, MAX(announced_on) AS last_day "
+                                      "FROM digests GROUP BY profile ORDER BY profile")]
+
+
+def latest(db) -> dict | None:
+    """The digest of the latest day: day, profile, when it was built."""
+    row = db.execute("SELECT announced_on, profile, created_at FROM digests ORDER BY announced_on DESC, id DESC "
+                     "LIMIT 1").fetchone()
+    return dict(zip(("day", "profile", "created_at"), row)) if row else None
 
 
 # -- what is owed ------------------------------------------------------------------------------------------
@@ -150,7 +207,7 @@ def select_for_profile(settings: Settings, expression: CategoryExpression,
 
 
 def _announcement(row: dict) -> Announcement:
-    return Announcement(dbm.paper_from_row(row), dt.date.fromisoformat(row["announced_on"]), row["kind"],
+    return Announcement(paper_from_row(row), dt.date.fromisoformat(row["announced_on"]), row["kind"],
                         row["position"], row["announced_version"])
 
 
@@ -170,7 +227,7 @@ def day_settled(db, settings: Settings, day: dt.date, *, due: bool = False) -> b
     digest yet owes it (its first); for a past day such a profile owes nothing.
 
     Deliveries are not part of it: a built digest waits in the outbox, which retries on its own."""
-    state = dbm.day_fetched(db, day, settings.feed_categories())
+    state = day_fetched(db, day, settings.feed_categories())
     if state == "empty":
         return True
     if state != "announced":
@@ -182,10 +239,9 @@ def day_settled(db, settings: Settings, day: dt.date, *, due: bool = False) -> b
 
 def waiting(db, settings: Settings) -> dict[str, int]:
     """Per profile, how many stored papers wait for its next digest."""
-    row = db.execute("SELECT MAX(announced_on) FROM announcements").fetchone()
-    if not row or not row[0]:
+    latest = latest_day(db)
+    if latest is None:
         return {name: 0 for name in settings.profiles}
-    latest = dt.date.fromisoformat(row[0])
     return {name: len(owed(db, settings, profile, latest)) for name, profile in settings.profiles.items()}
 
 
@@ -202,7 +258,7 @@ def store_digest(db, view: DigestView, rendered: Rendered, channels: list[tuple[
     profile and day is kept as it is (a re-run never rebuilds what may have been sent)."""
     day = view.days[-1]
     c = view.counts
-    with dbm.transaction(db):
+    with transaction(db):
         existing = digest_for(db, view.profile, day)
         if existing:
             return existing.id
@@ -210,7 +266,7 @@ def store_digest(db, view: DigestView, rendered: Rendered, channels: list[tuple[
             "INSERT INTO digests (profile, announced_on, days, categories, announced, new, cross, replaced, "
             "summarized, subject, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [view.profile, day.isoformat(), json.dumps([d.isoformat() for d in view.days]), view.categories,
-             c["announced"], c["new"], c["cross"], c["replace"], c["summarized"], rendered.subject, dbm.now_iso()],
+             c["announced"], c["new"], c["cross"], c["replace"], c["summarized"], rendered.subject, now_iso()],
         ).lastrowid
         db.conn.executemany(
             "INSERT INTO digest_items (digest_id, paper_id, rank, score, reason, section, kind) "
@@ -277,8 +333,7 @@ def check(db, settings: Settings) -> list[ProfileCheck]:
     older papers "missing"); replacements are counted as covered where they are, not required.
     """
     reports = []
-    latest_row = db.execute("SELECT MAX(announced_on) FROM announcements").fetchone()
-    latest = dt.date.fromisoformat(latest_row[0]) if latest_row and latest_row[0] else None
+    latest = latest_day(db)
     for name, profile in settings.profiles.items():
         report = ProfileCheck(name)
         reports.append(report)

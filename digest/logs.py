@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import functools
 import logging
 import sys
 
-from .config import REDACTED
+from .secrets import redact
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -29,34 +27,6 @@ class RedactSecrets(logging.Filter):
         record.msg, record.args = redact(message, self.secrets), None
         record.exc_text = None
         return True
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ********, in the clear and in base64 (an SMTP server's
-    reply to AUTH can quote the credentials it was sent, base64-encoded)."""
-    for form in _forms(tuple(secrets)):
-        if form in text:
-            text = text.replace(form, REDACTED)
-    return text
-
-
-@functools.lru_cache(maxsize=32)
-def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
-    """Each secret as itself and as the part of any base64 text that encodes it, at each of the three
-    alignments it can have inside a longer encoded string; longest first."""
-    forms = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        forms.add(secret)
-        raw = secret.encode("utf-8")
-        for shift, skip in ((0, 0), (1, 2), (2, 3)):  # base64 characters that also encode the bytes before
-            data = b"\0" * shift + raw
-            encoded = base64.b64encode(data).decode("ascii")[skip:len(data) // 3 * 4]
-            if len(encoded) >= 6:
-                forms.add(encoded)
-        forms.add(base64.b64encode(raw).decode("ascii"))
-    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def setup_logging(secrets: list[str], level: str = "INFO", stream=None) -> None:

@@ -6,29 +6,29 @@ logs one line with its counts and duration. What goes into a digest is what the 
 is owed (:func:`digest.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
 rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a
 crashed run started again skips every finished stage's effect and never sends a paper twice.
+
+Longer than most modules on purpose: the stages are read top to bottom in the order a run takes them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import db as dbm
 from . import embed, ledger, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
 from .arxiv.http import session_for
 from .config import Profile, Settings
+from .db import day_fetched, empty_detail, has_announcements, latest_day
 from .deliver import deliver_due, outbox
 from .locks import pid_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Ranked
+from .runs import Run
 from .text import one_line, plural
 
 log = logging.getLogger("digest.pipeline")
@@ -70,65 +70,6 @@ class RunResult:
     previews: list[str] = field(default_factory=list)
     outcomes: list[ProfileOutcome] = field(default_factory=list)
     deliveries: list[dict] = field(default_factory=list)  # this run's digests' outbox rows
-
-
-class Run:
-    """The ``runs`` row of this run and its ``run_stages``, so `digest status` can say what happened."""
-
-    def __init__(self, db, trigger: str, day: dt.date | None):
-        self.db = db
-        with dbm.transaction(db):
-            cursor = db.execute(
-                "INSERT INTO runs (announced_on, trigger, status, pid, started_at) VALUES (?, ?, 'running', ?, ?)",
-                [day.isoformat() if day else None, trigger, os.getpid(), dbm.now_iso()],
-            )
-        self.id = cursor.lastrowid
-
-    @contextmanager
-    def stage(self, name: str):
-        counts: dict = {}
-        started = time.monotonic()
-        with dbm.transaction(self.db):
-            self.db.execute("INSERT OR REPLACE INTO run_stages (run_id, stage, status, started_at) "
-                            "VALUES (?, ?, 'running', ?)", [self.id, name, dbm.now_iso()])
-            self.db.execute("UPDATE runs SET stage = ? WHERE id = ?", [name, self.id])
-        log.info("stage %s: started", name)
-        try:
-            yield counts
-        except BaseException as exc:
-            self._end_stage(name, "failed", counts, started, one_line(exc))
-            raise
-        self._end_stage(name, "failed" if counts.get("error") else "done", counts, started, counts.pop("error", None))
-
-    def _end_stage(self, name, status, counts, started, error):
-        duration = time.monotonic() - started
-        with dbm.transaction(self.db):
-            self.db.execute(
-                "UPDATE run_stages SET status=?, counts=?, error=?, finished_at=?, duration=? "
-                "WHERE run_id=? AND stage=?",
-                [status, json.dumps(counts), error, dbm.now_iso(), round(duration, 3), self.id, name],
-            )
-        shown = " ".join(f"{k}={v}" for k, v in counts.items())
-        log.info("stage %s: %s in %.2fs%s%s", name, status, duration, " " + shown if shown else "",
-                 f" ({error})" if error else "")
-
-    def on_day(self, day: dt.date) -> None:
-        """The day is known: an interrupted or failed run still says which day it was for."""
-        with dbm.transaction(self.db):
-            self.db.execute("UPDATE runs SET announced_on = ? WHERE id = ?", [day.isoformat(), self.id])
-
-    def finish(self, status: str, day: dt.date | None = None, error: str | None = None) -> None:
-        with dbm.transaction(self.db):
-            self.db.execute(
-                "UPDATE runs SET status=?, error=?, finished_at=?, announced_on=COALESCE(?, announced_on) "
-                "WHERE id=?",
-                [status, error, dbm.now_iso(), day.isoformat() if day else None, self.id],
-            )
-
-    def forget(self) -> None:
-        """A run that turned out to be a usage mistake leaves no trace."""
-        with dbm.transaction(self.db):
-            self.db.execute("DELETE FROM runs WHERE id = ?", [self.id])
 
 
 @contextmanager
@@ -247,8 +188,8 @@ def _fetch_stage(db, settings: Settings, wanted: list[dt.date], fetch: bool, clo
     present, empty, errors = [], [], []
     latest = None  # what the feed shows now, asked once per run
     for day in wanted:
-        state = dbm.day_fetched(db, day, categories)
-        if state is None and not fetch and dbm.has_announcements(db, day):
+        state = day_fetched(db, day, categories)
+        if state is None and not fetch and has_announcements(db, day):
             state = "announced"  # --no-fetch: what is stored is what there is
         if state is None and fetch:
             if latest is None:
@@ -256,7 +197,7 @@ def _fetch_stage(db, settings: Settings, wanted: list[dt.date], fetch: bool, clo
             if latest.status == "announced" and day > latest.announced_on and day >= announcement_day_at(clock.now()):
                 raise NotAnnouncedYet(f"--day {day}: arXiv has not announced that day yet (its feed still shows "
                                       f"{latest.announced_on})")
-            state = dbm.day_fetched(db, day, categories)
+            state = day_fetched(db, day, categories)
             if state is None and not calendar.expected(day):
                 empty.append((day, "no announcement day (a weekend or an arXiv holiday)"))
                 continue
@@ -268,7 +209,7 @@ def _fetch_stage(db, settings: Settings, wanted: list[dt.date], fetch: bool, clo
         if state == "announced":
             present.append(day)
         elif state == "empty":
-            empty.append((day, dbm.empty_detail(db, day) or "arXiv announced nothing"))
+            empty.append((day, empty_detail(db, day) or "arXiv announced nothing"))
         elif not fetch:
             errors.append(f"{day}: nothing stored and fetching was turned off")
     counts.update(days=len(present), empty=len(empty), failures=len(errors))
@@ -283,10 +224,10 @@ def _fetch_stage(db, settings: Settings, wanted: list[dt.date], fetch: bool, clo
 
 def _fetch_latest(db, settings: Settings, fetch: bool, clock: Clock, counts: dict) -> Fetched:
     if not fetch:
-        last = db.execute("SELECT MAX(announced_on) FROM announcements").fetchone()[0]
-        if not last:
+        last = latest_day(db)
+        if last is None:
             return Fetched("failed", error="nothing stored yet and fetching was turned off")
-        return Fetched("announced", [dt.date.fromisoformat(last)])
+        return Fetched("announced", [last])
     result = feed.fetch_announcements(db, settings)
     counts.update(status=result.status, papers=result.count, skipped=result.skipped)
     if result.status == "failed":

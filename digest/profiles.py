@@ -6,10 +6,11 @@ same cache as every announced paper, so several profiles and runs never embed on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import db as dbm
+from .arxiv.ids import InvalidArxivId, normalize_id
 from .config import Profile, Settings
+from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .embed import Embedder, embed_papers, shared_embedder
 from .rank import Anchor, Signals
 from .records import Paper
@@ -55,23 +56,21 @@ def _interest_anchors(embedder: Embedder, profile: Profile) -> list[Anchor]:
 def _seed_papers(db, settings: Settings, given: list[str], fetch_papers: FetchPapers | None,
                  warnings: list[str]) -> list[Paper]:
     """Seeds from the database, else from arXiv; each one that cannot be had is a warning, not a failure."""
-    from .arxiv.ids import InvalidArxivId, normalize_id
-
     wanted: dict[str, str] = {}  # normalised id -> as the user wrote it
     for text in given:
         try:
             wanted.setdefault(normalize_id(text)[0], text)
         except InvalidArxivId:
             warnings.append(f"seed paper {text} is not an arXiv id; using the other seeds")
-    stored = dbm.get_papers(db, wanted)
+    stored = get_papers(db, wanted)
     absent = [paper_id for paper_id in wanted if paper_id not in stored]
     if absent and fetch_papers is None:
         warnings += [f"seed paper {wanted[i]} is not stored and cannot be fetched now; using the other seeds"
                      for i in absent]
     elif absent:
         fetched, missing = fetch_papers(settings, absent)
-        dbm.save_papers(db, fetched)
-        stored.update(dbm.get_papers(db, [p.id for p in fetched]))
+        save_papers(db, fetched)
+        stored.update(get_papers(db, [p.id for p in fetched]))
         gone = set(missing) | {i for i in absent if i not in stored}
         warnings += [f"seed paper {wanted[i]} was not found on arXiv; using the other seeds"
                      for i in absent if i in gone]
@@ -87,12 +86,70 @@ def _feedback_papers(db, settings: Settings, profile: str,
     rows = db.execute("SELECT paper_id, value FROM feedback WHERE profile IN ('', ?) "
                       "ORDER BY profile = ?, created_at, paper_id", [profile, profile]).fetchall()
     values = {paper_id: value for paper_id, value in rows}  # later rows (this profile's) overwrite
-    papers = dbm.get_papers(db, values)
+    papers = get_papers(db, values)
     absent = [paper_id for paper_id in values if paper_id not in papers]
     if absent and fetch_papers is not None:
         fetched, _ = fetch_papers(settings, absent)
-        dbm.save_papers(db, fetched)
-        papers.update(dbm.get_papers(db, [p.id for p in fetched]))
+        save_papers(db, fetched)
+        papers.update(get_papers(db, [p.id for p in fetched]))
     liked = [papers[i] for i, v in values.items() if v > 0 and i in papers]
     disliked = [papers[i] for i, v in values.items() if v < 0 and i in papers]
     return liked, disliked
+
+
+# -- feedback --------------------------------------------------------------------------------------
+
+def set_feedback(db, paper_id: str, value: int, profile: str = "") -> dict:
+    """Like (+1) or dislike (-1) a paper, for one profile or ('') all; the latest word wins."""
+    paper_id = _paper_id(paper_id)
+    with transaction(db):
+        db.execute("INSERT INTO feedback (paper_id, profile, value, created_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (paper_id, profile) DO UPDATE SET value = excluded.value, "
+                   "created_at = excluded.created_at", [paper_id, profile, value, now_iso()])
+    paper = get_paper(db, paper_id)
+    return {"id": paper_id, "profile": profile, "value": value, "title": paper.title if paper else None}
+
+
+def list_feedback(db, profile: str | None = None) -> list[dict]:
+    """Likes and dislikes, newest first; for ``profile``, those that apply to it: its own and those given
+    for every profile (``profile`` None in the rows)."""
+    return [dict(r) for r in db.query(
+        "SELECT f.paper_id AS id, CASE f.value WHEN 1 THEN 'like' ELSE 'dislike' END AS feedback, "
+        "NULLIF(f.profile, '') AS profile, COALESCE(p.title, '') AS title, f.created_at FROM feedback f "
+        "LEFT JOIN papers p ON p.id = f.paper_id WHERE (? IS NULL OR f.profile IN ('', ?)) "
+        "ORDER BY f.created_at DESC, f.paper_id", [profile, profile])]
+
+
+def clear_feedback(db, paper_ids: Iterable[str] = (), profile: str | None = None, everything: bool = False) -> int:
+    """Forget feedback on ``paper_ids`` (or on every paper with ``everything``). Returns rows removed."""
+    ids = [_paper_id(i) for i in paper_ids]
+    with transaction(db):
+        if everything:
+            cursor = db.execute("DELETE FROM feedback WHERE (? IS NULL OR profile = ?)", [profile, profile])
+            return cursor.rowcount
+        removed = 0
+        for paper_id in ids:
+            removed += db.execute("DELETE FROM feedback WHERE paper_id = ? AND (? IS NULL OR profile = ?)",
+                                  [paper_id, profile, profile]).rowcount
+    return removed
+
+
+
+
+def _paper_id(text: str) -> str:
+    """An arXiv id without its version; InvalidArxivId (phrased for the user) when it is none."""
+    return normalize_id(text)[0]
+
+
+def liked_ids(db, profile: str | None = None) -> list[str]:
+    """The papers liked for ``profile`` (its own likes and those for every profile), or by anyone."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT paper_id FROM feedback WHERE value = 1 AND (? IS NULL OR profile IN ('', ?)) "
+        "ORDER BY paper_id", [profile, profile])]
+
+
+def feedback_on(db, paper_id: str) -> list[dict]:
+    """Every like or dislike of one paper: for which profile (None: every profile), which, when."""
+    return [dict(r) for r in db.query(
+        "SELECT NULLIF(profile, '') AS profile, CASE value WHEN 1 THEN 'like' ELSE 'dislike' END AS feedback, "
+        "created_at FROM feedback WHERE paper_id = ? ORDER BY profile", [paper_id])]

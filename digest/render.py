@@ -19,6 +19,7 @@ import jinja2
 
 from .config import Settings
 from .records import DigestView, Ranked, Summary
+from .text import clean_untrusted
 
 # The line between the Markdown's top section and the rest: chat sends what comes before it as the
 # message that must fit. Paper text cannot forge it: Markdown escaping turns "-" into "\-".
@@ -117,10 +118,10 @@ def _item(ranked: Ranked) -> dict:
         "score": f"{ranked.score:.2f}",
         "reason": ranked.reason,
         "kind": ranked.kind,
-        "title": shown_text(paper.title),
-        "authors": shown_text(_authors(paper.authors, AUTHORS_SHOWN_TOP)),
-        "authors_short": shown_text(_authors(paper.authors, AUTHORS_SHOWN_REST)),
-        "categories": shown_text(", ".join(paper.categories)),
+        "title": clean_untrusted(paper.title),
+        "authors": clean_untrusted(_authors(paper.authors, AUTHORS_SHOWN_TOP)),
+        "authors_short": clean_untrusted(_authors(paper.authors, AUTHORS_SHOWN_REST)),
+        "categories": clean_untrusted(", ".join(paper.categories)),
         "links": paper_links(paper.id),
         "summary": _summary(ranked.summary),
         "note": ranked.note,
@@ -154,23 +155,6 @@ def _authors(authors: list[str], shown: int) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-# Characters that reorder or hide text: bidi embeddings, overrides and isolates, zero-width characters.
-# A title could use them to show something other than what it says.
-_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u061c]")
-# A URL in paper text is still text in the HTML, but mail clients and chat apps make bare URLs clickable.
-_URL = re.compile(r"\b(?:[a-z][a-z0-9+.\-]*://|www\.|(?:javascript|vbscript|data):)[^\s<>\"'`)\]]+", re.I)
-_ARXIV_URL = re.compile(r"^(?:https?://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)
-LINK_REMOVED = "[link removed]"
-
-
-def shown_text(text: str) -> str:
-    """Paper text (title, authors, categories) as one line a reader sees as it is: nothing that reorders
-    or hides characters, and no URL that a client could turn into a link but arXiv's."""
-    text = _HIDDEN.sub("", str(text))
-    text = _URL.sub(lambda m: m[0] if _ARXIV_URL.match(m[0]) else LINK_REMOVED, text)
-    return _one_line(text)
 
 
 def _as_json(view: DigestView, subject: str) -> str:

@@ -1,4 +1,5 @@
-"""Whether digest.service can run this installation: `digest check --service`.
+"""digest as a systemd service: the notify protocol (READY=1, STATUS=, WATCHDOG=1) the daemon speaks
+without any dependency, and whether digest.service can run this installation (`digest check --service`).
 
 The unit runs digest as a ``DynamicUser=`` (a user with no home, in no group) with ``ProtectHome=yes``,
 which makes /root, /home and /run/user inaccessible to it. A venv made from an interpreter there (pyenv,
@@ -8,10 +9,15 @@ are set; elsewhere every directory on the way must let others through and the fi
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import stat
 import sys
 import sysconfig
 from pathlib import Path
+
+log = logging.getLogger("digest.daemon")
 
 HIDDEN_FROM_THE_SERVICE = (Path("/root"), Path("/home"), Path("/run/user"))  # ProtectHome=yes
 
@@ -51,3 +57,39 @@ def _unreachable(path: Path) -> str | None:
             return (f"cannot be reached by digest.service's dynamic user: {step} is mode "
                     f"{stat.S_IMODE(mode):04o}; make it readable by others (umask 022 when installing)")
     return None
+
+
+# -- the notify protocol ------------------------------------------------------------------------
+
+def sd_notify(message: str, environ=None) -> bool:
+    """Send one notify message to ``$NOTIFY_SOCKET`` (a path, or '@' for the abstract namespace).
+
+    A few lines instead of a dependency; False when not under systemd or the socket is gone.
+    """
+    environ = os.environ if environ is None else environ
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode("utf-8"))
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", environ.get("NOTIFY_SOCKET"), exc.strerror or exc)
+        return False
+    return True
+
+
+def watchdog_interval(environ=None) -> float | None:
+    """Half of ``$WATCHDOG_USEC`` in seconds, when the watchdog is meant for this process."""
+    environ = os.environ if environ is None else environ
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 1_000_000 / 2
+    except ValueError:
+        return None

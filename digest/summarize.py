@@ -13,6 +13,9 @@ run's deadline and check the daily token budget before every request. Every requ
 Paper text is untrusted. The prompt quotes it between markers and tells the model to ignore
 instructions inside it; whatever the model answers is then cleaned: HTML tags, control and bidi
 characters and every link not pointing at arxiv.org are removed, and each field is capped in length.
+
+Longer than most modules on purpose: the request loop, the budget and deadline it must respect, the
+prompt and the checks on the answer are one contract with the LLM, read together.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import re
 import sqlite3
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .config import REDACTED, LLMSettings, Settings
+from .config import LLMSettings, Settings
+from .logs import redact
 from .records import Paper, Summary
+from .text import cap, clean_untrusted
 
 if TYPE_CHECKING:
     import openai
@@ -84,22 +88,44 @@ def summarize_papers(db, settings: Settings, papers: list[Paper], *, now: dt.dat
 
 def fallback_summary(paper: Paper) -> Summary:
     """The abstract's opening sentences, with source "abstract" so the digest labels it as no LLM summary."""
-    text = clean_text(paper.abstract, FALLBACK_MAX_CHARS * 4)
+    text = clean_untrusted(paper.abstract, FALLBACK_MAX_CHARS * 4)
     sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9(\\$])", text)
     opening = ""
     for sentence in sentences[:FALLBACK_SENTENCES]:
         if opening and len(opening) + len(sentence) + 1 > FALLBACK_MAX_CHARS:
             break
         opening = f"{opening} {sentence}".strip()
-    return Summary(tldr=_cap(opening or clean_text(paper.title, 300), FALLBACK_MAX_CHARS), source="abstract")
+    return Summary(tldr=cap(opening or clean_untrusted(paper.title, 300), FALLBACK_MAX_CHARS), source="abstract")
 
 
-def tokens_by_day(db) -> list[dict]:
-    """LLM spend per UTC day, oldest first: calls, prompt and completion tokens, failed calls."""
+def tokens_by_day(db, days: int = 30) -> list[dict]:
+    """LLM spend on the last ``days`` UTC days with calls, oldest first (`digest stats`): calls, prompt,
+    completion and all tokens, failed calls."""
     return [dict(row) for row in db.query(
         "SELECT day, COUNT(*) AS calls, SUM(prompt_tokens) AS prompt_tokens, "
-        "SUM(completion_tokens) AS completion_tokens, SUM(status != 'ok') AS failures "
-        "FROM llm_calls GROUP BY day ORDER BY day")]
+        "SUM(completion_tokens) AS completion_tokens, SUM(prompt_tokens + completion_tokens) AS tokens, "
+        "SUM(status != 'ok') AS failed FROM llm_calls GROUP BY day ORDER BY day DESC LIMIT ?", [days])][::-1]
+
+
+def latest_summary(db, paper_id: str) -> dict | None:
+    """The latest summary of a paper (`digest show`): TL;DR, FAQ, model, language, version."""
+    row = db.execute("SELECT tldr, faq, model, language, version FROM summaries WHERE paper_id = ? "
+                     "ORDER BY created_at DESC, version DESC LIMIT 1", [paper_id]).fetchone()
+    if row is None:
+        return None
+    try:
+        faq = json.loads(row[1])
+    except ValueError:
+        faq = {}
+    questions = [{"question": q, "answer": faq[key]} for key, q in Summary.FAQ if faq.get(key)]
+    return {"tldr": row[0], "faq": questions, "model": row[2], "language": row[3], "version": row[4]}
+
+
+def latest_call_error(db) -> dict | None:
+    """The most recent error an LLM request recorded: when, which model, what."""
+    row = db.execute("SELECT created_at, 'LLM call ' || model, error FROM llm_calls WHERE error IS NOT NULL "
+                     "ORDER BY created_at DESC LIMIT 1").fetchone()
+    return dict(zip(("at", "source", "error"), row)) if row else None
 
 
 def tokens_spent(db, day: dt.date) -> int:
@@ -132,8 +158,8 @@ def _summarize(db, settings: Settings, papers: list[Paper], results: dict[str, S
              made, llm.model, len(papers) - len(results))
 
 
-class Failed(Exception):
-    """One paper's summary could not be had; ``retry_answer`` when asking again might help."""
+class NoSummary(Exception):
+    """Why one paper gets no LLM summary (it shows its abstract); ``retry_answer`` when asking again might help."""
 
     def __init__(self, reason: str, retry_answer: bool = False):
         super().__init__(reason)
@@ -141,7 +167,7 @@ class Failed(Exception):
 
 
 @dataclass
-class Call:
+class Answer:
     """One answer from the server, before it is judged."""
 
     content: str | None
@@ -211,12 +237,12 @@ class SummaryJob:
             messages = build_messages(paper, self.llm.language, text)
             try:
                 fields = self._answer(paper, messages)
-            except Failed as exc:
+            except NoSummary as exc:
                 if not exc.retry_answer:
                     raise
                 log.info("summary of %s: %s; asking once more", paper.id, exc)
                 fields = self._answer(paper, messages)
-        except Failed as exc:
+        except NoSummary as exc:
             if not self.stopped:
                 log.warning("summary of %s failed, using the abstract: %s", paper.id, exc)
             return None
@@ -241,17 +267,17 @@ class SummaryJob:
     # -- one answer, with retries on transient failures ---------------------------------------------
 
     def _answer(self, paper: Paper, messages: list[dict]) -> dict[str, str]:
-        """The validated fields of one answer, or :class:`Failed`."""
+        """The validated fields of one answer, or :class:`NoSummary`."""
         call = self._request(paper, messages)
         try:
             fields = parse_answer(call.content, call.refusal)
-        except Failed as exc:
+        except NoSummary as exc:
             self._record(paper, call, "invalid", str(exc))
             raise
         self._record(paper, call, "ok", None)
         return fields
 
-    def _request(self, paper: Paper, messages: list[dict]) -> Call:
+    def _request(self, paper: Paper, messages: list[dict]) -> Answer:
         import openai
 
         estimate = _estimate_tokens(messages)
@@ -272,19 +298,19 @@ class SummaryJob:
                 self._record_error(paper, reason, estimate, started)
                 wait = 0.0
             else:
-                return _call_of(completion, time.monotonic() - started, estimate)
+                return _answer_of(completion, time.monotonic() - started, estimate)
             if wait is None:
                 continue  # retry at once: asked JSON of a server that does not take response_format
             if attempt + 1 < MAX_ATTEMPTS:
                 self._back_off(attempt, wait)
         if refused == MAX_ATTEMPTS:  # a server that is down will not come up for the next paper either
             self._stop(_redact(f"cannot connect to the LLM server at {self.llm.base_url}", self.llm))
-        raise Failed(f"no answer after {MAX_ATTEMPTS} attempts")
+        raise NoSummary(f"no answer after {MAX_ATTEMPTS} attempts")
 
     def _failed_request(self, paper: Paper, exc: openai.APIStatusError, estimate: int,
                         started: float) -> float | None:
         """Record a refused request; return the Retry-After to honour (0 if none), None to retry at once,
-        or raise :class:`Failed` when retrying cannot help."""
+        or raise :class:`NoSummary` when retrying cannot help."""
         status = exc.status_code
         reason = _redact(f"HTTP {status}: {_error_message(exc)}", self.llm)  # a proxy may echo our headers
         self._record_error(paper, reason, estimate, started)
@@ -296,26 +322,26 @@ class SummaryJob:
             return _retry_after(exc.response.headers)
         if status in FATAL_STATUSES:
             self._stop(f"{FATAL_STATUSES[status]} ({reason})")
-        raise Failed(reason)
+        raise NoSummary(reason)
 
     def _back_off(self, attempt: int, retry_after: float) -> None:
         """Sleep before the next attempt: exponential with jitter, at least what Retry-After asked."""
         wait = max(retry_after, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0))
         if time.monotonic() + wait >= self.deadline:
-            raise Failed(f"retrying in {wait:.0f}s would pass the deadline")
+            raise NoSummary(f"retrying in {wait:.0f}s would pass the deadline")
         if self.closed.wait(wait):
-            raise Failed("the deadline passed")
+            raise NoSummary("the deadline passed")
 
     def _request_timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0 or self.closed.is_set():
-            raise Failed("the deadline passed")
+            raise NoSummary("the deadline passed")
         return min(self.llm.timeout, remaining)
 
     # -- the budget and the call log ----------------------------------------------------------------
 
     def _reserve(self, estimate: int) -> None:
-        """Hold ``estimate`` tokens of today's budget for one request, or raise :class:`Failed`.
+        """Hold ``estimate`` tokens of today's budget for one request, or raise :class:`NoSummary`.
 
         While other requests are in flight their estimates are held too; when those alone block this
         one, wait for them to come back (they usually cost less than estimated) before calling the
@@ -323,9 +349,9 @@ class SummaryJob:
         with self.db_lock:
             while True:
                 if self.stopped:
-                    raise Failed(self.stopped)
+                    raise NoSummary(self.stopped)
                 if self.closed.is_set() or time.monotonic() >= self.deadline:
-                    raise Failed("the deadline passed")
+                    raise NoSummary("the deadline passed")
                 spent = tokens_spent(self.db, self._day())
                 if spent + self.reserved + estimate <= self.llm.daily_token_budget or not self.reserved:
                     break
@@ -334,7 +360,7 @@ class SummaryJob:
                 self.stopped = "the daily token budget is spent"
                 log.warning("summaries: the daily token budget of %d is spent (%d used today); the remaining "
                             "papers get the abstract", self.llm.daily_token_budget, spent)
-                raise Failed(self.stopped)
+                raise NoSummary(self.stopped)
             self.reserved += estimate
 
     def _stop(self, reason: str) -> None:
@@ -343,7 +369,7 @@ class SummaryJob:
                 self.stopped = reason
                 log.error("summaries stopped: %s; the remaining papers get the abstract", reason)
 
-    def _record(self, paper: Paper, call: Call, status: str, error: str | None) -> None:
+    def _record(self, paper: Paper, call: Answer, status: str, error: str | None) -> None:
         self._insert_call(paper, status, error, call.duration, call.prompt_tokens, call.completion_tokens,
                           call.reserved)
 
@@ -385,7 +411,7 @@ class SummaryJob:
             timespec="seconds")
 
 
-def _call_of(completion, duration: float, estimate: int) -> Call:
+def _answer_of(completion, duration: float, estimate: int) -> Answer:
     """The parts of an OpenAI completion we use. Servers that report no usage are charged the estimate,
     so a budget still holds against them."""
     usage = getattr(completion, "usage", None)
@@ -396,7 +422,7 @@ def _call_of(completion, duration: float, estimate: int) -> Call:
     if prompt_tokens is None or completion_tokens is None:
         prompt_tokens = estimate - COMPLETION_TOKENS_ESTIMATE
         completion_tokens = len(content or "") // CHARS_PER_TOKEN
-    return Call(content=content, refusal=getattr(message, "refusal", None) if message else None,
+    return Answer(content=content, refusal=getattr(message, "refusal", None) if message else None,
                 prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens), duration=duration,
                 reserved=estimate)
 
@@ -430,8 +456,8 @@ def _error_message(exc: openai.APIStatusError) -> str:
 
 
 def _redact(text: str, llm: LLMSettings) -> str:
-    key = llm.api_key.reveal() if llm.api_key else ""
-    return text.replace(key, REDACTED) if key and len(key) >= 4 else text
+    """The API key out of an error (a proxy may quote our headers), in clear and in base64."""
+    return redact(text, [llm.api_key.reveal()] if llm.api_key else [])
 
 
 # -- the cache ----------------------------------------------------------------------------------------
@@ -494,24 +520,24 @@ def _quoted(text: str, one_line: bool = False) -> str:
 
 
 def parse_answer(content: str | None, refusal: str | None = None) -> dict[str, str]:
-    """The seven fields of a valid answer, cleaned and capped; :class:`Failed` otherwise."""
+    """The seven fields of a valid answer, cleaned and capped; :class:`NoSummary` otherwise."""
     if refusal:
-        raise Failed(f"the model refused: {_cap(' '.join(refusal.split()), 120)}")
+        raise NoSummary(f"the model refused: {cap(' '.join(refusal.split()), 120)}")
     if not content or not content.strip():
-        raise Failed("empty answer", retry_answer=True)
+        raise NoSummary("empty answer", retry_answer=True)
     data = _json_object(content)
     if "refusal" in data and not data.get("tldr"):
-        raise Failed(f"the model refused: {_cap(str(data['refusal']), 120)}")
+        raise NoSummary(f"the model refused: {cap(str(data['refusal']), 120)}")
     fields = {}
     for key in ("tldr",) + FAQ_FIELDS:
         value = data.get(key)
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise Failed(f"{key} is not a string", retry_answer=True)
-        fields[key] = clean_text(value, FIELD_MAX_CHARS[key])
+            raise NoSummary(f"{key} is not a string", retry_answer=True)
+        fields[key] = clean_untrusted(value, FIELD_MAX_CHARS[key], tags=True)
     if not fields["tldr"]:
-        raise Failed("the answer has no tldr", retry_answer=True)
+        raise NoSummary("the answer has no tldr", retry_answer=True)
     return fields
 
 
@@ -525,57 +551,5 @@ def _json_object(content: str) -> dict:
             continue
         if isinstance(data, dict):
             return data
-        raise Failed("the answer is not a JSON object", retry_answer=True)
-    raise Failed(f"the answer is not JSON: {_cap(' '.join(text.split()), 80)}", retry_answer=True)
-
-
-# -- cleaning what the model says ------------------------------------------------------------------
-
-HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)
-# A scheme URL, www., a script/data URI, or a bare host with a common top-level domain and an
-# optional path: anything a mail client or chat app could turn into a link.
-LINK = re.compile(
-    r"(?:\b[A-Za-z][A-Za-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`)\]]+"
-    r"|\b(?:javascript|vbscript|data):[^\s<>\"'`)\]]+"
-    r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|io|ai|dev|app|co|info|biz|xyz|me|ly|gl|link|site|online|top|ru|cn|tk"
-    r"|example)\b(?:/[^\s<>\"'`)\]]*)?",
-    re.I,
-)
-ARXIV_HOST = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)
-INVISIBLE = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200e", "\u200f", "\u061c"}
-LINK_REMOVED = "[link removed]"
-
-
-def clean_text(text: str, max_chars: int) -> str:
-    """Untrusted text made safe to show: no tags, no links but arXiv's, no control or bidi characters,
-    whitespace collapsed, at most ``max_chars`` (cut at a word)."""
-    text = HTML_TAG.sub(" ", text)
-    text = LINK.sub(_unless_arxiv, text)
-    text = "".join(" " if _invisible(ch) else ch for ch in text)
-    text = re.sub(r" +([.,;:!?])", r"\1", " ".join(text.split()))  # where a removed tag left a gap
-    return _cap(text, max_chars)
-
-
-def _unless_arxiv(match: re.Match) -> str:
-    link = match.group(0)
-    trailing = len(link) - len(link.rstrip(".,;:!?"))  # sentence punctuation is not part of a link
-    link, after = link[:len(link) - trailing], link[len(link) - trailing:]
-    return (link if ARXIV_HOST.match(link) else LINK_REMOVED) + after
-
-
-def _invisible(ch: str) -> bool:
-    """Control characters and bidi overrides (U+202A-202E, U+2066-2069): they can reorder or hide text."""
-    if ch in INVISIBLE:
-        return True
-    category = unicodedata.category(ch)
-    return category == "Cc" or (category == "Cf" and unicodedata.bidirectional(ch) in
-                                ("LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"))
-
-
-def _cap(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars - 1]
-    if " " in cut[max_chars // 2:]:
-        cut = cut[:cut.rfind(" ")]
-    return cut.rstrip(" ,;:") + "…"
+        raise NoSummary("the answer is not a JSON object", retry_answer=True)
+    raise NoSummary(f"the answer is not JSON: {cap(' '.join(text.split()), 80)}", retry_answer=True)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
+import unicodedata
+
+# Search hits in a snippet: control characters never appear in arXiv text, so they cannot be confused with it.
+HIT_START, HIT_END = "\x02", "\x03"
+
 
 def plural(count: int, one: str, many: str | None = None) -> str:
     """``1 paper``, ``2 papers``, ``1,204 papers``."""
@@ -14,6 +22,18 @@ def one_line(exc: BaseException) -> str:
     if getattr(exc, "phrased", False):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def shown_value(value) -> str:
+    """A configuration value as an error message quotes it: ``"abc"``, ``42``, ``true``, ``a table``."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (dt.date, dt.time, dt.datetime)):
+        return value.isoformat()
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -39,3 +59,59 @@ def shown_cell(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
     return str(value)
+
+
+# -- untrusted text -------------------------------------------------------------------------------------
+
+HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)
+# A scheme URL, www., a script/data URI, or a bare host with a common top-level domain and an optional
+# path: anything a mail client or chat app could turn into a link.
+LINK = re.compile(
+    r"(?:\b[A-Za-z][A-Za-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`)\]]+"
+    r"|\b(?:javascript|vbscript|data):[^\s<>\"'`)\]]+"
+    r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|io|ai|dev|app|co|info|biz|xyz|me|ly|gl|link|site|online|top|ru|cn|tk"
+    r"|example)\b(?:/[^\s<>\"'`)\]]*)?",
+    re.I,
+)
+ARXIV_HOST = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)
+LINK_REMOVED = "[link removed]"
+
+
+def clean_untrusted(text: str, max_chars: int | None = None, *, tags: bool = False) -> str:
+    """Untrusted text (a paper's title, authors or abstract; with ``tags``, an LLM's answer) as one line a
+    reader sees as it is: no character that hides or reorders text (bidi overrides, zero-width
+    characters), no link but arXiv's (mail clients and chat apps make bare URLs clickable), whitespace
+    collapsed, and at most ``max_chars``, cut at a word. ``tags``: HTML tags are removed too, for text
+    that is not escaped where it is shown. The one cleaning for the email, chat, files, feed and LLM."""
+    text = str(text)
+    if tags:
+        text = HTML_TAG.sub(" ", text)
+    text = "".join(_visible(ch) for ch in text)
+    text = " ".join(LINK.sub(_unless_arxiv, text).split())
+    if tags:
+        text = re.sub(r" +([.,;:!?])", r"\1", text)  # where a removed tag left a gap
+    return cap(text, max_chars) if max_chars else text
+
+
+def _visible(ch: str) -> str:
+    """Format characters (bidi overrides and isolates, zero-width characters) go: they hide or reorder
+    text. Control characters (a bell, a newline) become a space: they separate words."""
+    category = unicodedata.category(ch)
+    return "" if category == "Cf" else " " if category == "Cc" else ch
+
+
+def _unless_arxiv(match: re.Match) -> str:
+    link = match.group(0)
+    trailing = len(link) - len(link.rstrip(".,;:!?"))  # sentence punctuation is not part of a link
+    link, after = link[:len(link) - trailing], link[len(link) - trailing:]
+    return (link if ARXIV_HOST.match(link) else LINK_REMOVED) + after
+
+
+def cap(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars``, at a word where one is near, with an ellipsis."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars - 1]
+    if " " in cut[max_chars // 2:]:
+        cut = cut[:cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "…"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from world import assert_ledger
 
-from digest import daemon, ledger
 from digest import db as dbm
+from digest import ledger, schedule, service
 from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
 from digest.config import load_settings, parse_settings
 from digest.db import open_db
@@ -209,8 +209,8 @@ def test_the_day_a_moment_is_owed_follows_the_20h_et_mailing(moment, day):
 def test_last_and_next_firing_in_the_schedules_timezone():
     settings = settings_for("07:00", "Europe/Berlin")
     now = dt.datetime(2026, 6, 23, 4, 30, tzinfo=dt.timezone.utc)  # 06:30 in Berlin: today's is ahead
-    assert daemon.last_firing(settings, now).isoformat() == "2026-06-22T07:00:00+02:00"
-    assert daemon.next_firing(settings, now).isoformat() == "2026-06-23T07:00:00+02:00"
+    assert schedule.last_firing(settings, now).isoformat() == "2026-06-22T07:00:00+02:00"
+    assert schedule.next_firing(settings, now).isoformat() == "2026-06-23T07:00:00+02:00"
 
 
 def stored_day(db, day: str, ids: list[str], source: str = "feed") -> None:
@@ -236,7 +236,7 @@ def test_plan_after_a_gap_lists_the_missed_announcement_days(tmp_path):
     stored_day(db, "2026-06-23", ["2606.00001"])
     digest_of(db, ["2026-06-23"], ["2606.00001"])
     settings = settings_for("07:00", "America/New_York")
-    plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))  # Monday, three feed days later
+    plan = schedule.plan_work(db, settings, et(2026, 6, 29, 9, 0))  # Monday, three feed days later
     assert plan.missed == [dt.date(2026, 6, 24), dt.date(2026, 6, 25), dt.date(2026, 6, 26)]
     assert plan.due == dt.date(2026, 6, 29)
     assert plan.deadline == et(2026, 6, 29, 13, 0)  # 07:00 + the default six hours
@@ -254,7 +254,7 @@ def test_plan_skips_settled_days_holidays_and_days_beyond_catch_up_days(tmp_path
     dbm.record_fetch(db, announced_on=dt.date(2026, 6, 26), categories="cs.AI", source="api", status="empty",
                      detail="not announced (the feed went from 2026-06-25 to 2026-06-29)")
     settings = settings_for("07:00", "America/New_York", catch_up_days=10)
-    plan = daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0))
+    plan = schedule.plan_work(db, settings, et(2026, 6, 29, 9, 0))
     # 06-19 is an arXiv holiday, 06-22 was never fetched, 06-23 and 06-24 are in the merged digest, 06-25 has a
     # paper no digest covers, 06-26 was positively not announced.
     assert plan.missed == [dt.date(2026, 6, 22), dt.date(2026, 6, 25)]
@@ -265,24 +265,24 @@ def test_a_built_digest_settles_its_day_while_its_delivery_waits_in_the_outbox(t
     settings = settings_for("07:00", "America/New_York")
     stored_day(db, "2026-06-23", ["2606.00001"])
     assert not ledger.day_settled(db, settings, dt.date(2026, 6, 23), due=True)  # its first digest is owed
-    assert daemon.why_not_settled(db, settings, dt.date(2026, 6, 23)) == "1 paper of 2026-06-23 in no digest yet"
+    assert schedule.why_not_settled(db, settings, dt.date(2026, 6, 23)) == "1 paper of 2026-06-23 in no digest yet"
     digest_of(db, ["2026-06-23"], ["2606.00001"])
     db.execute("UPDATE deliveries SET last_error = '421 try later'")
     assert ledger.day_settled(db, settings, dt.date(2026, 6, 23), due=True)
-    assert [(r["status"], r["last_error"]) for r in daemon.undelivered(db, settings, dt.date(2026, 6, 23))] == \
+    assert [(r["status"], r["last_error"]) for r in schedule.undelivered(db, settings, dt.date(2026, 6, 23))] == \
         [("pending", "421 try later")]
 
 
 def test_plan_on_a_fresh_database_owes_only_the_due_day_and_nothing_on_a_weekend(tmp_path):
     db = open_db(tmp_path / "d.db")
     settings = settings_for("07:00", "America/New_York")
-    assert daemon.plan_work(db, settings, et(2026, 6, 29, 9, 0)) == daemon.Plan(
+    assert schedule.plan_work(db, settings, et(2026, 6, 29, 9, 0)) == schedule.Plan(
         [], dt.date(2026, 6, 29), None, et(2026, 6, 29, 13, 0), et(2026, 6, 29, 7, 0))
-    saturday = daemon.plan_work(db, settings, et(2026, 6, 27, 9, 0))
+    saturday = schedule.plan_work(db, settings, et(2026, 6, 27, 9, 0))
     assert (saturday.missed, saturday.due, saturday.look) == ([], None, None)
-    before_the_firing = daemon.plan_work(db, settings, et(2026, 6, 29, 6, 0))  # Sunday 07:00 was the last
+    before_the_firing = schedule.plan_work(db, settings, et(2026, 6, 29, 6, 0))  # Sunday 07:00 was the last
     assert before_the_firing.due is None
-    holiday = daemon.plan_work(db, settings, et(2026, 6, 19, 9, 0))  # Juneteenth: one look, no polling
+    holiday = schedule.plan_work(db, settings, et(2026, 6, 19, 9, 0))  # Juneteenth: one look, no polling
     assert (holiday.due, holiday.look) == (None, dt.date(2026, 6, 19))
 
 
@@ -290,11 +290,11 @@ def test_sd_notify_reaches_a_socket_path_and_the_abstract_namespace(tmp_path, no
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(path))
-        assert daemon.sd_notify("READY=1\nSTATUS=hello", {"NOTIFY_SOCKET": str(path)})
+        assert service.sd_notify("READY=1\nSTATUS=hello", {"NOTIFY_SOCKET": str(path)})
         assert listener.recv(100) == b"READY=1\nSTATUS=hello"
-    assert daemon.sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": notify_socket.address})
+    assert service.sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": notify_socket.address})
     notify_socket.wait_for("WATCHDOG=1", timeout=2)
-    assert daemon.sd_notify("READY=1", {}) is False
+    assert service.sd_notify("READY=1", {}) is False
 
 
 # -- the daemon alone ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def paper(pid="2401.01234", version=1, title="A title", abstract="An abstract.")
 
 def test_schema_columns(tmp_path):
     db = dbm.open_db(tmp_path / "d.db")
-    columns = dbm.table_columns(db)
+    columns = {t.name: [c.name for c in t.columns] for t in db.tables}
     for table, expected in EXPECTED_COLUMNS.items():
         assert columns[table][: len(expected)] == expected, table
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

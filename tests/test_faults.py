@@ -41,9 +41,10 @@ from world import (
 )
 
 from digest import db as dbm
-from digest import history, summarize
+from digest import summarize
 from digest.cli import cli
 from digest.ledger import day_settled
+from digest.status import status as status_of
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def first_answers(*replies: Reply):
 
 
 def last_error(db, world) -> str:
-    return (history.status(db, world.settings)["last_error"] or {}).get("error") or ""
+    return (status_of(db, world.settings)["last_error"] or {}).get("error") or ""
 
 
 # -- arXiv ---------------------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def test_smtp_fault_keeps_the_complete_digest_in_the_outbox_and_it_goes_out_once
     assert result.status == run_status
     assert words in result.error
     assert db.execute("SELECT status FROM deliveries").fetchall() == [(row_status,)]
-    status = history.status(db, world.settings)
+    status = status_of(db, world.settings)
     listed = status["pending"] + status["failed"]
     assert [o["status"] for o in listed] == [row_status] and words in listed[0]["last_error"]
     assert SMTP_PASSWORD not in json.dumps(status) and "wrong-password" not in json.dumps(status)
@@ -268,7 +269,7 @@ def test_chat_fault_through_a_run(world, smtp, status, outcome):
         assert chat.posts == []
         assert_invariants(db, smtp, EXPECTED, sent=1)  # email went out regardless of the chat
 
-        status_shown = history.status(db, world.settings)
+        status_shown = status_of(db, world.settings)
         listed = status_shown["pending"] + status_shown["failed"]
         assert [(o["channel"], o["status"]) for o in listed] == [("chat", outcome)]
         if outcome == "failed":

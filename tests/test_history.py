@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from digest import db as dbm
-from digest import history
+from digest import export, profiles, search, views
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.daemon import next_firing, next_run, schedule_trigger
 from digest.records import Announcement, Paper
+from digest.schedule import next_firing, next_run, schedule_trigger
+from digest.status import status as status_of
+from digest.vectors import VectorIndex
 
 MODEL = "all-MiniLM-L6-v2"
 # Papers about spiking networks, and one whose "spikes" the porter stemmer files under the same word.
@@ -191,22 +193,22 @@ def test_fts_syntax_characters_are_searched_as_text(db_path, query):
        .map("".join))
 def test_no_query_text_reaches_fts5_as_syntax(db, text):
     try:
-        history.search(db, text, limit=3)
-    except history.HistoryError as exc:  # only "empty" or "nothing to search for", never an FTS5 error
+        search.search(db, text, limit=3)
+    except search.HistoryError as exc:  # only "empty" or "nothing to search for", never an FTS5 error
         assert str(exc).startswith(("empty query", "nothing to search for"))
 
 
 def test_an_operator_word_is_a_search_term(db):
-    near = history.search(db, "NEAR", limit=100)
+    near = search.search(db, "NEAR", limit=100)
     texts = {r["id"]: f"{r['title']} {r['abstract']}" for r in listing()}
     assert near and all(re.search(r"\bnear", texts[r["id"]], re.IGNORECASE) for r in near)
 
 
 def test_prefix_and_phrase(db):
-    assert "2606.20722" in {r["id"] for r in history.search(db, "graysc*", limit=100)}
-    assert history.search(db, "graysc") == []  # without the star, a word is a whole word
-    assert history.fts_query('"image colorization" text') == '"image colorization" "text"'
-    assert history.fts_query('spik* NEAR "a') == '"spik"* "NEAR" "a"'
+    assert "2606.20722" in {r["id"] for r in search.search(db, "graysc*", limit=100)}
+    assert search.search(db, "graysc") == []  # without the star, a word is a whole word
+    assert search.fts_query('"image colorization" text') == '"image colorization" "text"'
+    assert search.fts_query('spik* NEAR "a') == '"spik"* "NEAR" "a"'
 
 
 def test_raw_passes_fts5_syntax_and_reports_its_errors(db_path):
@@ -250,7 +252,7 @@ def test_bad_input_is_one_line_and_exit_2(db_path, args, message):
 
 
 def test_filters_narrow_the_search(db):
-    spiking = lambda **kw: {r["id"] for r in history.search(db, "spiking", history.Filters(**kw), limit=50)}
+    spiking = lambda **kw: {r["id"] for r in search.search(db, "spiking", search.Filters(**kw), limit=50)}
     assert spiking(since=dt.date(2026, 6, 29)) == {"2606.30191", "2606.29847", "2606.31781", "2606.31695"}
     assert spiking(until=dt.date(2026, 6, 28)) == {"2606.24075", "2606.22953"}
     assert spiking(category="cs.CV") == {r["id"] for r in listing() if r["id"] in SPIKING and "cs.CV" in r["categories"]}
@@ -259,14 +261,14 @@ def test_filters_narrow_the_search(db):
     assert spiking(author="thuan BUI") == {"2606.31781"}  # as forgiving as a search box
     assert spiking(profile="me") == {"2606.29847", "2606.24075", "2606.31781"}
     assert spiking(liked=True) == set()
-    history.set_feedback(db, "2606.24075", 1, "vision")
+    profiles.set_feedback(db, "2606.24075", 1, "vision")
     assert spiking(liked=True) == {"2606.24075"}
     assert spiking(liked=True, profile="me") == set()  # liked for another profile only
 
 
 def test_author_filter_escapes_like_wildcards(db):
-    assert history.search(db, "spiking", history.Filters(author="%")) == []
-    assert history.search(db, "spiking", history.Filters(author="_")) == []
+    assert search.search(db, "spiking", search.Filters(author="%")) == []
+    assert search.search(db, "spiking", search.Filters(author="_")) == []
 
 
 # -- show, digests, digest ---------------------------------------------------------------------------
@@ -364,14 +366,14 @@ def test_like_dislike_and_clear(db_path, db):
     assert rows == [("2401.99999", "", 1), ("2606.20722", "", -1), ("2606.21162", "me", -1)]
     listed = json.loads(run("feedback", "--json").output)
     assert {(r["id"], r["feedback"], r["profile"]) for r in listed} == {
-        ("2401.99999", "like", "(all)"), ("2606.20722", "dislike", "(all)"), ("2606.21162", "dislike", "me")}
+        ("2401.99999", "like", None), ("2606.20722", "dislike", None), ("2606.21162", "dislike", "me")}
     assert run("feedback", "--clear", "2606.20722").output == "Cleared 1 feedback entry.\n"
     assert run("feedback", "--clear-all", "--profile", "me").output == "Cleared 1 feedback entry.\n"
     assert db.execute("SELECT paper_id FROM feedback").fetchall() == [("2401.99999",)]
 
 
 def test_feedback_table(db_path, db):
-    history.set_feedback(db, "2606.20722", 1)
+    profiles.set_feedback(db, "2606.20722", 1)
     db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")
     assert run("feedback").output == (
         '┏━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
@@ -396,8 +398,8 @@ def test_export_bibtex_of_a_day_in_the_profiles_order(db_path):
 
 
 def test_export_ris_of_liked_papers(db_path, db):
-    history.set_feedback(db, "2606.20722", 1)
-    history.set_feedback(db, "2606.21162", -1)
+    profiles.set_feedback(db, "2606.20722", 1)
+    profiles.set_feedback(db, "2606.21162", -1)
     result = run("export", "--liked", "--format", "ris")
     records = [r for r in result.output.split("ER  - \n") if r.strip()]
     assert len(records) == 1
@@ -412,7 +414,7 @@ def test_export_csv_and_json_of_a_search(db_path, tmp_path):
     result = run("export", "--query", "spiking", "--format", "csv", "--output", str(out))
     assert result.output == f"Wrote 6 papers to {out}.\n"
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == history.EXPORT_COLUMNS
+    assert list(rows[0]) == export.EXPORT_COLUMNS
     assert sorted(r["id"] for r in rows) == sorted(SPIKING)
     data = json.loads(run("export", "--query", "spiking", "--since", "2026-06-30", "--format", "json").output)
     assert {d["id"] for d in data} == {"2606.31781", "2606.31695"}
@@ -422,7 +424,7 @@ def test_csv_never_hands_a_spreadsheet_a_formula():
     paper = Paper(id="2606.00001", version=1, title='=HYPERLINK("http://evil.example","click")',
                   abstract="+1 for this abstract", authors=["@mention", "-minus"], categories=["cs.AI"],
                   primary_category="cs.AI")
-    [row] = list(csv.DictReader(io.StringIO(history.to_csv([(paper, "2026-06-22")]))))
+    [row] = list(csv.DictReader(io.StringIO(export.to_csv([(paper, "2026-06-22")]))))
     assert row["title"] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
     assert (row["abstract"], row["authors"]) == ("'+1 for this abstract", "'@mention; -minus")
     assert row["id"] == "2606.00001" and row["announced"] == "2026-06-22"
@@ -431,7 +433,7 @@ def test_csv_never_hands_a_spreadsheet_a_formula():
 def test_bibtex_keeps_braces_balanced_and_escapes_specials():
     paper = Paper(id="hep-th/9901001", version=1, title="50% of {Braces} are } odd & #1", abstract="a {b",
                   authors=["A. B"], categories=["hep-th"], primary_category="hep-th")
-    text = history.to_bibtex([(paper, None)])
+    text = export.to_bibtex([(paper, None)])
     assert text.startswith("@misc{arXiv:hep-th_9901001,\n")
     assert "  title = {{50\\% of {Braces} are \\} odd \\& \\#1}},\n" in text
     assert "  year = {1999},\n" in text
@@ -489,20 +491,20 @@ def test_stats_draws_per_day_bars(db_path):
 
 
 def test_bars_are_proportional():
-    assert history.bar(10, 10, width=4) == "████"
-    assert history.bar(5, 10, width=4) == "██"
-    assert history.bar(1, 10, width=4) == "▍"
-    assert history.bar(0, 10) == ""
+    assert views.bar(10, 10, width=4) == "████"
+    assert views.bar(5, 10, width=4) == "██"
+    assert views.bar(1, 10, width=4) == "▍"
+    assert views.bar(0, 10) == ""
 
 
 def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
     settings = parse_settings(f'[storage]\npath = "{db_path}"\n[profiles.me]\ninterests = ["x"]\n')
     now = dt.datetime(2026, 7, 3, 15, 0, tzinfo=dt.timezone.utc)  # a Friday, after 07:00 New York
-    data = history.status(db, settings, now)
+    data = status_of(db, settings, now)
     assert data["next_run"] == "2026-07-06T07:00:00-04:00"  # Monday
     assert data["last_error"] == {"at": "2026-06-30T12:30:00+00:00", "source": "delivery email to me@example.org",
                                   "error": "SMTP 451: try again later"}
-    assert rendered(history.status_view(data)).replace(str(db_path), "DB") == (
+    assert rendered(views.status_view(data)).replace(str(db_path), "DB") == (
         'Database:    DB\n'
         'Last run:    #1 done for 2026-06-30 (schedule), started 2026-06-30T11:59:00+00:00, finished 2026-06-30T12:01:00+00:00\n'
         'Next run:    2026-07-06T07:00:00-04:00\n'
@@ -575,7 +577,7 @@ def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(db, db_pa
     ids = [r["id"] for r in listing()[:300]]
     vectors = _unit(rng, 300)
     _store_vectors(db, ids[:200], vectors[:200])
-    index = history.VectorIndex(db, MODEL).open()
+    index = VectorIndex(db, MODEL).open()
     assert len(index) == 200
     query = vectors[7]
     expected = np.argsort(-(vectors[:200] @ query))[:5]
@@ -585,7 +587,7 @@ def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(db, db_pa
     _store_vectors(db, [ids[7]], [-vectors[7]])
     _store_vectors(db, [ids[8]], [vectors[8]], model="other-model")
     assert len(index.open()) == 300  # an open index notices the table changed
-    assert len(history.VectorIndex(db, MODEL).open()) == 300
+    assert len(VectorIndex(db, MODEL).open()) == 300
     assert np.allclose(index.vector(ids[7]), -vectors[7])
     current = vectors.copy()
     current[7] = -vectors[7]
@@ -595,9 +597,9 @@ def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(db, db_pa
     folder = db_path.with_name("digest.db.vectors")
     matrix = folder / f"{MODEL}.f32"
     matrix.write_bytes(matrix.read_bytes()[:100])
-    assert np.allclose(history.VectorIndex(db, MODEL).open().vector(ids[250]), vectors[250])
+    assert np.allclose(VectorIndex(db, MODEL).open().vector(ids[250]), vectors[250])
     shutil.rmtree(folder)
-    assert len(history.VectorIndex(db, MODEL).open()) == 300
+    assert len(VectorIndex(db, MODEL).open()) == 300
 
 
 def test_semantic_search_filters_and_related_excludes_the_paper(db):
@@ -607,17 +609,17 @@ def test_semantic_search_filters_and_related_excludes_the_paper(db):
     _store_vectors(db, ids, vectors)
     settings = parse_settings('[profiles.me]\ninterests = ["x"]\n')
     embed = lambda text: vectors[3]
-    rows = history.semantic_search(db, settings, "anything", limit=5, embed=embed)
+    rows = search.semantic_search(db, settings, "anything", limit=5, embed=embed)
     assert rows[0]["id"] == ids[3] and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
     # The listing's first 400 papers were all announced on 2026-06-22: a later window has none of them.
-    assert history.semantic_search(db, settings, "x", history.Filters(since=dt.date(2026, 6, 23)), embed=embed) == []
-    vision = history.semantic_search(db, settings, "x", history.Filters(category="cs.CV"), limit=400, embed=embed)
+    assert search.semantic_search(db, settings, "x", search.Filters(since=dt.date(2026, 6, 23)), embed=embed) == []
+    vision = search.semantic_search(db, settings, "x", search.Filters(category="cs.CV"), limit=400, embed=embed)
     assert vision and all("cs.CV" in r["categories"] for r in vision)
     assert [r["score"] for r in vision] == sorted((r["score"] for r in vision), reverse=True)
-    near = history.related(db, settings, ids[3], limit=3, embed=embed)
+    near = search.related(db, settings, ids[3], limit=3, embed=embed)
     assert ids[3] not in [r["id"] for r in near] and len(near) == 3
-    with pytest.raises(history.HistoryError, match="2401.00001 is not in your history"):
-        history.related(db, settings, "2401.00001", embed=embed)
+    with pytest.raises(search.HistoryError, match="2401.00001 is not in your history"):
+        search.related(db, settings, "2401.00001", embed=embed)
 
 
 @pytest.mark.slow

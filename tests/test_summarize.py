@@ -29,6 +29,7 @@ from digest import db as dbm
 from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper
+from digest.text import clean_untrusted
 
 API_KEY = "sk-test-0123456789-SECRET"
 NOW = dt.datetime(2026, 6, 23, 12, 0, tzinfo=dt.timezone.utc)
@@ -132,10 +133,9 @@ def test_tokens_are_recorded_per_call_as_the_server_counted_them(llm, db):
         assert row["prompt_tokens"] > 100 and row["completion_tokens"] > 10
         assert (row["day"], row["status"], row["error"], row["model"]) == ("2026-06-23", "ok", None, "test-model")
         assert row["duration"] >= 0
-    assert summarize.tokens_by_day(db) == [{
-        "day": "2026-06-23", "calls": 3, "failures": 0,
-        "prompt_tokens": sum(r.usage["prompt_tokens"] for r in llm.requests),
-        "completion_tokens": sum(r.usage["completion_tokens"] for r in llm.requests)}]
+    prompt, completion = (sum(r.usage[k] for r in llm.requests) for k in ("prompt_tokens", "completion_tokens"))
+    assert summarize.tokens_by_day(db) == [{"day": "2026-06-23", "calls": 3, "failed": 0, "prompt_tokens": prompt,
+                                            "completion_tokens": completion, "tokens": prompt + completion}]
 
 
 # -- degrade, don't fail -------------------------------------------------------------------------
@@ -402,12 +402,12 @@ def test_an_injected_link_never_reaches_the_summary_even_when_the_model_complies
     ("Code at https://github.com/x/y, and www.evil.example/a.", "Code at [link removed], and [link removed]."),
     ("Go to https://arxiv.org.evil.com/abs or evil.com/arxiv.org", "Go to [link removed] or [link removed]"),
     ("[x](javascript:alert(1)) and data:text/html,hi", "[x]([link removed])) and [link removed]"),
-    ("safe\u202etxt.exe and zero\u200bwidth\x07bell", "safe txt.exe and zero width bell"),
+    ("safe\u202etxt.exe and zero\u200bwidth\x07bell", "safetxt.exe and zerowidth bell"),
     ("<p>Line</p><img src=x onerror=alert(1)>end", "Line end"),
     ("e.g. x < y and y > z, torch.nn works", "e.g. x < y and y > z, torch.nn works"),
 ])
 def test_clean_text(raw, cleaned):
-    assert summarize.clean_text(raw, 1000) == cleaned
+    assert clean_untrusted(raw, 1000, tags=True) == cleaned
 
 
 def test_the_api_key_is_never_stored_or_logged(llm, db, caplog):

@@ -16,8 +16,8 @@ from typing import Callable
 
 import requests
 
-from .. import db as dbm
 from ..config import Settings
+from ..db import day_fetched, later_feed_days, previous_feed_day, save_announcements
 from ..records import Announcement, Paper
 from ..taxonomy import ARCHIVES, CategoryExpression
 from ..text import plural
@@ -219,7 +219,7 @@ def backfill(db, settings: Settings, start: dt.date, end: dt.date, *, calendar: 
     with session_for(settings, session) as polite:
         for day in calendar.announcement_days(start, end):
             summary["days"] += 1
-            if not refetch and dbm.day_fetched(db, day, categories) == "announced":
+            if not refetch and day_fetched(db, day, categories) == "announced":
                 summary["skipped"] += 1
                 result = FetchResult("stored", day)  # already complete; not recorded again
             else:
@@ -254,13 +254,13 @@ def backfill_day(db, settings: Settings, session: requests.Session, day: dt.date
         error = (f"arXiv's API returned no paper for {day}, a day arXiv should have announced"
                  + (f" ({len(problems)} malformed entries)" if problems else ""))
         return record(db, query, FetchResult("failed", day, skipped=len(problems), error=error), source="api")
-    later = dbm.later_feed_days(db, [a.paper.id for a in announcements], day)
+    later = later_feed_days(db, [a.paper.id for a in announcements], day)
     if len(later) == len(announcements):
-        before = dbm.previous_feed_day(db, day)
+        before = previous_feed_day(db, day)
         went = f"the feed went from {before} to {min(later.values())}" if before else \
             f"its submissions were announced on {min(later.values())}"
         return record(db, query, FetchResult("empty", day, detail=f"not announced ({went})"), source="api")
-    dbm.save_announcements(db, announcements, source="api")
+    save_announcements(db, announcements, source="api")
     kinds = dict(collections.Counter(a.kind for a in announcements))
     return record(db, query, FetchResult("announced", day, count=len(announcements), kinds=kinds,
                                          skipped=len(problems)), source="api")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from .. import db as dbm
 from ..config import Settings
+from ..db import record_fetch, save_announcements
 from ..records import ANNOUNCE_TYPES, Announcement, Paper
 from ..text import plural
 from .atom import (
@@ -167,7 +167,7 @@ def fetch_announcements(db, settings: Settings, *, session: requests.Session | N
         # may be late. A day counts as not announced only by the calendar, or when the API shows its
         # submissions announced on a later day (api.backfill_day).
         return record(db, query, FetchResult("empty", detail="its feed listed no entry: a weekend or a holiday"))
-    dbm.save_announcements(db, parsed.announcements, source="feed")
+    save_announcements(db, parsed.announcements, source="feed")
     kinds = collections.Counter(a.kind for a in parsed.announcements)
     return record(db, query, FetchResult("announced", parsed.announced_on, count=len(parsed.announcements),
                                          skipped=len(parsed.problems), kinds=dict(kinds), problems=parsed.problems))
@@ -175,7 +175,7 @@ def fetch_announcements(db, settings: Settings, *, session: requests.Session | N
 
 def record(db, categories: str, result: FetchResult, source: str = "feed") -> FetchResult:
     """The fetches row for ``result``, and its one log line."""
-    dbm.record_fetch(db, announced_on=result.announced_on, categories=categories, source=source,
+    record_fetch(db, announced_on=result.announced_on, categories=categories, source=source,
                      status=result.status, entries=result.count, skipped=result.skipped, error=result.error,
                      detail=result.detail)
     if result.status == "failed":

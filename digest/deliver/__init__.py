@@ -86,15 +86,7 @@ def _attempt(db, settings: Settings, claim: outbox.Claim, now: dt.datetime | Non
 
 def _clean(exc: BaseException, settings: Settings) -> str:
     """One line, no secret: what `digest status` shows and the log says."""
-    return redact(one_line(exc), secrets(settings))
-
-
-def secrets(settings: Settings) -> list[str]:
-    """Configured secrets, and the tokens inside chat URLs (a URL's path often *is* the credential)."""
-    from .chat import url_tokens
-
-    tokens = [t for target in settings.chat.values() for t in url_tokens(target.url.reveal())]
-    return sorted(set(settings.secrets() + tokens), key=len, reverse=True)
+    return redact(one_line(exc), settings.secrets())
 
 
 def _sender(channel: str) -> Callable:
@@ -106,13 +98,13 @@ def _sender(channel: str) -> Callable:
     return senders[channel]
 
 
-def _digest_row(db, digest_id: int) -> dict:
-    from .. import ledger
+def _digest_row(db, digest_id: int):
+    from ..ledger import digest_by_id  # the ledger imports the outbox from this package
 
-    row = ledger.digest_row(db, digest_id)
-    if row is None:
+    digest = digest_by_id(db, digest_id)
+    if digest is None:
         raise PermanentFailure(f"digest {digest_id} no longer exists")
-    return row
+    return digest
 
 
 def check_channels(settings: Settings) -> list[tuple[str, bool, str]]:
@@ -126,11 +118,11 @@ def check_channels(settings: Settings) -> list[tuple[str, bool, str]]:
         results.append(chat.check_chat(name, target, settings))
     if any(channel == "files" for p in settings.profiles.values() for channel, _ in settings.channels_for(p)):
         results.append(files.check_files(settings))
-    return [(channel, ok, redact(detail, secrets(settings))) for channel, ok, detail in results]
+    return [(channel, ok, redact(detail, settings.secrets())) for channel, ok, detail in results]
 
 
 def _to(target: str) -> str:
     return f" to {target}" if target else ""
 
 
-__all__ = ["DeliveryOutcome", "PermanentFailure", "TransientFailure", "check_channels", "deliver_due", "secrets"]
+__all__ = ["DeliveryOutcome", "PermanentFailure", "TransientFailure", "check_channels", "deliver_due"]

@@ -20,8 +20,10 @@ import apprise
 from apprise.attachment.memory import AttachMemory
 
 from ..config import ChatTarget, Settings
+from ..ledger import Digest
 from ..render import MARKDOWN_BREAK, Rendered
 from .errors import PermanentFailure, TransientFailure
+from .outbox import Claim
 
 # Room left for the service's own markup: apprise converts Markdown to the service's dialect after we
 # measured it, which lengthens a message a little.
@@ -31,7 +33,7 @@ HTTP_SCHEMES = {"json": "http", "jsons": "https", "form": "http", "forms": "http
                 "xmls": "https"}
 
 
-def send_chat(claim, rendered: Rendered, digest: dict, settings: Settings) -> None:
+def send_chat(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
     target = settings.chat.get(claim.target)
     if target is None:
         raise PermanentFailure(f"no chat target named {claim.target!r} in [chat] any more")
@@ -40,8 +42,8 @@ def send_chat(claim, rendered: Rendered, digest: dict, settings: Settings) -> No
     limit = message_limit(plugin)
     attachment = None
     if target.attach and plugin.attachment_support:
-        name = f"digest-{digest['profile']}-{digest['announced_on']}.html"
-        messages = [head_message(rendered.markdown, limit, digest["announced"], name)]
+        name = f"digest-{digest.profile}-{digest.day}.html"
+        messages = [head_message(rendered.markdown, limit, digest.announced, name)]
         attachment = AttachMemory(content=rendered.html, name=name, mimetype="text/html")
     else:
         messages = split_message(rendered.markdown, limit)
@@ -113,13 +115,6 @@ def _notify(service: apprise.Apprise, name: str, body: str, attachment) -> None:
     if status is not None and 400 <= status < 500 and status not in (408, 425, 429):
         raise PermanentFailure(f"chat {name}: {detail}")
     raise TransientFailure(f"chat {name}: {detail}")
-
-
-def url_tokens(url: str) -> list[str]:
-    """The parts of an apprise URL that are likely credentials (webhook ids, bot tokens, passwords):
-    everything but the scheme and dotted host names, for redacting error messages."""
-    rest = url.split("://", 1)[-1]
-    return [part for part in re.split(r"[/:@?&=#,]+", rest) if len(part) >= 6 and "." not in part]
 
 
 def check_chat(name: str, target: ChatTarget, settings: Settings) -> tuple[str, bool, str]:

@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
+from ..ledger import Digest
 from ..render import Rendered
 from .errors import PermanentFailure, TransientFailure
+from .outbox import Claim
 
 
-def send_email(claim, rendered: Rendered, digest: dict, settings: Settings) -> None:
+def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
     """Send one digest to one recipient. Marks the claim sent before QUIT: once the server said 250 to
     DATA, nothing that can still fail should leave the row looking unsent."""
     config = settings.email
@@ -38,7 +40,7 @@ def send_email(claim, rendered: Rendered, digest: dict, settings: Settings) -> N
         claim.sent()
 
 
-def build_message(rendered: Rendered, digest: dict, *, sender: str, recipient: str) -> EmailMessage:
+def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient: str) -> EmailMessage:
     """multipart/alternative, text first. Quoted-printable keeps every line under SMTP's 998-octet limit,
     however long a digest's lines are."""
     message = EmailMessage()
@@ -53,13 +55,13 @@ def build_message(rendered: Rendered, digest: dict, *, sender: str, recipient: s
     return message
 
 
-def message_id(digest: dict, recipient: str, sender: str) -> str:
+def message_id(digest: Digest, recipient: str, sender: str) -> str:
     """The same for every attempt at one digest and recipient, so a resent copy is recognisably the same."""
-    key = f"{digest['id']}\0{digest['profile']}\0{digest['announced_on']}\0{recipient.lower()}"
+    key = f"{digest.id}\0{digest.profile}\0{digest.day}\0{recipient.lower()}"
     token = hashlib.sha256(key.encode()).hexdigest()[:16]
     domain = sender.rpartition("@")[2] or "digest.invalid"
-    profile = re.sub(r"[^A-Za-z0-9-]", "-", digest["profile"])[:32]
-    return f"<digest.{digest['announced_on']}.{profile}.{token}@{domain}>"
+    profile = re.sub(r"[^A-Za-z0-9-]", "-", digest.profile)[:32]
+    return f"<digest.{digest.day}.{profile}.{token}@{domain}>"
 
 
 def sender_address(config: EmailSettings) -> str:

@@ -5,29 +5,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..atomic import write_atomically
 from ..config import Settings
-from ..render import Rendered, shown_text
+from ..ledger import Digest
+from ..render import Rendered
+from ..text import clean_untrusted
 from .errors import PermanentFailure, TransientFailure
+from .outbox import Claim
 
 FEED_ENTRIES = 30
 ATOM = "http://www.w3.org/2005/Atom"
 
 
-def write_files(claim, rendered: Rendered, digest: dict, settings: Settings) -> None:
-    folder = profile_dir(settings, digest["profile"])
-    stem = digest["announced_on"]
+def write_files(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
+    folder = profile_dir(settings, digest.profile)
+    stem = digest.day.isoformat()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for suffix, body in ((".html", rendered.html), (".md", rendered.markdown), (".json", rendered.json)):
             write_atomically(folder / f"{stem}{suffix}", body)
-        write_atomically(folder / "feed.atom", atom_feed(folder, digest["profile"], settings.files.feed_url))
+        write_atomically(folder / "feed.atom", atom_feed(folder, digest.profile, settings.files.feed_url))
     except PermissionError as exc:
         raise PermanentFailure(f"{exc.filename or folder}: permission denied")
     except OSError as exc:  # a full disk may be emptied; try again later
@@ -41,21 +44,6 @@ def profile_dir(settings: Settings, profile: str) -> Path:
 def folder_name(profile: str) -> str:
     # A profile's name is a TOML key and may hold anything; the folder must stay inside the files dir.
     return re.sub(r"[^A-Za-z0-9._-]", "_", profile).lstrip(".") or "_"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """tmp file in the same directory, fsync, rename: a reader sees the old file or the new one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def atom_feed(folder: Path, profile: str, feed_url: str) -> str:
@@ -93,7 +81,7 @@ def _entry_data(folder: Path, day: str) -> dict:
     top = [i["title"] for i in data.get("items", []) if i.get("section") == "top"][:5]
     summary = f"{counts.get('announced', 0)} papers, {counts.get('summarized', 0)} summarized."
     if top:
-        summary += " Top: " + "; ".join(shown_text(t) for t in top)  # paper text: cleaned as in the email
+        summary += " Top: " + "; ".join(clean_untrusted(t) for t in top)  # paper text: cleaned as in the email
     updated = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
     return {"day": day, "title": data.get("subject") or f"arXiv digest {day}", "summary": summary,
             "updated": _rfc3339(updated)}

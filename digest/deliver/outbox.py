@@ -23,7 +23,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from .. import db as dbm
+from ..db import chunks, transaction
 from ..render import Rendered
 
 log = logging.getLogger("digest.deliver")
@@ -52,14 +52,14 @@ class Claim:
     def part_sent(self, parts: int) -> None:
         """Record progress and renew the lease, so a long split delivery is not taken for a dead one."""
         self.parts_sent = parts
-        with dbm.transaction(self.db):
+        with transaction(self.db):
             self.db.execute("UPDATE deliveries SET parts_sent = ?, claimed_at = ? WHERE id = ?",
                             [parts, iso(utcnow()), self.id])
 
     def sent(self) -> None:
         if self.done:
             return
-        with dbm.transaction(self.db):
+        with transaction(self.db):
             self.db.execute(
                 "UPDATE deliveries SET status = 'sent', sent_at = ?, last_error = NULL, next_attempt_at = NULL, "
                 "claimed_by = NULL WHERE id = ?", [iso(utcnow()), self.id])
@@ -67,7 +67,7 @@ class Claim:
 
     def failed(self, error: str, retry_at: str | None) -> None:
         """Back to pending with a retry time, or (``retry_at`` None) failed for good."""
-        with dbm.transaction(self.db):
+        with transaction(self.db):
             self.db.execute("UPDATE deliveries SET status = ?, last_error = ?, next_attempt_at = ?, claimed_by = NULL "
                             "WHERE id = ?", ["pending" if retry_at else "failed", error, retry_at, self.id])
 
@@ -76,7 +76,7 @@ class Claim:
 
 def save_render(db, digest_id: int, rendered: Rendered) -> None:
     """Store every format of a digest (inside the caller's transaction), so a retry sends what was built."""
-    with dbm.transaction(db):
+    with transaction(db):
         db.conn.executemany(
             "INSERT OR REPLACE INTO renders (digest_id, format, body) VALUES (?, ?, ?)",
             [(digest_id, name, getattr(rendered, name)) for name in Rendered.formats()])
@@ -102,7 +102,7 @@ def enqueue(db, digest_id: int, channels: list[tuple[str, str]]) -> int:
     Returns how many rows were queued."""
     stamp = iso(utcnow())
     queued = 0
-    with dbm.transaction(db):
+    with transaction(db):
         for channel, target in channels:
             queued += db.execute(
                 "INSERT OR IGNORE INTO deliveries (digest_id, channel, target, status, created_at) "
@@ -113,7 +113,7 @@ def enqueue(db, digest_id: int, channels: list[tuple[str, str]]) -> int:
 def requeue(db, delivery_ids: list[int]) -> int:
     """Send these rows again from the start (`digest resend`). Returns how many were requeued."""
     changed = 0
-    with dbm.transaction(db):
+    with transaction(db):
         for delivery_id in delivery_ids:
             changed += db.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, parts_sent = 0, last_error = NULL, "
@@ -129,7 +129,7 @@ def claim_next(db, now: dt.datetime, worker: str, skip: list[int], only: list[in
     restricts the choice to those rows (`digest resend` sends what it listed and nothing else)."""
     skipped = f"AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
     chosen = f"AND id IN ({','.join('?' * len(only))})" if only is not None else ""
-    with dbm.transaction(db):
+    with transaction(db):
         row = db.execute(
             "UPDATE deliveries SET status = 'sending', claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
             "WHERE id = (SELECT id FROM deliveries WHERE "
@@ -153,7 +153,7 @@ def release_orphans(db) -> None:
         pid = rest.split(":")[0]
         if host != here or not pid.isdigit() or _alive(int(pid)):
             continue
-        with dbm.transaction(db):
+        with transaction(db):
             db.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = NULL, claimed_by = NULL "
                        "WHERE id = ? AND status = 'sending' AND claimed_by = ?", [row_id, claimed_by])
         log.warning("delivery %s: its sender (pid %s) died while sending; it will be sent again", row_id, pid)
@@ -183,7 +183,7 @@ ROW = ("SELECT x.id, x.digest_id, g.profile, g.announced_on AS day, x.channel, x
 def for_digests(db, digest_ids: list[int]) -> list[dict]:
     """Every row of these digests, in the order they were queued."""
     rows: list[dict] = []
-    for chunk in dbm.chunks(list(digest_ids)):
+    for chunk in chunks(list(digest_ids)):
         rows += [dict(r) for r in db.query(f"{ROW} WHERE x.digest_id IN ({','.join('?' * len(chunk))}) "
                                            f"ORDER BY x.id", chunk)]
     return rows

@@ -1,0 +1,166 @@
+"""The command line: commands only. Each parses its options, calls one library function, and prints
+with rich or as --json; a user's mistake is one line on stderr and exit status 2, a failed run exit 1.
+
+This module holds what every command shares (the group, the settings and database opened on demand,
+the --json/--csv output); the commands are in :mod:`.setup` (init, config, check, daemon), :mod:`.runs`
+(run, resend, doctor, fetch) and :mod:`.history` (search, show, related, digests, feedback, export,
+status, stats). A command imports the library module it calls inside its body when that module loads
+heavy packages (numpy, torch, requests, lxml): `digest --help` and `digest status` then start in a
+fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sqlite3
+import sys
+
+import click
+from rich.console import Console
+
+from ..config import ConfigError, Settings, load_settings
+from ..db import DatabaseError, describe_sqlite_error, open_db
+from ..text import csv_cell
+from ..views import rows_view
+
+
+class UsageProblem(click.ClickException):
+    """A user's mistake: bad input, bad configuration. Exit status 2."""
+
+    exit_code = 2
+
+
+class RunFailure(click.ClickException):
+    """Something outside the user's input failed (arXiv down, disk full). Exit status 1."""
+
+    exit_code = 1
+
+
+class App:
+    """What every command shares: the settings and the database, opened only when a command needs them."""
+
+    def __init__(self, config_path: str | None, console: Console):
+        self.config_path = config_path
+        self.console = console
+        self._settings: Settings | None = None
+        self._db = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_path)
+            except ConfigError as exc:
+                raise UsageProblem(str(exc)) from None
+            from ..logs import setup_logging
+            setup_logging(self._settings.secrets(), stream=sys.stderr)
+        return self._settings
+
+    @property
+    def db(self):
+        if self._db is None:
+            try:
+                self._db = open_db(self.settings.database_path())
+            except DatabaseError as exc:
+                raise RunFailure(str(exc)) from None
+        return self._db
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class DigestGroup(click.Group):
+    """A database that stops accepting writes in the middle of a command (locked by another process,
+    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as exc:
+            app = ctx.obj
+            where = app.settings.database_path() if isinstance(app, App) and app._settings else "the database"
+            raise RunFailure(describe_sqlite_error(where, exc)) from None
+
+
+def console_for_output() -> Console:
+    # A fixed width when not on a terminal keeps output stable for pipes and tests.
+    return Console(width=None if sys.stdout.isatty() else 120, highlight=False, soft_wrap=False)
+
+
+@click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="FILE", envvar=None,
+              help="Configuration file (default: $DIGEST_CONFIG, then ~/.config/digest/config.toml).")
+@click.version_option(package_name="digest", prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """A headless arXiv digest: fetch each announcement, rank every paper against your interests,
+    summarize the best, deliver by email, chat or files, and keep the history in SQLite."""
+    ctx.obj = App(config_path, console_for_output())
+
+
+# -- output shared by every listing -----------------------------------------------------------------
+
+def listing_options(csv_ok: bool = True):
+    """--json (and --csv) for a listing command, as one shared set of options."""
+
+    def decorate(fn):
+        fn = click.option("--json", "as_json", is_flag=True, help="Output JSON.")(fn)
+        if csv_ok:
+            fn = click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")(fn)
+        return fn
+
+    return decorate
+
+
+def emit(app: App, rows: list[dict], columns: list[str] | None = None, *, as_json: bool = False,
+         as_csv: bool = False, title: str | None = None, empty: str = "Nothing to show.") -> None:
+    """Print rows as a rich table, JSON or CSV. ``columns`` picks and orders the table's columns."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    columns = columns or (list(rows[0]) if rows else [])
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: csv_cell(row.get(k)) for k in columns})
+        click.echo(out.getvalue(), nl=False)
+        return
+    if not rows:
+        app.console.print(empty)
+        return
+    app.console.print(rows_view(rows, columns, title))
+
+
+def parse_day(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageProblem(f"{option}: expected a date as YYYY-MM-DD, got {json.dumps(value)}") from None
+
+
+
+def check_profile(app: App, profile: str | None) -> None:
+    """A profile named in the configuration, or one that once had digests (since removed from it)."""
+    from .. import ledger
+
+    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.db, profile) is not None:
+        return
+    raise UsageProblem(f"--profile: no profile named {json.dumps(profile)} in {app.settings.source}")
+
+
+def main() -> None:
+    try:
+        cli(prog_name="digest")
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+from . import history, runs, setup  # noqa: E402,F401  (each registers its commands on the group above)

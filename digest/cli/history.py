@@ -1,0 +1,279 @@
+"""The history: search, show, related, digests, digest, like, dislike, feedback, export, stats, status."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app
+
+# -- history: search, inspect, feedback, export --------------------------------------------------------
+
+EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's keys (that module loads numpy)
+
+
+@contextmanager
+def _history_errors():
+    """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
+    from ..arxiv.http import ArxivError
+    from ..arxiv.ids import InvalidArxivId
+    from ..embed import EmbeddingError
+    from ..search import HistoryError
+
+    try:
+        yield
+    except (HistoryError, InvalidArxivId) as exc:
+        raise UsageProblem(str(exc)) from None
+    except (ArxivError, EmbeddingError) as exc:
+        raise RunFailure(str(exc)) from None
+
+
+def _history_filters(fn):
+    """--since/--until/--category/--author/--profile/--liked, shared by search and export."""
+    for option in reversed([
+        click.option("--since", metavar="YYYY-MM-DD", help="Announced on or after this day."),
+        click.option("--until", metavar="YYYY-MM-DD", help="Announced on or before this day."),
+        click.option("--category", metavar="CODE", help="In this category (cs.CL) or archive (cs)."),
+        click.option("--author", metavar="NAME", help="An author's name contains this."),
+        click.option("--profile", metavar="NAME", help="Appeared in this profile's digests."),
+        click.option("--liked", is_flag=True, help="Only papers you liked."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _filters(app: App, since, until, category, author, profile, liked):
+    from ..search import Filters
+
+    check_profile(app, profile)
+    return Filters(since=parse_day(since, "--since"), until=parse_day(until, "--until"), category=category,
+                   author=author, profile=profile, liked=liked)
+
+
+
+def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
+    """Snippets with their hits marked the Markdown way (JSON), or as plain text (CSV)."""
+    from ..search import plain_snippet
+
+    mark = "**" if marked else ""
+    return [{**r, "snippet": plain_snippet(r["snippet"], mark, mark)} if "snippet" in r else r for r in rows]
+
+
+@cli.command("search")
+@click.argument("query")
+@click.option("--semantic", is_flag=True, help="Rank by embedding similarity to QUERY instead of by its words.")
+@click.option("--raw", is_flag=True, help='Use FTS5 syntax as is: AND, OR, NOT, NEAR(a b), "phrase", prefix*.')
+@_history_filters
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000), help="At most this many.")
+@listing_options()
+@pass_app
+def search_command(app: App, query, semantic, raw, since, until, category, author, profile, liked, limit,
+                   as_json, as_csv) -> None:
+    """Search every paper ever fetched: titles, abstracts and authors, best match first."""
+    from .. import search, views
+
+    with _history_errors():
+        filters = _filters(app, since, until, category, author, profile, liked)
+        if semantic:
+            rows = search.semantic_search(app.db, app.settings, query, filters, limit)
+        else:
+            rows = search.search(app.db, query, filters, limit, raw=raw)
+    if as_json or as_csv:
+        emit(app, _search_rows(rows, marked=as_json), ["id", "announced", "score", "title", "authors", "categories", "snippet"],
+             as_json=as_json, as_csv=as_csv)
+    elif not rows:
+        app.console.print("No paper matches.")
+    else:
+        app.console.print(views.results_view(rows))
+
+
+@cli.command("show")
+@click.argument("paper_id", metavar="ID")
+@listing_options(csv_ok=False)
+@pass_app
+def show_command(app: App, paper_id: str, as_json: bool) -> None:
+    """Everything known about a paper: metadata, days announced, digest ranks, summary, feedback."""
+    from .. import search, views
+
+    with _history_errors():
+        details = search.paper_details(app.db, app.settings, paper_id)
+    if as_json:
+        click.echo(json.dumps(details, indent=2, ensure_ascii=False))
+    else:
+        app.console.print(views.paper_view(details))
+
+
+@cli.command("related")
+@click.argument("paper_id", metavar="ID")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="At most this many.")
+@listing_options()
+@pass_app
+def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: bool) -> None:
+    """The papers in your history nearest to ID by embedding."""
+    from .. import search, views
+
+    with _history_errors():
+        rows = search.related(app.db, app.settings, paper_id, limit)
+    if as_json or as_csv:
+        emit(app, rows, ["id", "announced", "score", "title", "authors", "categories"], as_json=as_json,
+             as_csv=as_csv)
+    elif not rows:
+        app.console.print("No embedded paper to compare with yet.")
+    else:
+        app.console.print(views.results_view(rows, snippets=False))
+
+
+@cli.command("digests")
+@click.option("--profile", metavar="NAME", help="Only this profile's digests.")
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1), help="At most this many.")
+@listing_options()
+@pass_app
+def digests_command(app: App, profile, limit, as_json, as_csv) -> None:
+    """The digests built, newest first, with each channel's delivery status."""
+    from .. import search
+
+    check_profile(app, profile)
+    rows = search.list_digests(app.db, profile, limit)
+    emit(app, rows, ["day", "profile", "announced", "new", "cross", "summarized", "delivery"], as_json=as_json,
+         as_csv=as_csv, empty="No digest yet; `digest run` builds today's.")
+
+
+@cli.command("digest")
+@click.argument("day_text", metavar="YYYY-MM-DD")
+@click.option("--profile", metavar="NAME", help="Only this profile's digest.")
+@listing_options(csv_ok=False)
+@pass_app
+def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
+    """One day's full ranked list, as the email had it."""
+    from .. import search
+
+    day = parse_day(day_text, "YYYY-MM-DD")
+    check_profile(app, profile)
+    with _history_errors():
+        digests = search.day_digests(app.db, day, profile)
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in d.items() if k != "text"} for d in digests], indent=2,
+                              ensure_ascii=False))
+        return
+    click.echo("\n".join(d["text"] for d in digests), nl=False)
+
+
+def _feedback(app: App, paper_id: str, profile: str | None, value: int) -> None:
+    from .. import profiles
+
+    check_profile(app, profile)
+    with _history_errors():
+        done = profiles.set_feedback(app.db, paper_id, value, profile or "")
+    verb = "Liked" if value > 0 else "Disliked"
+    title = f" ({' '.join(done['title'].split())})" if done["title"] else " (not in your history yet)"
+    click.echo(f"{verb} {done['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
+
+
+@cli.command("like")
+@click.argument("paper_id", metavar="ID")
+@click.option("--profile", metavar="NAME", help="Only for this profile (default: every profile).")
+@pass_app
+def like_command(app: App, paper_id: str, profile: str | None) -> None:
+    """Like a paper: the next rankings move papers like it up."""
+    _feedback(app, paper_id, profile, 1)
+
+
+@cli.command("dislike")
+@click.argument("paper_id", metavar="ID")
+@click.option("--profile", metavar="NAME", help="Only for this profile (default: every profile).")
+@pass_app
+def dislike_command(app: App, paper_id: str, profile: str | None) -> None:
+    """Dislike a paper: the next rankings move papers like it down."""
+    _feedback(app, paper_id, profile, -1)
+
+
+@cli.command("feedback")
+@click.option("--profile", metavar="NAME", help="Only this profile's feedback ('' rows apply to all).")
+@click.option("--clear", "clear_ids", metavar="ID", multiple=True, help="Forget the feedback on ID (repeatable).")
+@click.option("--clear-all", is_flag=True, help="Forget all feedback (of --profile, when given).")
+@listing_options()
+@pass_app
+def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -> None:
+    """List your likes and dislikes, or clear them."""
+    from .. import profiles
+
+    check_profile(app, profile)
+    if clear_ids or clear_all:
+        with _history_errors():
+            removed = profiles.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
+        click.echo(f"Cleared {removed} feedback {'entry' if removed == 1 else 'entries'}.")
+        return
+    rows = profiles.list_feedback(app.db, profile)
+    if not as_json:  # JSON says null for "every profile"; a table and CSV say it in words
+        rows = [{**row, "profile": row["profile"] or "(all)"} for row in rows]
+    emit(app, rows, ["id", "feedback", "profile", "title", "created_at"], as_json=as_json, as_csv=as_csv,
+         empty="No feedback yet; `digest like ID` records one.")
+
+
+@cli.command("export")
+@click.option("--day", "day_text", metavar="YYYY-MM-DD", help="Export the papers announced that day.")
+@click.option("--query", metavar="TEXT", help="Export a search's results (with the filters below).")
+@click.option("--semantic", is_flag=True, help="With --query: rank by embedding similarity.")
+@_history_filters
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1), help="With --query: at most this many.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="bibtex",
+              show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@pass_app
+def export_command(app: App, day_text, query, semantic, since, until, category, author, profile, liked, limit, fmt,
+                   output) -> None:
+    """Export a day, a search result or your liked papers as BibTeX, RIS, CSV or JSON."""
+    from .. import export
+    from ..text import plural
+
+    # --liked is the source on its own, and a filter of --query; a day is exported whole.
+    if bool(day_text) + bool(query) + (liked and not query) != 1:
+        raise UsageProblem("give one of --day, --query or --liked")
+    with _history_errors():
+        filters = _filters(app, since, until, category, author, profile, liked)
+        papers = export.papers_for_export(app.db, export.chosen_ids(
+            app.db, app.settings, day=parse_day(day_text, "--day"), query=query, semantic=semantic, filters=filters,
+            limit=limit))
+    text = export.export_papers(papers, fmt)
+    if not output:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageProblem(f"--output {output}: cannot write: {exc.strerror}") from None
+    click.echo(f"Wrote {plural(len(papers), 'paper')} to {output}.", err=True)
+
+
+@cli.command("stats")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Announcement days to cover.")
+@listing_options(csv_ok=False)
+@pass_app
+def stats_command(app: App, days: int, as_json: bool) -> None:
+    """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
+    from .. import status, views
+
+    data = status.history_stats(app.db, days)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        app.console.print(views.stats_view(data))
+
+
+@cli.command("status")
+@listing_options(csv_ok=False)
+@pass_app
+def status_command(app: App, as_json: bool) -> None:
+    """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
+    from .. import status, views
+
+    data = status.status(app.db, app.settings)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        app.console.print(views.status_view(data))
+
+

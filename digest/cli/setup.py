@@ -1,0 +1,110 @@
+"""Setting up and keeping digest running: init, config, check, daemon."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from ..config import ConfigError, as_toml, find_config, load_settings
+from ..db import DatabaseError
+from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app
+
+# -- configuration -------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--path", "path_", metavar="FILE", help="Where to write it (default: the config directory).")
+@pass_app
+def init(app: App, path_: str | None) -> None:
+    """Write a commented configuration file to start from (never overwrites)."""
+    target = Path(path_) if path_ else find_config(app.config_path)
+    if target.exists():
+        raise UsageProblem(f"{target}: already exists; edit it, or remove it first")
+    text = resources.files("digest").joinpath("config.example.toml").read_text(encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    target.chmod(0o600)
+    click.echo(f"Wrote {target}. Edit [profiles.me] and [arxiv] categories, then run `digest run`.")
+
+
+@cli.command("config")
+@click.option("--path", "show_path", is_flag=True, help="Print only the configuration file's path.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Only validate the file, secrets included: its one-line error and exit status 2 when bad.")
+@click.option("--no-credentials", is_flag=True,
+              help="With --check: do not read the secret files in $CREDENTIALS_DIRECTORY (for ExecReload=).")
+@listing_options(csv_ok=False)
+@pass_app
+def show_config(app: App, show_path: bool, check_only: bool, no_credentials: bool, as_json: bool) -> None:
+    """Show the effective configuration, secrets redacted."""
+    if check_only:  # digest.service's ExecReload= runs this first, so a bad file fails `systemctl reload`
+        try:
+            settings = load_settings(app.config_path, credentials=not no_credentials)
+        except ConfigError as exc:
+            raise UsageProblem(str(exc)) from None
+        click.echo(f"{settings.source}: valid")
+        return
+    if show_path:
+        path = find_config(app.config_path)
+        if not path.exists():
+            raise UsageProblem(f"{path}: no configuration file here; create one with `digest init`")
+        click.echo(str(path))
+        return
+    settings = app.settings
+    data = settings.redacted()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    app.console.print(f"# {settings.source}")
+    app.console.print(f"# database: {settings.database_path()}")
+    click.echo(as_toml(data))
+
+
+
+@cli.command("daemon")
+@click.option("--once", is_flag=True,
+              help="Catch up, poll for today's announcement until it is delivered or given up, then exit "
+                   "(for a timer instead of a long-running service).")
+@pass_app
+def daemon_command(app: App, once: bool) -> None:
+    """Run the schedule: every announcement day at schedule.time, deliver the digest; catch up missed days."""
+    from ..daemon import DaemonError, run_daemon
+
+    try:
+        status = run_daemon(find_config(app.config_path), once=once)
+    except ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    except (DaemonError, DatabaseError) as exc:
+        raise RunFailure(str(exc)) from None
+    sys.exit(status)
+
+
+@cli.command("check")
+@click.option("--service", is_flag=True,
+              help="Check instead that digest.service's dynamic user can run this installation (no configuration needed).")
+@listing_options(csv_ok=False)
+@pass_app
+def check_command(app: App, service: bool, as_json: bool) -> None:
+    """Try every configured channel without sending anything: SMTP login, chat reachability, files dir."""
+    from ..deliver import check_channels
+    from ..service import service_problems
+
+    if service:
+        problems = service_problems()
+        results = [("service", not problems, "; ".join(problems) or f"digest.service can run {sys.prefix}")]
+    else:
+        results = check_channels(app.settings)
+    if as_json:
+        click.echo(json.dumps([{"channel": c, "ok": ok, "detail": d} for c, ok, d in results], indent=2))
+    else:
+        for channel, ok, detail in results:
+            click.echo(f"{'ok  ' if ok else 'FAIL'}  {channel}: {detail}")
+        if not results:
+            click.echo("No channel configured.")
+    if not all(ok for _, ok, _ in results):
+        sys.exit(1)
+
+

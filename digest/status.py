@@ -1,0 +1,53 @@
+"""What `digest status` and `digest stats` tell: the last run and its stages, the next run, what waits
+(deliveries, and papers no digest covers yet), the last error anywhere, and the history's numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from . import ledger, runs
+from .config import Settings
+from .db import announced_per_day, latest_fetch_error, primary_categories, totals
+from .deliver import outbox
+from .schedule import next_run
+from .summarize import latest_call_error, tokens_by_day
+
+# -- stats -----------------------------------------------------------------------------------------
+
+def history_stats(db, days: int = 30) -> dict:
+    """The per-day and per-category series `digest stats` draws, over the last ``days`` stored days."""
+    per_day = announced_per_day(db, days)
+    categories = primary_categories(db, per_day[0]["day"] if per_day else "9999-12-31")
+    tokens = tokens_by_day(db, days)
+    sent = outbox.sent_digests_per_profile(db)
+    digests = [{"profile": d["profile"], "digests": d["digests"], "sent": sent.get(d["profile"], 0),
+                "last_day": d["last_day"]} for d in ledger.per_profile(db)]
+    failures = outbox.channel_totals(db)
+    return {"totals": totals(db), "papers_per_day": per_day, "categories": categories, "tokens_per_day": tokens,
+            "digests": digests, "deliveries": failures}
+
+
+# -- status ----------------------------------------------------------------------------------------
+
+def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
+    """What a user asks when a digest did not arrive: the last run and its stages, the next run, the
+    deliveries still waiting or failed, and the most recent error anywhere."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    not_sent = outbox.not_sent(db)
+    return {
+        "database": str(settings.database_path()),
+        "last_run": runs.last_run(db),
+        "next_run": next_run(settings, now).isoformat(),
+        "last_digest": ledger.latest(db),
+        "pending": [o for o in not_sent if o["status"] in ("pending", "sending")],
+        "failed": [o for o in not_sent if o["status"] == "failed"],
+        "waiting_papers": ledger.waiting(db, settings),
+        "last_error": last_error(db),
+    }
+
+
+def last_error(db) -> dict | None:
+    """The most recent error recorded by a run, a fetch, a delivery or an LLM call."""
+    found = [e for e in (runs.latest_error(db), latest_fetch_error(db), outbox.latest_error(db),
+                         latest_call_error(db)) if e]
+    return max(found, key=lambda e: e["at"]) if found else None
