@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import os
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from chat_server import ChatServer
@@ -394,3 +397,23 @@ def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
         "FAIL  chat team: 127.0.0.1:9: not reachable: Connection refused",
     ]
     assert "wrong-password" not in result.output
+
+
+def test_a_sender_left_a_zombie_counts_as_dead_so_its_delivery_is_sent_again():
+    # A sender SIGKILLed with its daemon is re-parented to PID 1; in a container PID 1 may never reap
+    # it, and kill(pid, 0) still succeeds on the zombie. Its claim must be released, not held for the lease.
+    import subprocess
+
+    from digest.deliver.outbox import _alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    try:
+        assert not _alive(child.pid)
+        assert _alive(os.getpid())
+    finally:
+        child.wait()
+    assert not _alive(child.pid)

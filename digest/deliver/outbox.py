@@ -160,13 +160,20 @@ def release_orphans(db) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process. A zombie is not: a sender SIGKILLed with its daemon is
+    re-parented to PID 1, and a container's PID 1 often never reaps it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):  # no procfs (not Linux): trust kill()
+        return True
+    return state not in ("Z", "X")
 
 
 def backoff(attempts: int) -> dt.timedelta:
