@@ -299,13 +299,27 @@ class Settings(Section):
     def files_dir(self) -> Path:
         return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
 
+    def check_secrets(self, credentials: bool = True) -> None:
+        """Read every secret now; the first that cannot be had is its one-line :class:`ConfigError`. For
+        the commands that use them (run, daemon, check, resend), so a missing key fails at the start.
+        ``credentials=False`` skips files relative to $CREDENTIALS_DIRECTORY (see resolve_secrets)."""
+        for secret in _walk_secrets(self):
+            relative = secret.spelled.endswith("_file") and not Path(secret.reference).expanduser().is_absolute()
+            if credentials or not relative:
+                secret.reveal()
+
+    def secret_problems(self) -> list[str]:
+        """Why each secret that cannot be read here cannot (for `digest config`)."""
+        return [problem for problem in (s.problem() for s in _walk_secrets(self)) if problem]
+
     def secrets(self) -> list[str]:
         """Every resolved secret value, for log and error redaction; the parts of chat URLs that are likely
         credentials (a webhook's path often *is* its token); and SMTP's AUTH PLAIN blob (NUL, user, NUL,
         password), which a server's error reply may quote in base64."""
-        found = [s.reveal() for s in _walk_secrets(self) if s]
-        found += [token for target in self.chat.values() for token in url_tokens(target.url.reveal())]
-        if self.email.password and self.email.user:
+        found = [s.reveal() for s in _walk_secrets(self) if s and not s.problem()]  # unread: nothing to leak
+        found += [token for target in self.chat.values() if not target.url.problem()
+                  for token in url_tokens(target.url.reveal())]
+        if self.email.password and self.email.user and not self.email.password.problem():
             found.append(f"\0{self.email.user}\0{self.email.password.reveal()}")
         return sorted(set(found), key=len, reverse=True)
 
@@ -344,7 +358,7 @@ def _walk_secrets(model: BaseModel):
 
 def _plain(value):
     if isinstance(value, Secret):
-        return REDACTED
+        return value.reference or REDACTED
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, BaseModel):
@@ -352,7 +366,10 @@ def _plain(value):
         for name, field in type(value).model_fields.items():
             if field.exclude:
                 continue
-            out[field.alias or name] = _plain(getattr(value, name))
+            item = getattr(value, name)
+            # A secret read from the environment or a file shows where it comes from: that is no secret.
+            key = item.spelled if isinstance(item, Secret) and item.reference else (field.alias or name)
+            out[key] = _plain(item)
         return out
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -401,12 +418,13 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path:
     return config_dir() / "config.toml"
 
 
-def load_settings(path: str | os.PathLike | None = None, environ=None, credentials: bool = True) -> Settings:
+def load_settings(path: str | os.PathLike | None = None, environ=None, credentials: bool = True,
+                  resolve: bool = True) -> Settings:
     """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
     return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file),
-                          credentials=credentials)
+                          credentials=credentials, resolve=resolve)
 
 
 def read_config_text(file: Path) -> str:
@@ -420,15 +438,17 @@ def read_config_text(file: Path) -> str:
 
 
 def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "",
-                   credentials: bool = True) -> Settings:
-    """``credentials=False`` leaves unread the secret files named relative to $CREDENTIALS_DIRECTORY: systemd
-    (252 to 256 at least, systemd#35227) hides them from ExecReload=, where `digest config --check` runs."""
+                   credentials: bool = True, resolve: bool = True) -> Settings:
+    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line.
+
+    ``resolve=False`` leaves every secret to be read when first used (see :class:`Secret`);
+    ``credentials=False`` resolves all but the files relative to $CREDENTIALS_DIRECTORY."""
     environ = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: invalid TOML: {exc}") from None
-    raw = resolve_secrets(raw, _secret_keys(), label, environ, credentials)
+    raw = resolve_secrets(raw, _secret_keys(), label, environ, resolve, credentials)
     for name, profile in (raw.get("profiles") or {}).items() if isinstance(raw.get("profiles"), dict) else ():
         if isinstance(profile, dict):
             if "name" in profile:

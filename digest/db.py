@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable
@@ -39,6 +40,10 @@ def describe_sqlite_error(path: str | Path, exc: sqlite3.Error) -> str:
     write is a transaction, so whatever was stored before the failure is still there."""
     text = str(exc)
     code = getattr(exc, "sqlite_errorname", "") or ""
+    folder = Path(path).parent
+    if ("unable to open" in text or "readonly" in text) and folder.is_dir() and not os.access(folder, os.W_OK):
+        return (f"{path}: cannot open the database: its folder {folder} is not writable, and SQLite keeps its "
+                f"write-ahead log beside the database; run digest as the folder's owner or make it writable")
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
         return f"{path}: the database is locked by another process; run again when it has finished"
     if code.startswith("SQLITE_READONLY") or "readonly" in text:
@@ -59,7 +64,9 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DatabaseError(f"{path.parent}: cannot create the database directory: {exc.strerror}") from None
+            blocker = next((p for p in [path.parent, *path.parent.parents] if p.is_file()), None)
+            reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+            raise DatabaseError(f"{path.parent}: cannot create the database directory: {reason}") from None
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
@@ -73,6 +80,40 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
             apply_migrations(db, label=path.name)
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(describe_sqlite_error(path, exc)) from None
+    return db
+
+
+def open_for_reading(path: str | Path) -> sqlite_utils.Database:
+    """For the commands that only read (status, search, show, export...): a database that does not
+    exist yet is an empty one in memory (nothing is created on a mistyped path), and one in a folder
+    this user cannot write (SQLite's WAL needs its -shm file beside the database) is opened read-only."""
+    path = Path(path)
+    if not path.exists():
+        return open_db(":memory:")
+    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+        return open_db(path)  # the usual case, which also upgrades an older schema
+    try:
+        # mode=ro reads a WAL database only when its -shm file exists or can be made; immutable=1
+        # reads the file as it is, which is what a reader without write access can have.
+        for query in ("mode=ro", "immutable=1"):
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.OperationalError:
+                conn.close()
+        db = sqlite_utils.Database(conn)
+        pending = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in recorded_migrations(db)]
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(describe_sqlite_error(path, exc)) from None
+    unknown = recorded_migrations(db) - {fn.__name__ for fn in MIGRATIONS}
+    if unknown:
+        raise DatabaseError(f"{path.name} was written by a newer digest (migration {sorted(unknown)[-1]}); "
+                            "upgrade digest")
+    if pending:
+        raise DatabaseError(f"{path}: written by an older digest, and this user cannot write {path.parent} "
+                            "to upgrade it; run digest once as the database's owner")
     return db
 
 

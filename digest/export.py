@@ -8,8 +8,9 @@ import io
 import json
 import re
 
+from .arxiv.calendar import Calendar
 from .config import Settings
-from .db import announced_on, first_announced, get_papers
+from .db import announced_on, day_fetched, first_announced, get_papers
 from .ledger import paper_ids_of
 from .profiles import liked_ids
 from .records import Paper
@@ -24,7 +25,7 @@ def chosen_ids(db, settings: Settings, *, day: dt.date | None = None, query: str
     name a profile), a search's results (with ``filters``), or the liked papers."""
     filters = filters or Filters()
     if day is not None:
-        return day_paper_ids(db, day, filters.profile)
+        return day_paper_ids(db, day, filters.profile, Calendar.from_settings(settings))
     if query:
         found = (semantic_search(db, settings, query, filters, limit) if semantic
                  else search(db, query, filters, limit))
@@ -39,11 +40,21 @@ def papers_for_export(db, ids: list[str]) -> list[tuple[Paper, str | None]]:
     return [(papers[i], first_days.get(i)) for i in ids if i in papers]
 
 
-def day_paper_ids(db, day: dt.date, profile: str | None = None) -> list[str]:
+def day_paper_ids(db, day: dt.date, profile: str | None = None, calendar: Calendar | None = None) -> list[str]:
     """A day's papers: in the profile's ranked order when given, else in arXiv's listing order."""
     ids = paper_ids_of(db, day, profile) if profile else [a.paper.id for a in announced_on(db, day)]
+    calendar = calendar or Calendar()
     if not ids:
-        raise HistoryError(f"nothing stored for {day}{' in profile ' + profile if profile else ''}")
+        where = f" in profile {profile}" if profile else ""
+        fetched = day_fetched(db, day, [])
+        if fetched == "empty":
+            raise HistoryError(f"nothing stored for {day}{where}: arXiv announced nothing that day")
+        if fetched == "announced":
+            raise HistoryError(f"nothing stored for {day}{where}: no digest of that day holds it yet")
+        if not calendar.expected(day):
+            why = "an arXiv holiday" if calendar.is_holiday(day) else f"arXiv announces nothing on {day:%A}s"
+            raise HistoryError(f"nothing stored for {day}{where}: {why}")
+        raise HistoryError(f"nothing stored for {day}{where}: not fetched yet (`digest run --day {day}` fetches it)")
     return ids
 
 

@@ -23,18 +23,34 @@ class ConfigError(Exception):
 
 
 class Secret:
-    """A resolved secret. Only :meth:`reveal` gives the value; everything else prints it redacted."""
+    """A secret of the configuration: written inline, or a reference to an environment variable
+    (``x_env``) or a file (``x_file``), read when it is first revealed, so a command that needs no secret
+    (`digest status`, `digest config`) works where a credential cannot be read. Only :meth:`reveal` gives
+    the value, and raises the one-line :class:`ConfigError` when it cannot be had; printing shows ********."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "spelled", "reference", "_read")
 
-    def __init__(self, value: str):
+    def __init__(self, value: str | None = None, *, spelled: str = "", reference: str = "", read=None):
         self._value = value
+        self.spelled = spelled  # the key as written: "api_key", "api_key_env" or "api_key_file"
+        self.reference = reference  # the variable's name or the file's path, for x_env and x_file
+        self._read = read
 
     def reveal(self) -> str:
+        if self._value is None:
+            self._value = self._read()
         return self._value
 
+    def problem(self) -> str | None:
+        """Why the secret cannot be read here, or None when it can."""
+        try:
+            self.reveal()
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
     def __bool__(self) -> bool:
-        return bool(self._value)
+        return bool(self.reference) or bool(self._value)
 
     def __str__(self) -> str:
         return REDACTED
@@ -42,17 +58,20 @@ class Secret:
     __repr__ = __str__
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and (other.spelled, other.reference, other._value if not other.reference
+                                              else None) == (self.spelled, self.reference,
+                                                             self._value if not self.reference else None)
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash((self.spelled, self.reference))
 
 
 def resolve_secrets(raw: dict, secret_keys: dict[tuple[str, ...], tuple[str, ...]], label: str, environ,
-                    credentials: bool = True) -> dict:
+                    resolve: bool = True, credentials: bool = True) -> dict:
     """Replace each secret key's spelling in the raw TOML data (``x``, ``x_env`` or ``x_file``) by its
     :class:`Secret`. ``secret_keys`` maps a table path (``("chat", "*")``: every chat table) to its secret
-    keys. ``credentials=False`` leaves unread the files named relative to $CREDENTIALS_DIRECTORY: systemd
+    keys. With ``resolve``, every secret is read now, so a missing one is the load's one-line error;
+    ``credentials=False`` still leaves unread the files named relative to $CREDENTIALS_DIRECTORY: systemd
     (252 to 256 at least, systemd#35227) hides them from ExecReload=, where `digest config --check` runs."""
     for section_path, keys in secret_keys.items():
         for prefix, table in _tables(raw, section_path):
@@ -68,15 +87,26 @@ def resolve_secrets(raw: dict, secret_keys: dict[tuple[str, ...], tuple[str, ...
                 value = table.pop(spelled)
                 if not isinstance(value, str):
                     raise ConfigError(f"{where}: expected a string, got {shown_value(value)}")
-                if spelled.endswith("_env"):
-                    if value not in environ or not environ[value]:
-                        raise ConfigError(f"{where}: environment variable {value} is not set")
-                    table[key] = Secret(environ[value])
-                elif spelled.endswith("_file"):
-                    table[key] = Secret(read_secret_file(value, where, environ, credentials))
-                else:
-                    table[key] = Secret(value)
+                secret = _secret(spelled, value, where, environ)
+                credential = spelled.endswith("_file") and not Path(value).expanduser().is_absolute() \
+                    and environ.get("CREDENTIALS_DIRECTORY")
+                if resolve and (credentials or not credential):
+                    secret.reveal()
+                table[key] = secret
     return raw
+
+
+def _secret(spelled: str, value: str, where: str, environ) -> Secret:
+    if spelled.endswith("_env"):
+        def read_variable() -> str:
+            if not environ.get(value):
+                raise ConfigError(f"{where}: environment variable {value} is not set")
+            return environ[value]
+
+        return Secret(spelled=spelled, reference=value, read=read_variable)
+    if spelled.endswith("_file"):
+        return Secret(spelled=spelled, reference=value, read=lambda: read_secret_file(value, where, environ))
+    return Secret(value, spelled=spelled)
 
 
 def _tables(raw: dict, section_path: tuple[str, ...]):
@@ -93,16 +123,16 @@ def _tables(raw: dict, section_path: tuple[str, ...]):
     return found
 
 
-def read_secret_file(value: str, where: str, environ, credentials: bool = True) -> str:
+def read_secret_file(value: str, where: str, environ) -> str:
     path = Path(value).expanduser()
     if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
-        if not credentials:
-            return "(a credential, not read)"
         path = Path(environ["CREDENTIALS_DIRECTORY"]) / path
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        hint = "" if path.is_absolute() or environ.get("CREDENTIALS_DIRECTORY") else \
+            " (a relative path is a systemd credential: run under systemd, or set CREDENTIALS_DIRECTORY)"
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}{hint}") from None
     if not secret:
         raise ConfigError(f"{where}: {path} is empty")
     return secret

@@ -48,10 +48,14 @@ class VectorIndex:
         if self.folder is None:  # an in-memory database: keep the matrix in memory too
             self._load_all_from_table()
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes syncing at once would interleave appends
-            self._sync()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(self.folder / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # two processes syncing at once would interleave appends
+                self._sync()
+        except PermissionError:  # a reader without write access to the state folder: slower, still right
+            self.folder = None
+            self._load_all_from_table()
         return self
 
     def _sync(self) -> None:

@@ -514,10 +514,10 @@ def test_fetch_command_failure_and_usage_errors(http_server, write_config):
     # stderr also carries the logged line; the error is the last line
     assert failed.output.splitlines()[-1] == ("Error: fetching arXiv failed: arXiv's feed rejected the categories "
                                               "cs.AI: Feed error for query: cs.AI")
-    backwards = run("fetch", "--from", "2026-06-25", "--to", "2026-06-22")
-    assert (backwards.exit_code, backwards.output) == (2, "Error: --from 2026-06-25 is after --to 2026-06-22\n")
-    bad = run("fetch", "--from", "June")
-    assert (bad.exit_code, bad.output) == (2, 'Error: --from: expected a date as YYYY-MM-DD, got "June"\n')
+    backwards = run("fetch", "--since", "2026-06-25", "--until", "2026-06-22")
+    assert (backwards.exit_code, backwards.output) == (2, "Error: --since 2026-06-25 is after --until 2026-06-22\n")
+    bad = run("fetch", "--since", "June")
+    assert (bad.exit_code, bad.output) == (2, 'Error: --since: expected a date as YYYY-MM-DD, got "June"\n')
 
 
 def test_fetch_command_backfills_with_a_summary(http_server, write_config):
@@ -525,6 +525,7 @@ def test_fetch_command_backfills_with_a_summary(http_server, write_config):
     write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
     total = sum(1 for day in (D(2026, 6, 29), D(2026, 6, 30)) for r in listing_papers(day)
                 if "cs.AI" in r["categories"])
+    # the spelling before --since/--until still works
     result = run("fetch", "--from", "2026-06-27", "--to", "2026-06-30")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1] == f"2026-06-27..2026-06-30: 2 announcement days, {total:,} papers stored"

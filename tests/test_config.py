@@ -76,7 +76,11 @@ def test_secrets_from_env_and_file_are_redacted(tmp_path):
     shown = repr(settings) + str(settings.redacted()) + str(settings.llm)
     for secret in ("sk-env-secret-value", "hunter2-file-secret", "chat-secret-123"):
         assert secret not in shown
-    assert settings.redacted()["llm"]["api_key"] == REDACTED
+    # Where a secret comes from is shown (it is no secret, and it is what a reader checks); the value is not.
+    assert settings.redacted()["llm"]["api_key_env"] == "MY_KEY"
+    assert settings.redacted()["email"]["password_file"] == str(key_file)
+    assert parse_settings(PROFILE + '[llm]\nmodel = "m"\napi_key = "sk-inline"\n').redacted()["llm"]["api_key"] \
+        == REDACTED
     # The chat URL, and the part of it that is likely its credential, so a log line quoting either is redacted.
     assert sorted(settings.secrets()) == sorted(["sk-env-secret-value", "hunter2-file-secret",
                                                  "json://127.0.0.1/hook?token=chat-secret-123", "chat-secret-123"])

@@ -432,3 +432,55 @@ def test_a_files_folder_that_cannot_be_written_waits_in_the_outbox(world, smtp):
     written = (world.files_dir / "me" / f"{DAY}.md").read_text()
     assert all(f"arxiv.org/abs/{paper_id}" in written for paper_id in EXPECTED)
     assert_invariants(db, smtp, EXPECTED, sent=1)
+
+
+def test_a_read_only_state_folder_still_answers_the_reading_commands(world, smtp):
+    # A database made by the service user, read by someone else (or a backup mounted read-only):
+    # SQLite cannot make its -shm file, yet status, search and export must answer, and a run must say why not.
+    config = world.write_config(world.toml())
+    db, result = world.run()
+    assert result.status == "sent"
+    title, paper_id = db.execute("SELECT title, id FROM papers ORDER BY id LIMIT 1").fetchone()
+    db.conn.close()
+    folder = world.db_path.parent
+    before = sorted(p.name for p in folder.iterdir())
+    folder.chmod(0o555)
+    try:
+        def digest(*args):
+            return digest_process(["--config", str(config), *args], without_root_override=True)
+
+        status = digest("status", "--json")
+        found = digest("search", title.split()[0], "--json", "--limit", "100")
+        shown = digest("show", paper_id, "--json")
+        run = digest("run")
+    finally:
+        folder.chmod(0o755)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["last_run"]["status"] == "done"
+    assert found.returncode == 0, found.stderr
+    assert paper_id in [row["id"] for row in json.loads(found.stdout)]
+    assert shown.returncode == 0 and json.loads(shown.stdout)["title"] == title
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == (
+        f"Error: {world.db_path}: cannot open the database: its folder {folder} is not writable, and SQLite keeps "
+        f"its write-ahead log beside the database; run digest as the folder's owner or make it writable")
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert integrity(world.db_path) == "ok"
+
+
+def test_status_on_a_new_path_creates_nothing(tmp_path, write_config):
+    state = tmp_path / "not-yet"
+    config = write_config(f'[profiles.me]\ninterests = ["x"]\n[storage]\npath = "{state / "digest.db"}"\n')
+    process = digest_process(["--config", str(config), "status"])
+    assert process.returncode == 0, process.stderr
+    assert not state.exists()
+
+
+def test_a_database_path_under_a_file_names_the_file(tmp_path, write_config):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    config = write_config(f'[profiles.me]\ninterests = ["x"]\n[storage]\npath = "{blocker / "db" / "digest.db"}"\n')
+    process = digest_process(["--config", str(config), "run", "--no-fetch"])
+    assert process.returncode == 1
+    assert process.stderr.splitlines()[-1] == (
+        f"Error: {blocker / 'db'}: cannot create the database directory: {blocker} is a file, not a folder")

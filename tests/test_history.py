@@ -234,11 +234,15 @@ def test_raw_passes_fts5_syntax_and_reports_its_errors(db_path):
     (["show", "../etc/passwd"],
      'Error: "../etc/passwd" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)\n'),
     (["like", "hello"], 'Error: "hello" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)\n'),
-    (["digest", "yesterday"], 'Error: YYYY-MM-DD: expected a date as YYYY-MM-DD, got "yesterday"\n'),
-    (["digest", "2026-06-28"], "Error: no digest for 2026-06-28; `digest digests` lists the days there are\n"),
+    (["digests", "--day", "yesterday"], 'Error: --day: expected a date as YYYY-MM-DD, got "yesterday"\n'),
+    (["digest", "yesterday"], 'Error: DATE: expected a date as YYYY-MM-DD, got "yesterday"\n'),
+    (["digests", "--day", "2026-06-28"], "Error: no digest for 2026-06-28; `digest digests` lists the days there are\n"),
+    (["digests", "--day", "2026-06-29", "--csv"], "Error: --csv: a day's digests in full are text or --json\n"),
     (["export"], "Error: give one of --day, --query or --liked\n"),
     (["export", "--day", "2026-06-22", "--liked"], None),
-    (["export", "--day", "2026-06-27"], "Error: nothing stored for 2026-06-27\n"),
+    (["export", "--day", "2026-06-27"], "Error: nothing stored for 2026-06-27: arXiv announces nothing on Saturdays\n"),
+    (["export", "--day", "2026-07-07"],
+     "Error: nothing stored for 2026-07-07: not fetched yet (`digest run --day 2026-07-07` fetches it)\n"),
 ])
 def test_bad_input_is_one_line_and_exit_2(db_path, args, message):
     result = run(*args)
@@ -328,12 +332,13 @@ def test_digests_lists_days_with_delivery_status(db_path):
 
 
 def test_digest_prints_the_stored_text_render(db_path):
-    result = run("digest", "2026-06-29")
+    result = run("digests", "--day", "2026-06-29")
     assert result.output == "arXiv cs.CL, 29 June: 3 papers\n\n1. Spiking ...\n"
+    assert run("digest", "2026-06-29").output == result.output  # the spelling before `digests --day`
 
 
 def test_digest_without_a_render_is_rebuilt_from_its_items(db_path):
-    result = run("digest", "2026-06-30", "--profile", "me")
+    result = run("digests", "--day", "2026-06-30", "--profile", "me")
     assert result.output == (
         'arXiv cs.CL, 30 June: 2 papers\n'
         '\n'
@@ -347,7 +352,7 @@ def test_digest_without_a_render_is_rebuilt_from_its_items(db_path):
         '   2. TAG-DLM: Diffusion Language Models for Text-Attributed Graph Learning [2606.31166] (0.200, new)\n'
         '      far from your interests\n'
     )
-    data = json.loads(run("digest", "2026-06-30", "--json").output)
+    data = json.loads(run("digests", "--day", "2026-06-30", "--json").output)
     assert [i["id"] for i in data[0]["items"]] == ["2606.31781", "2606.31166"]
 
 
@@ -538,7 +543,7 @@ def test_next_run_skips_weekends_holidays_and_keeps_today_when_not_yet_due():
     assert next_run(settings, at(2026, 7, 1, 6, 0)).isoformat() == "2026-07-01T08:30:00+02:00"
     assert next_run(settings, at(2026, 7, 1, 6, 30)).isoformat() == "2026-07-02T08:30:00+02:00"
     assert next_run(settings, at(2026, 7, 4, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
-    # 2026-07-03 is an arXiv holiday: no announcement, so Thursday's next run is Monday's.
+    # 2026-07-07 is an arXiv holiday: no announcement, so Thursday's next run is Monday's.
     assert next_run(settings, at(2026, 7, 2, 12, 0)).isoformat() == "2026-07-06T08:30:00+02:00"
     # 2027 is not published: MLK day comes from the holidays package, so Friday's next run is Tuesday's.
     assert next_run(settings, at(2027, 1, 15, 12, 0)).isoformat() == "2027-01-19T08:30:00+01:00"

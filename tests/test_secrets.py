@@ -101,7 +101,7 @@ def test_no_secret_is_found_anywhere_after_a_run_with_failures(template, tmp_pat
         outputs["resend"] = digest_process(["--config", str(config), "resend", DAY.isoformat(), "--all"], env=env)
         outputs["check"] = digest_process(["--config", str(config), "check"], env=env)
         for command in (["config"], ["config", "--json"], ["status"], ["status", "--json"], ["digests", "--json"],
-                        ["digest", DAY.isoformat()], ["stats", "--json"]):
+                        ["digests", "--day", DAY.isoformat()], ["stats", "--json"]):
             outputs[" ".join(command)] = digest_process(["--config", str(config), *command], env=env)
 
     # The secrets were really used: a sweep of a run that never used them would prove nothing.

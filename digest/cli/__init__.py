@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 
 from ..config import ConfigError, Settings, load_settings
-from ..db import DatabaseError, describe_sqlite_error, open_db
+from ..db import DatabaseError, describe_sqlite_error, open_db, open_for_reading
 from ..text import csv_cell
 from ..views import rows_view
 
@@ -52,12 +52,35 @@ class App:
     def settings(self) -> Settings:
         if self._settings is None:
             try:
-                self._settings = load_settings(self.config_path)
+                self._settings = load_settings(self.config_path, resolve=False)  # secrets: when used
             except ConfigError as exc:
                 raise UsageProblem(str(exc)) from None
             from ..logs import setup_logging
             setup_logging(self._settings.secrets(), stream=sys.stderr)
         return self._settings
+
+    @property
+    def settings_with_secrets(self) -> Settings:
+        """The settings, every secret read now: for the commands that use them (run, check, resend), so
+        a missing key is their first line, not an error half-way through."""
+        try:
+            self.settings.check_secrets()
+        except ConfigError as exc:
+            raise UsageProblem(str(exc)) from None
+        from ..logs import setup_logging
+        setup_logging(self.settings.secrets(), stream=sys.stderr)  # redact the values just read, too
+        return self.settings
+
+    @property
+    def reader(self):
+        """The database for a command that only reads: creates nothing, and works read-only (see
+        :func:`open_for_reading`)."""
+        if self._db is None:
+            try:
+                self._db = open_for_reading(self.settings.database_path())
+            except DatabaseError as exc:
+                raise RunFailure(str(exc)) from None
+        return self._db
 
     @property
     def db(self):

@@ -78,9 +78,9 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
     with _history_errors():
         filters = _filters(app, since, until, category, author, profile, liked)
         if semantic:
-            rows = search.semantic_search(app.db, app.settings, query, filters, limit)
+            rows = search.semantic_search(app.reader, app.settings, query, filters, limit)
         else:
-            rows = search.search(app.db, query, filters, limit, raw=raw)
+            rows = search.search(app.reader, query, filters, limit, raw=raw)
     if as_json or as_csv:
         emit(app, _search_rows(rows, marked=as_json), ["id", "announced", "score", "title", "authors", "categories", "snippet"],
              as_json=as_json, as_csv=as_csv)
@@ -99,7 +99,7 @@ def show_command(app: App, paper_id: str, as_json: bool) -> None:
     from .. import search, views
 
     with _history_errors():
-        details = search.paper_details(app.db, app.settings, paper_id)
+        details = search.paper_details(app.reader, app.settings, paper_id)
     if as_json:
         click.echo(json.dumps(details, indent=2, ensure_ascii=False))
     else:
@@ -116,7 +116,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
     from .. import search, views
 
     with _history_errors():
-        rows = search.related(app.db, app.settings, paper_id, limit)
+        rows = search.related(app.reader, app.settings, paper_id, limit)
     if as_json or as_csv:
         emit(app, rows, ["id", "announced", "score", "title", "authors", "categories"], as_json=as_json,
              as_csv=as_csv)
@@ -127,33 +127,44 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 
 
 @cli.command("digests")
+@click.option("--day", "day_text", metavar="YYYY-MM-DD", help="Show that day's digests in full, as the email had them.")
 @click.option("--profile", metavar="NAME", help="Only this profile's digests.")
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1), help="At most this many.")
 @listing_options()
 @pass_app
-def digests_command(app: App, profile, limit, as_json, as_csv) -> None:
-    """The digests built, newest first, with each channel's delivery status."""
+def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None:
+    """The digests built, newest first, with each channel's delivery status; --day shows one day's in full."""
     from .. import search
 
+    day = parse_day(day_text, "--day")
     check_profile(app, profile)
-    rows = search.list_digests(app.db, profile, limit)
+    if day is not None:
+        if as_csv:
+            raise UsageProblem("--csv: a day's digests in full are text or --json")
+        _show_day(app, day, profile, as_json)
+        return
+    rows = search.list_digests(app.reader, profile, limit)
     emit(app, rows, ["day", "profile", "announced", "new", "cross", "summarized", "delivery"], as_json=as_json,
          as_csv=as_csv, empty="No digest yet; `digest run` builds today's.")
 
 
-@cli.command("digest")
+@cli.command("digest", hidden=True)  # the spelling before `digests --day`; kept for a release
 @click.argument("day_text", metavar="YYYY-MM-DD")
 @click.option("--profile", metavar="NAME", help="Only this profile's digest.")
 @listing_options(csv_ok=False)
 @pass_app
 def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
-    """One day's full ranked list, as the email had it."""
+    """One day's full ranked list, as the email had it (now `digest digests --day`)."""
+    day = parse_day(day_text, "DATE")
+    check_profile(app, profile)
+    _show_day(app, day, profile, as_json)
+
+
+def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
     from .. import search
 
-    day = parse_day(day_text, "YYYY-MM-DD")
-    check_profile(app, profile)
     with _history_errors():
-        digests = search.day_digests(app.db, day, profile)
+        digests = search.day_digests(app.reader, day, profile)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in d.items() if k != "text"} for d in digests], indent=2,
                               ensure_ascii=False))
@@ -206,7 +217,7 @@ def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -
             removed = profiles.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
         click.echo(f"Cleared {removed} feedback {'entry' if removed == 1 else 'entries'}.")
         return
-    rows = profiles.list_feedback(app.db, profile)
+    rows = profiles.list_feedback(app.reader, profile)
     if not as_json:  # JSON says null for "every profile"; a table and CSV say it in words
         rows = [{**row, "profile": row["profile"] or "(all)"} for row in rows]
     emit(app, rows, ["id", "feedback", "profile", "title", "created_at"], as_json=as_json, as_csv=as_csv,
@@ -234,8 +245,8 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
         raise UsageProblem("give one of --day, --query or --liked")
     with _history_errors():
         filters = _filters(app, since, until, category, author, profile, liked)
-        papers = export.papers_for_export(app.db, export.chosen_ids(
-            app.db, app.settings, day=parse_day(day_text, "--day"), query=query, semantic=semantic, filters=filters,
+        papers = export.papers_for_export(app.reader, export.chosen_ids(
+            app.reader, app.settings, day=parse_day(day_text, "--day"), query=query, semantic=semantic, filters=filters,
             limit=limit))
     text = export.export_papers(papers, fmt)
     if not output:
@@ -256,7 +267,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
     """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
     from .. import status, views
 
-    data = status.history_stats(app.db, days)
+    data = status.history_stats(app.reader, days)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -270,7 +281,7 @@ def status_command(app: App, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
     from .. import status, views
 
-    data = status.status(app.db, app.settings)
+    data = status.status(app.reader, app.settings)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:

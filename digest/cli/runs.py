@@ -41,7 +41,7 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
     db = app.db
     with _terminate_as_interrupt():
         try:
-            result = pipeline.run_day(db, app.settings, days=days, profiles=list(profile_names), dry_run=dry_run,
+            result = pipeline.run_day(db, app.settings_with_secrets, days=days, profiles=list(profile_names), dry_run=dry_run,
                                       trigger=trigger, fetch=not no_fetch)
         except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
             raise UsageProblem(str(exc)) from None
@@ -66,7 +66,7 @@ def deliver_command(app: App) -> None:
     """Send every delivery whose time has come (the daemon runs this between firings)."""
     from ..deliver import deliver_due
 
-    outcomes = deliver_due(app.db, app.settings)
+    outcomes = deliver_due(app.db, app.settings_with_secrets)
     for o in outcomes:
         click.echo(f"digest {o.digest_id}: {o.channel}{' to ' + o.target if o.target else ''}: {o.status}"
                    + (f" ({o.error})" if o.error else ""))
@@ -104,7 +104,7 @@ def resend_command(app: App, day_text, profile, which, channel, target, dry_run)
     if dry_run:
         return
     outbox.requeue(app.db, [r["id"] for r in rows])
-    outcomes = deliver_due(app.db, app.settings, only=[r["id"] for r in rows])
+    outcomes = deliver_due(app.db, app.settings_with_secrets, only=[r["id"] for r in rows])
     failed = [o for o in outcomes if o.status != "sent"]
     click.echo(f"Sent {sum(o.status == 'sent' for o in outcomes)} of {len(rows)}.")
     if failed:
@@ -120,7 +120,7 @@ def doctor_command(app: App, as_json: bool) -> None:
     digest, or the exceptions listed. Exit status 1 when a paper was missed or sent twice."""
     from .. import ledger
 
-    reports = ledger.check(app.db, app.settings)
+    reports = ledger.check(app.reader, app.settings)
     if as_json:
         click.echo(json.dumps([{**vars(r), "ok": r.ok} for r in reports], indent=2))
     else:
@@ -146,14 +146,19 @@ def _terminate_as_interrupt():
 
 
 @cli.command("fetch")
-@click.option("--from", "from_text", metavar="YYYY-MM-DD", help="Backfill from this announcement day (API).")
-@click.option("--to", "to_text", metavar="YYYY-MM-DD", help="Backfill up to this day, included (default: --from).")
+@click.option("--since", "since_text", metavar="YYYY-MM-DD", help="Backfill from this announcement day (API).")
+@click.option("--until", "until_text", metavar="YYYY-MM-DD",
+              help="Backfill up to this day, included (default: --since).")
+@click.option("--from", "from_text", hidden=True)  # --from/--to: the spellings before --since/--until
+@click.option("--to", "to_text", hidden=True)
 @pass_app
-def fetch_command(app: App, from_text: str | None, to_text: str | None) -> None:
-    """Fetch today's feed, or backfill past announcement days with --from/--to."""
+def fetch_command(app: App, since_text: str | None, until_text: str | None, from_text: str | None,
+                  to_text: str | None) -> None:
+    """Fetch today's feed, or backfill past announcement days with --since/--until."""
     from ..arxiv import api, feed
 
-    start, end = parse_day(from_text, "--from"), parse_day(to_text, "--to")
+    start = parse_day(since_text, "--since") or parse_day(from_text, "--from")
+    end = parse_day(until_text, "--until") or parse_day(to_text, "--to")
     if start is None and end is None:
         result = feed.fetch_announcements(app.db, app.settings)
         if result.status == "failed":
@@ -161,10 +166,10 @@ def fetch_command(app: App, from_text: str | None, to_text: str | None) -> None:
         click.echo(feed.describe_fetch(result))
         return
     if start is None:
-        raise UsageProblem("--to: give --from too")
+        raise UsageProblem("--until: give --since too")
     end = end or start
     if start > end:
-        raise UsageProblem(f"--from {start} is after --to {end}")
+        raise UsageProblem(f"--since {start} is after --until {end}")
     summary = _backfill_with_progress(app, start, end)
     click.echo(api.describe_backfill(start, end, summary))
     if summary["failed"]:

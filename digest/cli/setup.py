@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -16,10 +18,11 @@ from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app
 # -- configuration -------------------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--path", "path_", metavar="FILE", help="Where to write it (default: the config directory).")
+@click.option("--path", "path_", hidden=True)  # the spelling before the global --config; kept for a release
 @pass_app
 def init(app: App, path_: str | None) -> None:
-    """Write a commented configuration file to start from (never overwrites)."""
+    """Write a commented configuration file to start from (never overwrites); `digest --config FILE init`
+    writes it to FILE."""
     target = Path(path_) if path_ else find_config(app.config_path)
     if target.exists():
         raise UsageProblem(f"{target}: already exists; edit it, or remove it first")
@@ -27,7 +30,26 @@ def init(app: App, path_: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     target.chmod(0o600)
-    click.echo(f"Wrote {target}. Edit [profiles.me] and [arxiv] categories, then run `digest run`.")
+    command = _digest_command(None if target == find_config(None) else target)
+    click.echo(f"Wrote {target}. Edit it before the first run:\n"
+               f"  [arxiv] contact     your email address, which arXiv asks automated clients to send\n"
+               f"  [arxiv] categories  the arXiv categories to read\n"
+               f"  [profiles.me]       interests: a line or two on what you want to read first\n"
+               f"  [email]             host, from and a profile's email_to, to get mail (else HTML files)\n"
+               f"Then: {command} run")
+
+
+def _digest_command(config: Path | None) -> str:
+    """How the user calls this digest: `digest` when the shell finds this one, else its path (`make
+    run` installs into .venv/bin, which is not on PATH), with --config when the file is not the default."""
+    import shutil
+
+    me = Path(sys.argv[0]).resolve()
+    found = shutil.which("digest")
+    command = "digest" if found and Path(found).resolve() == me else (
+        os.path.relpath(me) if me.name == "digest" and me.is_relative_to(Path.cwd()) else
+        str(me) if me.name == "digest" else "digest")
+    return f"{command} --config {shlex.quote(str(config))}" if config else command
 
 
 @cli.command("config")
@@ -60,7 +82,9 @@ def show_config(app: App, show_path: bool, check_only: bool, no_credentials: boo
         return
     app.console.print(f"# {settings.source}")
     app.console.print(f"# database: {settings.database_path()}")
-    click.echo(as_toml(data))
+    click.echo(as_toml(data), nl=False)
+    for problem in settings.secret_problems():  # `run`, `daemon` and `check` need them; showing does not
+        click.echo(f"# not readable here: {problem}")
 
 
 
@@ -96,7 +120,7 @@ def check_command(app: App, service: bool, as_json: bool) -> None:
         problems = service_problems()
         results = [("service", not problems, "; ".join(problems) or f"digest.service can run {sys.prefix}")]
     else:
-        results = check_channels(app.settings)
+        results = check_channels(app.settings_with_secrets)
     if as_json:
         click.echo(json.dumps([{"channel": c, "ok": ok, "detail": d} for c, ok, d in results], indent=2))
     else:
