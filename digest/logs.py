@@ -29,10 +29,19 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class OwnWords(logging.Filter):
+    """Drop what apprise logs: its "Unsupported URL: ..." and HTTP warnings are read from its own
+    capture (deliver/chat.py) and told once in our words, so the journal does not say them twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("apprise")
+
+
 def setup_logging(secrets: list[str], level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     # journald stamps each line itself; elsewhere the time helps.
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if _under_journald() else FORMAT))
+    handler.addFilter(OwnWords())
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -620,6 +620,26 @@ def test_a_restart_after_a_three_day_gap_delivers_the_missed_days(catch_up, tmp_
 
 
 @pytest.mark.slow
+def test_once_exits_0_when_today_went_out_though_a_missed_day_still_fails(tmp_path, write_config, http_server,
+                                                                          smtp, daemons):
+    # README: `daemon --once` is 0 when today's digest went out, 1 when today was given up or failed; a
+    # missed day that fails is logged and retried at the next start, not counted in the exit status.
+    from loopback import Reply
+
+    service = Service(tmp_path, http_server, smtp, write_config)
+    assert daemons(service.config, pretend=TUESDAY, once=True).wait(180) == 0
+    http_server.routes["/api/query"] = lambda request: Reply(503, body="down for maintenance")
+    service.feeds.day = dt.date(2026, 6, 29)  # back on Monday: the API, which has the missed days, is down
+    monday = daemons(service.config, pretend=dt.date(2026, 6, 29), once=True)
+    assert monday.wait(300) == 0, monday.output
+    days = [d for (d,) in service.query("SELECT announced_on FROM digests ORDER BY announced_on")]
+    assert days == ["2026-06-23", "2026-06-29"]
+    assert "2026-06-24" in service.query("SELECT group_concat(announced_on) FROM runs WHERE status = 'failed'")[0][0]
+    for recipient in RECIPIENTS:
+        assert len(service.messages_to(recipient)) == 2
+
+
+@pytest.mark.slow
 def test_sigterm_during_a_run_checkpoints_it_and_exits_within_10s(tmp_path, write_config, http_server, smtp,
                                                                   daemons):
     service = Service(tmp_path, http_server, smtp, write_config)

@@ -399,6 +399,15 @@ def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
     assert "wrong-password" not in result.output
 
 
+def test_an_unknown_chat_url_is_said_once_in_our_words(write_config):
+    # apprise logs "Unsupported URL: ..." at ERROR on its own logger; the user must see our line only.
+    config = write_config('[chat.team]\nurl = "nonsense://127.0.0.1/hook"\n'
+                          '[profiles.me]\ninterests = ["x"]\nchat = ["team"]\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "check"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == ["FAIL  chat team: chat.team.url: apprise does not recognise this URL"]
+
+
 def test_a_sender_left_a_zombie_counts_as_dead_so_its_delivery_is_sent_again():
     # A sender SIGKILLed with its daemon is re-parented to PID 1; in a container PID 1 may never reap
     # it, and kill(pid, 0) still succeeds on the zombie. Its claim must be released, not held for the lease.
