@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test bench install install-service clean
+.PHONY: run demo test bench install install-service clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ $(SERVICE_STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	@$(BIN)/digest config --path >/dev/null 2>&1 || $(BIN)/digest init
 	$(BIN)/digest run
+
+# The real pipeline against a recorded arXiv day, an SMTP sink and an LLM stub on loopback: no network.
+demo: $(STAMP)
+	$(BIN)/digest demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)

@@ -75,13 +75,34 @@ def _small_table(title: str, rows: list[dict], columns: list[str]) -> Table:
     return table
 
 
+PROSE = {"title", "error", "last_error", "delivery", "target", "counts", "reason", "paper"}  # wrap at spaces
+ISO_MOMENT = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)$")
+
+
+def _cell(column: str, value) -> str:
+    """A value as a table shows it: a UTC moment to the minute (JSON keeps it whole), a delivery's
+    channels one per line, so that an 80-column terminal never cuts one in the middle."""
+    text = shown_cell(value)
+    moment = ISO_MOMENT.match(text)
+    if moment:
+        offset = moment.group(5)
+        return f"{moment.group(1)} {moment.group(2)}{'Z' if offset in ('Z', '+00:00') else ' ' + offset}"
+    return text.replace("; ", "\n") if column == "delivery" else text
+
+
 def rows_view(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
-    """A plain listing; cells are Text, so a title with [brackets] is not read as markup."""
+    """A plain listing; cells are Text, so a title with [brackets] is not read as markup. Short values
+    (ids, days, numbers, moments) never wrap; prose columns take the rest of the width and wrap at spaces."""
     table = Table(title=title, header_style="bold")
-    for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")  # a cut timestamp or error would mislead
-    for row in rows:
-        table.add_row(*(Text(shown_cell(row.get(c))) for c in columns))
+    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+    for n, column in enumerate(columns):
+        if column in PROSE:
+            table.add_column(column.replace("_", " "), overflow="fold", ratio=1, min_width=12)
+        else:  # a cut id or timestamp would mislead: these keep their width
+            widest = max([len(column)] + [len(line) for row in cells for line in row[n].splitlines()])
+            table.add_column(column.replace("_", " "), no_wrap=widest <= 24, overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -96,31 +117,35 @@ def bar(value: float, largest: float, width: int = 40) -> str:
     return "█" * (eighths // 8) + (BLOCKS[eighths % 8] if eighths % 8 else "")
 
 
-def bar_chart(title: str, rows: list[dict], label: str, value: str, extra: list[str] = ()) -> Table:
+def bar_chart(title: str, rows: list[dict], label: str, value: str, extra: list[str] = (),
+              width: int = 80) -> Table:
+    """Columns of numbers and a bar for ``value``, the bar as long as ``width`` columns leave room for."""
     table = Table(title=title, title_justify="left", header_style="bold", box=None, padding=(0, 1))
     table.add_column(label)
     for column in (value, *extra):
         table.add_column(column.replace("_", " "), justify="right")
     table.add_column("")
     largest = max((r[value] or 0 for r in rows), default=0)
+    used = sum(max([len(c)] + [len(str(r[c] or 0)) for r in rows]) + 2 for c in (label, value, *extra))
+    room = max(8, min(40, width - used - 3))
     for row in rows:
         table.add_row(Text(str(row[label])), *(str(row[c] or 0) for c in (value, *extra)),
-                      Text(bar(row[value] or 0, largest), style="cyan"))
+                      Text(bar(row[value] or 0, largest, room), style="cyan"))
     return table
 
 
-def stats_view(data: dict) -> Group:
+def stats_view(data: dict, width: int = 80) -> Group:
     t = data["totals"]
     parts: list = [Text(f"{t['papers']} papers, {t['announcements']} announcements, {t['embedded']} embedded, "
                         f"{t['summarized']} summarized")]
     if data["papers_per_day"]:
         parts += [Text(""), bar_chart("Papers per announcement day", data["papers_per_day"], "day", "papers",
-                                      ["new", "cross", "replaced"])]
+                                      ["new", "cross", "replaced"], width)]
     if data["categories"]:
-        parts += [Text(""), bar_chart("Primary categories", data["categories"], "category", "papers")]
+        parts += [Text(""), bar_chart("Primary categories", data["categories"], "category", "papers", width=width)]
     if data["tokens_per_day"]:
         parts += [Text(""), bar_chart("LLM tokens per day", data["tokens_per_day"], "day", "tokens",
-                                      ["calls", "failed"])]
+                                      ["calls", "failed"], width)]
     if data["digests"]:
         parts += [Text(""), rows_view(data["digests"], ["profile", "digests", "sent", "last_day"], "Digests")]
     if data["deliveries"]:
@@ -131,26 +156,31 @@ def stats_view(data: dict) -> Group:
 
 def status_view(data: dict) -> Group:
     run = data["last_run"]
-    lines = [f"Database:    {data['database']}"]
+    facts = [("Database", data["database"])]
     if run:
-        ended = f", finished {run['finished_at']}" if run["finished_at"] else ""
-        lines.append(f"Last run:    #{run['id']} {run['status']} for {run['day'] or 'an unknown day'} "
-                     f"({run['trigger']}), started {run['started_at']}{ended}")
+        ended = f", finished {_cell('at', run['finished_at'])}" if run["finished_at"] else ""
+        facts.append(("Last run", f"#{run['id']} {run['status']} for {run['day'] or 'an unknown day'} "
+                                  f"({run['trigger']}), started {_cell('at', run['started_at'])}{ended}"))
         if run["error"]:
-            lines.append(f"             {run['error']}")
+            facts.append(("", run["error"]))
     else:
-        lines.append("Last run:    none yet (`digest run` starts one)")
-    lines.append(f"Next run:    {data['next_run']}")
+        facts.append(("Last run", "none yet (`digest run` starts one)"))
+    facts.append(("Next run", _cell("at", data["next_run"])))
     digest = data["last_digest"]
-    lines.append(f"Last digest: {digest['day']} ({digest['profile']}), built {digest['created_at']}" if digest
-                 else "Last digest: none yet")
-    lines.append(f"Deliveries:  {len(data['pending'])} waiting, {len(data['failed'])} failed")
+    facts.append(("Last digest", f"{digest['day']} ({digest['profile']}), built {_cell('at', digest['created_at'])}"
+                  if digest else "none yet"))
+    facts.append(("Deliveries", f"{len(data['pending'])} waiting, {len(data['failed'])} failed"))
     for profile, count in data["waiting_papers"].items():
         if count:
-            lines.append(f"Papers:      {plural(count, 'paper')} waiting for {profile}'s next digest")
+            facts.append(("Papers", f"{plural(count, 'paper')} waiting for {profile}'s next digest"))
     error = data["last_error"]
-    lines.append(f"Last error:  {error['at']} {error['source']}: {error['error']}" if error else "Last error:  none")
-    parts: list = [Text("\n".join(lines))]
+    facts.append(("Last error", f"{_cell('at', error['at'])} {error['source']}: {error['error']}" if error else "none"))
+    grid = Table.grid(padding=(0, 1))  # a long value wraps under itself, not back to column 0
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in facts:
+        grid.add_row(f"{name}:" if name else "", Text(str(value)))
+    parts: list = [grid]
     if run and run["stages"]:
         stages = [{**s, "counts": " ".join(f"{k}={v}" for k, v in s["counts"].items()),
                    "duration": f"{s['duration']:.2f}s" if s["duration"] is not None else ""} for s in run["stages"]]

@@ -82,3 +82,11 @@ class ChatServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+if __name__ == "__main__":  # by hand: a JSON webhook that keeps what digest posts
+    from loopback import serve_until_interrupted
+
+    server = ChatServer()
+    serve_until_interrupted(server, "Put this in digest's configuration:", "",
+                            f'[chat.local]\nurl = "{server.url}"')

@@ -34,7 +34,8 @@ def isolated_home(tmp_path, monkeypatch):
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(name, str(path))
     for name in ("DIGEST_CONFIG", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                 "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "OPENAI_API_KEY"):
+                 "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "OPENAI_API_KEY",
+                 "COLUMNS", "LINES"):  # pytest-xdist sets COLUMNS in its workers: tables are 120 wide here
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -271,3 +271,18 @@ def serve_fake_api(http_server, categories: set[str], papers: list[tuple[dict, d
 
     http_server.routes["/api/query"] = answer
     return papers
+
+
+if __name__ == "__main__":  # by hand: the recorded days as arXiv's feed and API, one day at a time
+    import sys
+
+    from loopback import LoopbackServer, serve_until_interrupted
+
+    categories = sys.argv[1] if len(sys.argv) > 1 else "cs.CL"
+    day = dt.date.fromisoformat(sys.argv[2]) if len(sys.argv) > 2 else LISTING_DAYS[-1]
+    server = LoopbackServer()
+    codes = categories.replace("-", "+").split("+")
+    serve_feeds(server, {d: feed_xml(d, codes) for d in LISTING_DAYS}, day=day)
+    serve_fake_api(server, set(codes))
+    serve_until_interrupted(server, f"arXiv's {categories} feed of {day} (usage: feeds.py CATEGORIES [DAY]); "
+                                    "put this in digest's configuration:", "", arxiv_section(server.url, categories))

@@ -235,3 +235,11 @@ def _first(pattern: str, text: str) -> str:
 def _json_reply(status: int, payload: dict, headers: dict | None = None) -> Reply:
     return Reply(status=status, body=json.dumps(payload), headers=headers or {},
                  content_type="application/json")
+
+
+if __name__ == "__main__":  # by hand: an OpenAI-compatible server answering every paper with normal_answer
+    from loopback import serve_until_interrupted
+
+    server = LLMServer()
+    serve_until_interrupted(server, "Put this in digest's configuration:", "",
+                            f'[llm]\nbase_url = "{server.url}"\nmodel = "test-model"\napi_key = "any"')

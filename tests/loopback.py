@@ -119,3 +119,14 @@ class LoopbackServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def serve_until_interrupted(server, *lines: str) -> None:
+    """For the `python tests/<server>.py` entry points: say how to use ``server``, then serve until ^C."""
+    with server:
+        print("\n".join(lines), flush=True)
+        print("Serving until Ctrl-C.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass

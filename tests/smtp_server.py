@@ -170,3 +170,17 @@ def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+if __name__ == "__main__":  # by hand: an SMTP server with STARTTLS that prints what it receives
+    from loopback import serve_until_interrupted
+
+    class Printing(SMTPServer):
+        def _store(self, envelope, session) -> None:
+            super()._store(envelope, session)
+            last = self.messages[-1]
+            print(f"received from {last.mail_from} for {', '.join(last.rcpt_tos)}: {last.message['Subject']}",
+                  flush=True)
+
+    server = Printing()
+    serve_until_interrupted(server, "Put this in digest's configuration:", "", server.settings_toml())

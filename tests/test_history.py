@@ -380,15 +380,11 @@ def test_like_dislike_and_clear(db_path, db):
 def test_feedback_table(db_path, db):
     profiles.set_feedback(db, "2606.20722", 1)
     db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")
-    assert run("feedback").output == (
-        '┏━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
-        '┃ id         ┃ feedback ┃ profile ┃ title                                                  ┃ created at                ┃\n'
-        '┡━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
-        '│ 2606.20722 │ like     │ (all)   │ Multimodal Image Colorization: Quantifying the Impact  │ 2026-07-01T08:00:00+00:00 │\n'
-        '│            │          │         │ of Text-Conditioned Guidance on Grayscale-to-Color     │                           │\n'
-        '│            │          │         │ Translation                                            │                           │\n'
-        '└────────────┴──────────┴─────────┴────────────────────────────────────────────────────────┴───────────────────────────┘\n'
-    )
+    out = run("feedback").output
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()[3:-1]]
+    assert cells[0][:3] + cells[0][4:] == ["2606.20722", "like", "(all)", "2026-07-01 08:00Z"]
+    assert " ".join(row[3] for row in cells) == ("Multimodal Image Colorization: Quantifying the Impact of "
+                                                 "Text-Conditioned Guidance on Grayscale-to-Color Translation")
 
 
 # -- export ------------------------------------------------------------------------------------------
@@ -509,30 +505,30 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
     assert data["next_run"] == "2026-07-06T07:00:00-04:00"  # Monday
     assert data["last_error"] == {"at": "2026-06-30T12:30:00+00:00", "source": "delivery email to me@example.org",
                                   "error": "SMTP 451: try again later"}
-    assert rendered(views.status_view(data)).replace(str(db_path), "DB") == (
+    shown = "".join(line.rstrip() + "\n" for line in rendered(views.status_view(data)).splitlines())
+    assert shown.replace(str(db_path), "DB") == (
         'Database:    DB\n'
-        'Last run:    #1 done for 2026-06-30 (schedule), started 2026-06-30T11:59:00+00:00, finished 2026-06-30T12:01:00+00:00\n'
-        'Next run:    2026-07-06T07:00:00-04:00\n'
-        'Last digest: 2026-06-30 (me), built 2026-06-30T12:00:00+00:00\n'
+        'Last run:    #1 done for 2026-06-30 (schedule), started 2026-06-30 11:59Z, finished 2026-06-30 12:01Z\n'
+        'Next run:    2026-07-06 07:00 -04:00\n'
+        'Last digest: 2026-06-30 (me), built 2026-06-30 12:00Z\n'
         'Deliveries:  1 waiting, 0 failed\n'
         "Papers:      339 papers waiting for me's next digest\n"
-        'Last error:  2026-06-30T12:30:00+00:00 delivery email to me@example.org: SMTP 451: try again later\n'
+        'Last error:  2026-06-30 12:30Z delivery email to me@example.org: SMTP 451: try again later\n'
         '\n'
-        "                    Last run's stages                    \n"
-        '┏━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━┓\n'
-        '┃ stage   ┃ status ┃ duration ┃ counts          ┃ error ┃\n'
-        '┡━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━┩\n'
-        '│ fetch   │ done   │ 3.50s    │ papers=300      │       │\n'
-        '│ deliver │ done   │ 0.25s    │ queued=1 sent=0 │       │\n'
-        '└─────────┴────────┴──────────┴─────────────────┴───────┘\n'
+        "                       Last run's stages\n"
+        '┏━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━┓\n'
+        '┃ stage   ┃ status ┃ duration ┃ counts          ┃ error        ┃\n'
+        '┡━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━┩\n'
+        '│ fetch   │ done   │ 3.50s    │ papers=300      │              │\n'
+        '│ deliver │ done   │ 0.25s    │ queued=1 sent=0 │              │\n'
+        '└─────────┴────────┴──────────┴─────────────────┴──────────────┘\n'
         '\n'
-        '                                                  Deliveries not sent                                                   \n'
-        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━┓\n'
-        '┃ day        ┃ profile ┃ channel ┃ target         ┃ status  ┃ attempts ┃ next attempt at       ┃ last error            ┃\n'
-        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━┩\n'
-        '│ 2026-06-30 │ me      │ email   │ me@example.org │ pending │ 2        │ 2026-06-30T13:00:00+0 │ SMTP 451: try again   │\n'
-        '│            │         │         │                │         │          │ 0:00                  │ later                 │\n'
-        '└────────────┴─────────┴─────────┴────────────────┴─────────┴──────────┴───────────────────────┴───────────────────────┘\n'
+        '                                                  Deliveries not sent\n'
+        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
+        '┃ day        ┃ profile ┃ channel ┃ target         ┃ status  ┃ attempts ┃ next attempt at   ┃ last error                ┃\n'
+        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
+        '│ 2026-06-30 │ me      │ email   │ me@example.org │ pending │ 2        │ 2026-06-30 13:00Z │ SMTP 451: try again later │\n'
+        '└────────────┴─────────┴─────────┴────────────────┴─────────┴──────────┴───────────────────┴───────────────────────────┘\n'
     )
     assert json.loads(run("status", "--json").output)["pending"][0]["last_error"] == "SMTP 451: try again later"
 
@@ -661,3 +657,29 @@ def test_search_help_names_every_filter():
     for option in ("--semantic", "--raw", "--since", "--until", "--category", "--author", "--profile", "--liked",
                    "--limit", "--json", "--csv"):
         assert option in text
+
+
+# -- 80 columns -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["feedback"], ["digests"], ["stats"], ["status"], ["search", "spiking"]])
+def test_listings_fit_80_columns_without_cutting_a_word(db_path, db, args, monkeypatch):
+    profiles.set_feedback(db, "2606.24075", 1, "")
+    profiles.set_feedback(db, "2606.31781", -1, "me")
+    dbm.record_fetch(db, announced_on=None, categories="cs.CL", source="feed", status="failed",
+                     error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
+    monkeypatch.setenv("COLUMNS", "80")  # what rich reads for a terminal of 80 columns
+    out = run(*args).output
+    lines = out.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), "\n".join(l for l in lines if len(l) > 80)
+    if args[0] != "search":  # a search snippet's own "…" says the abstract goes on
+        assert "…" not in out and "..." not in out
+    flat = " ".join(" ".join(line.strip("│┃ ").split()) for line in lines)
+    # Every word of every title and error shown is shown whole (a word cut across two lines is not).
+    titles = [r["title"] for r in json.loads(run(*args, "--json").output)] if args[0] in ("feedback", "search") \
+        else []
+    for text in titles + (["connection failed (ConnectionError) after 5 attempts"] if args == ["status"] else []):
+        for word in text.split():
+            if len(word) <= 12:
+                assert word in flat, (word, out)
+    for moment in re.findall(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", out):
+        raise AssertionError(f"a whole ISO timestamp {moment} where the minute suffices")

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import sqlite3
 import sys
 
@@ -110,7 +111,9 @@ class DigestGroup(click.Group):
 
 def console_for_output() -> Console:
     # A fixed width when not on a terminal keeps output stable for pipes and tests.
-    return Console(width=None if sys.stdout.isatty() else 120, highlight=False, soft_wrap=False)
+    # A terminal tells its width; into a pipe or file the lines are 120 columns, or $COLUMNS.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 120)
+    return Console(width=width, highlight=False, soft_wrap=False)
 
 
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -271,7 +271,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        app.console.print(views.stats_view(data))
+        app.console.print(views.stats_view(data, app.console.width))
 
 
 @cli.command("status")

@@ -39,6 +39,25 @@ def init(app: App, path_: str | None) -> None:
                f"Then: {command} run")
 
 
+@cli.command("demo")
+@click.option("--dir", "folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's database, configuration, digest and mail here (default: a new temporary folder).")
+@click.option("--no-llm", is_flag=True, help="No LLM stub: the digest shows abstracts, as without an LLM.")
+def demo_command(folder: Path | None, no_llm: bool) -> None:
+    """See digest work without arXiv: a recorded real day, a mail server and an LLM stub on loopback."""
+    import tempfile
+
+    from ..demo import describe, run_demo
+
+    folder = folder or Path(tempfile.mkdtemp(prefix="digest-demo-"))
+    demo = run_demo(folder, llm=not no_llm, echo=click.echo)
+    lines = describe(demo)
+    command = demo.digest_command()
+    click.echo("\n".join(line.replace(command, _digest_command(demo.config)) for line in lines))
+    if demo.returncode != 0:
+        raise RunFailure("the demo's run failed")
+
+
 def _digest_command(config: Path | None) -> str:
     """How the user calls this digest: `digest` when the shell finds this one, else its path (`make
     run` installs into .venv/bin, which is not on PATH), with --config when the file is not the default."""
@@ -46,9 +65,12 @@ def _digest_command(config: Path | None) -> str:
 
     me = Path(sys.argv[0]).resolve()
     found = shutil.which("digest")
-    command = "digest" if found and Path(found).resolve() == me else (
-        os.path.relpath(me) if me.name == "digest" and me.is_relative_to(Path.cwd()) else
-        str(me) if me.name == "digest" else "digest")
+    if me.name == "__main__.py" and me.parent.name == "digest":  # python -m digest
+        command = f"{shlex.quote(sys.executable)} -m digest"
+    elif found and Path(found).resolve() == me or me.name != "digest":
+        command = "digest"
+    else:
+        command = shlex.quote(os.path.relpath(me) if me.is_relative_to(Path.cwd()) else str(me))
     return f"{command} --config {shlex.quote(str(config))}" if config else command
 
 
