@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import ledger, runs
+from . import health, ledger, runs
 from .config import Settings
 from .db import announced_per_day, latest_fetch_error, primary_categories, totals
 from .deliver import outbox
@@ -43,6 +43,7 @@ def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
         "failed": [o for o in not_sent if o["status"] == "failed"],
         "waiting_papers": ledger.waiting(db, settings),
         "last_error": last_error(db),
+        "health": health.assess(db, settings),
     }
 
 

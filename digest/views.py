@@ -129,9 +129,15 @@ def stats_view(data: dict) -> Group:
     return Group(*parts)
 
 
+def health_lines(health: dict) -> list[str]:
+    """``Health:      failing`` and one indented line per reason."""
+    return [f"Health:      {health['state']}"] + [f"             {reason}" for reason in health["reasons"]]
+
+
 def status_view(data: dict) -> Group:
     run = data["last_run"]
     lines = [f"Database:    {data['database']}"]
+    lines += health_lines(data["health"])
     if run:
         ended = f", finished {run['finished_at']}" if run["finished_at"] else ""
         lines.append(f"Last run:    #{run['id']} {run['status']} for {run['day'] or 'an unknown day'} "

@@ -506,6 +506,8 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
                                   "error": "SMTP 451: try again later"}
     assert rendered(views.status_view(data)).replace(str(db_path), "DB") == (
         'Database:    DB\n'
+        'Health:      degraded\n'
+        '             1 delivery waiting for a retry, the first 2026-06-30 email to me@example.org: SMTP 451: try again later\n'
         'Last run:    #1 done for 2026-06-30 (schedule), started 2026-06-30T11:59:00+00:00, finished 2026-06-30T12:01:00+00:00\n'
         'Next run:    2026-07-06T07:00:00-04:00\n'
         'Last digest: 2026-06-30 (me), built 2026-06-30T12:00:00+00:00\n'
