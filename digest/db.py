@@ -353,6 +353,27 @@ def m004_coverage_ledger(db: sqlite_utils.Database) -> None:
     )
 
 
+
+@migration
+def m005_notices(db: sqlite_utils.Database) -> None:
+    """Failure notices (digest/notices.py): one row per problem and announcement day, claimed before the
+    notice is sent, so a notice goes out at most once and a failed notice is never retried in a loop;
+    ``reported_at``: when the next digest's header said what was caught up."""
+    db.executescript(
+        """
+        CREATE TABLE notices (
+            problem TEXT NOT NULL,          -- what failed: "gave up", "delivery email to a@b", "llm"
+            day TEXT NOT NULL,              -- the announcement day it is about
+            summary TEXT NOT NULL,          -- one line: what failed
+            sent_to TEXT NOT NULL DEFAULT '[]',  -- JSON list: where the notice went
+            error TEXT,                     -- why a notice channel failed (logged, not retried)
+            created_at TEXT NOT NULL,
+            reported_at TEXT,               -- when a digest's header reported it
+            PRIMARY KEY (problem, day)
+        );
+        """
+    )
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
