@@ -515,6 +515,21 @@ def totals(db: sqlite_utils.Database) -> dict[str, int]:
     ).fetchone()))
 
 
+def space_by_table(db: sqlite_utils.Database) -> dict[str, int]:
+    """Bytes each table takes with its indexes (SQLite's dbstat), the full-text index's shadow tables
+    counted as one ``papers_fts``; empty where SQLite was built without dbstat."""
+    try:
+        rows = db.execute("SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s "
+                          "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY 1").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    space: dict[str, int] = {}
+    for name, size in rows:
+        name = "papers_fts" if name.startswith("papers_fts") else name
+        space[name] = space.get(name, 0) + size
+    return space
+
+
 def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
     """A day's announcements in arXiv's listing order."""
     rows = list(db.query(

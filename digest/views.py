@@ -126,6 +126,9 @@ def stats_view(data: dict) -> Group:
     if data["deliveries"]:
         parts += [Text(""), rows_view(data["deliveries"], ["channel", "sent", "waiting", "failed", "attempts"],
                                       "Deliveries")]
+    storage = data["storage"]
+    parts += [Text(""), bar_chart(f"Database: {storage['bytes'] / 2**20:.1f} MiB", storage["tables"], "table", "kib",
+                                  ["bytes_per_paper"])]
     return Group(*parts)
 
 

@@ -444,7 +444,8 @@ def test_bibtex_keeps_braces_balanced_and_escapes_specials():
 
 def test_stats_draws_per_day_bars(db_path):
     result = run("stats", "--days", "3")
-    assert result.output == (
+    charts, space = result.output.split("\nDatabase: ")
+    assert charts == (
         '2087 papers, 2088 announcements, 0 embedded, 1 summarized\n'
         '\n'
         'Papers per announcement day                                                         \n'
@@ -482,7 +483,14 @@ def test_stats_draws_per_day_bars(db_path):
         '│ email   │ 1    │ 1       │ 0      │ 3        │\n'
         '└─────────┴──────┴─────────┴────────┴──────────┘\n'
     )
+    # what takes the space: every table with its indexes, the largest first, adding up to the file
+    lines = [line.rstrip() for line in space.splitlines()]
+    assert lines[0].endswith(" MiB") and lines[1].split() == ["table", "kib", "bytes", "per", "paper"]
+    names = [line.split()[0] for line in lines[2:]]
+    assert names[:2] == ["papers", "papers_fts"] and {"announcements", "digests", "(free"} <= set(names)
     data = json.loads(run("stats", "--json").output)
+    storage = data["storage"]
+    assert sum(t["kib"] for t in storage["tables"]) == pytest.approx(storage["bytes"] / 1024, rel=0.01)
     assert sum(d["papers"] for d in data["papers_per_day"]) == 2088
     assert data["tokens_per_day"] == [
         {"day": "2026-06-29", "calls": 2, "prompt_tokens": 2200, "completion_tokens": 300, "tokens": 2500, "failed": 1},
