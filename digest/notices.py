@@ -9,7 +9,9 @@ command to look. The row is claimed before anything is sent, so a notice never g
 many processes look; a notice channel that fails is logged and recorded, never retried. A problem that
 fixed itself before anyone looked (the day was sent after all) gets no notice.
 
-The next digest built says in its header what was caught up (:func:`caught_up`).
+The next digest built says in its header what was caught up (:func:`caught_up`). The one failure no run
+of digest can see, its own systemd unit failing, is told the same way by `digest notify-failure UNIT`,
+which systemd's ``OnFailure=`` starts (:func:`unit_failed`).
 """
 
 from __future__ import annotations
@@ -80,28 +82,40 @@ def working_channels(db, settings: Settings) -> list[tuple[str, str]]:
 
 def speak_up(db, settings: Settings) -> list[dict]:
     """Send the notices now due; returns what was sent (or tried) for each."""
-    done = []
-    for problem in problems(db, settings):
-        if not _claim(db, problem):
-            continue
-        sent, errors = [], []
-        for channel, target in working_channels(db, settings):
-            where = outbox.where({"channel": channel, "target": target})
-            try:
-                _send(settings, channel, target, problem)
-                sent.append(where)
-            except Exception as exc:  # a notice channel failing is logged, never retried
-                errors.append(f"{where}: {redact(one_line(exc), settings.secrets())}")
-        if not sent and not errors:
-            errors.append("no channel left that works")
-        with transaction(db):
-            db.execute("UPDATE notices SET sent_to = ?, error = ? WHERE problem = ? AND day = ?",
-                       [json.dumps(sent), "; ".join(errors) or None, problem.key, problem.day])
-        log.log(logging.ERROR if errors else logging.INFO, "notice (%s, %s): %s; sent to %s%s", problem.key,
-                problem.day, problem.summary, ", ".join(sent) or "nobody",
-                f"; failed: {'; '.join(errors)}" if errors else "")
-        done.append({"problem": problem.key, "day": problem.day, "sent_to": sent, "errors": errors})
-    return done
+    return [told for told in (tell(db, settings, p) for p in problems(db, settings)) if told]
+
+
+def unit_failed(db, settings: Settings, unit: str, now: dt.datetime | None = None) -> dict | None:
+    """systemd's ``OnFailure=`` (digest-notify-failure@.service): the daemon's own unit failed, which no
+    run of digest can notice. Once per unit and UTC day."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return tell(db, settings, Problem(f"unit {unit}", now.date().isoformat(), f"the systemd unit {unit} failed",
+                                      now.isoformat(timespec="seconds"),
+                                      f"everything stored stays; `journalctl -u {unit}` says why, and "
+                                      f"`systemctl start {unit}` starts it again once fixed"))
+
+
+def tell(db, settings: Settings, problem: Problem) -> dict | None:
+    """Send one notice through every channel that still works, unless it went out already."""
+    if not _claim(db, problem):
+        return None
+    sent, errors = [], []
+    for channel, target in working_channels(db, settings):
+        where = outbox.where({"channel": channel, "target": target})
+        try:
+            _send(settings, channel, target, problem)
+            sent.append(where)
+        except Exception as exc:  # a notice channel failing is logged, never retried
+            errors.append(f"{where}: {redact(one_line(exc), settings.secrets())}")
+    if not sent and not errors:
+        errors.append("no channel left that works")
+    with transaction(db):
+        db.execute("UPDATE notices SET sent_to = ?, error = ? WHERE problem = ? AND day = ?",
+                   [json.dumps(sent), "; ".join(errors) or None, problem.key, problem.day])
+    log.log(logging.ERROR if errors else logging.INFO, "notice (%s, %s): %s; sent to %s%s", problem.key,
+            problem.day, problem.summary, ", ".join(sent) or "nobody",
+            f"; failed: {'; '.join(errors)}" if errors else "")
+    return {"problem": problem.key, "day": problem.day, "sent_to": sent, "errors": errors}
 
 
 def _claim(db, problem: Problem) -> bool:

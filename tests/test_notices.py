@@ -145,3 +145,14 @@ def test_an_llm_that_failed_for_a_whole_run_is_noticed_once_the_digest_still_goe
     assert notice.message["Subject"] == (f"digest: the LLM summarized none of the 3 papers of {DAY}; the digest "
                                          f"showed their abstracts")
     assert len(smtp.messages) == 2  # the digest (with abstracts) and the notice
+
+
+def test_a_failed_systemd_unit_is_told_once_a_day_through_the_channels(world, smtp):
+    world.configure(profile=PROFILE + f'email_to = ["{READER}"]\n')
+    first = digest(world, "notify-failure", "digest.service")  # what digest-notify-failure@.service runs
+    assert first.exit_code == 0 and first.stdout == f"digest.service: told email to {READER}.\n"
+    again = digest(world, "notify-failure", "digest.service")  # systemd may start it again: not twice
+    assert again.stdout == "digest.service: already told today.\n"
+    [notice] = notices_to(smtp, READER)
+    assert notice.message["Subject"] == "digest: the systemd unit digest.service failed"
+    assert "`journalctl -u digest.service` says why" in notice.part("plain")

@@ -1,4 +1,4 @@
-"""Keeping an installation for years: backup, restore."""
+"""Keeping an installation for years: backup, restore, and the notice systemd sends when a unit fails."""
 
 from __future__ import annotations
 
@@ -39,3 +39,19 @@ def restore_command(app: App, source: Path) -> None:
     database = app.settings.database_path()
     click.echo("\n".join([*proof, f"Restored {source} into {database} (the one it replaced: "
                           f"{database.name}.before-restore)."]))
+
+
+@cli.command("notify-failure")
+@click.argument("unit")
+@pass_app
+def notify_failure_command(app: App, unit: str) -> None:
+    """Tell the reader through every working channel that UNIT failed (systemd's OnFailure=), once a day."""
+    from ..notices import unit_failed
+
+    told = unit_failed(app.db, app.settings, unit)
+    if told is None:
+        click.echo(f"{unit}: already told today.")
+    elif told["sent_to"]:
+        click.echo(f"{unit}: told {', '.join(told['sent_to'])}.")
+    else:
+        raise RunFailure(f"{unit}: no notice could be sent: {'; '.join(told['errors'])}")
