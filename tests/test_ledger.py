@@ -358,8 +358,8 @@ def test_resend_after_a_refused_recipient_was_fixed_sends_only_to_them(service, 
     assert first.returncode == 1
     assert (len(svc.mailed(ALICE)), len(svc.mailed(BOB))) == (1, 0)
     refused = f"127.0.0.1:{smtp.port}: recipient {BOB} refused: 550 5.1.1 no such user here"
-    assert svc.notices(ALICE) == [f"digest: the digest of 2026-06-23 (me) could not be sent by email to {BOB}: "
-                                  f"{refused}"]
+    assert svc.notices(ALICE) == [(f"digest: the digest of 2026-06-23 (me) could not be sent by email to {BOB}: "
+                                   f"{refused}")[:150]]  # a subject is cut at 150 characters; the body has it all
 
     smtp.refused.clear()  # the recipient's mailbox exists now
     plan = svc.digest("resend", "--dry-run", today=D(2026, 6, 23))
