@@ -249,6 +249,7 @@ class Daemon:
                     reason = f"gave up at {local:%Y-%m-%d %H:%M} {self.settings.schedule.timezone}: {state}"
                     record_give_up(db, day, firing, reason)
                     log.error("no digest for %s: %s", day, reason)
+                    self.run_child("schedule", [], command="deliver")  # which also sends the failure notice
                     return False
             wait = min(self.settings.schedule.poll_every, (deadline - now).total_seconds())
             log.info("%s not done yet: %s; next poll in %.0fs", day, state, wait)

@@ -394,6 +394,27 @@ def m004_coverage_ledger(db: sqlite_utils.Database) -> None:
     )
 
 
+
+@migration
+def m005_notices(db: sqlite_utils.Database) -> None:
+    """Failure notices (digest/notices.py): one row per problem and announcement day, claimed before the
+    notice is sent, so a notice goes out at most once and a failed notice is never retried in a loop;
+    ``reported_at``: when the next digest's header said what was caught up."""
+    db.executescript(
+        """
+        CREATE TABLE notices (
+            problem TEXT NOT NULL,          -- what failed: "gave up", "delivery email to a@b", "llm"
+            day TEXT NOT NULL,              -- the announcement day it is about
+            summary TEXT NOT NULL,          -- one line: what failed
+            sent_to TEXT NOT NULL DEFAULT '[]',  -- JSON list: where the notice went
+            error TEXT,                     -- why a notice channel failed (logged, not retried)
+            created_at TEXT NOT NULL,
+            reported_at TEXT,               -- when a digest's header reported it
+            PRIMARY KEY (problem, day)
+        );
+        """
+    )
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
@@ -533,6 +554,21 @@ def totals(db: sqlite_utils.Database) -> dict[str, int]:
         "SELECT (SELECT COUNT(*) FROM papers), (SELECT COUNT(*) FROM announcements), "
         "(SELECT COUNT(DISTINCT paper_id) FROM embeddings), (SELECT COUNT(DISTINCT paper_id) FROM summaries)"
     ).fetchone()))
+
+
+def space_by_table(db: sqlite_utils.Database) -> dict[str, int]:
+    """Bytes each table takes with its indexes (SQLite's dbstat), the full-text index's shadow tables
+    counted as one ``papers_fts``; empty where SQLite was built without dbstat."""
+    try:
+        rows = db.execute("SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s "
+                          "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY 1").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    space: dict[str, int] = {}
+    for name, size in rows:
+        name = "papers_fts" if name.startswith("papers_fts") else name
+        space[name] = space.get(name, 0) + size
+    return space
 
 
 def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:

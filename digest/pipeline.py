@@ -17,7 +17,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import embed, ledger, rank, render, summarize
+from . import embed, ledger, notices, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
@@ -143,11 +143,13 @@ def _run(db, settings: Settings, run: Run, wanted: list[dt.date], chosen: list[P
     outcomes, owed = _plan(db, settings, chosen, days, dry_run)
     rankings = _rank(db, settings, run, owed, dry_run) if owed else {}
     previews: list[str] = []
+    caught_up = [] if dry_run else notices.caught_up(db)
     with run.stage("render") as counts:
         for profile in chosen:
             if profile.name not in owed:
                 continue
             view = _view(db, settings, profile, days, rankings[profile.name], owed[profile.name])
+            view.caught_up = caught_up
             if dry_run:
                 previews += _preview(settings, view)
                 outcomes[profile.name] = ProfileOutcome(profile.name, "previewed", papers=view.counts["announced"])
@@ -157,6 +159,8 @@ def _run(db, settings: Settings, run: Run, wanted: list[dt.date], chosen: list[P
             outcomes[profile.name] = ProfileOutcome(profile.name, "built", digest_id, view.counts["announced"],
                                                     view.counts["summarized"])
         counts.update(digests=sum(o.state == "built" for o in outcomes.values()), previews=len(previews))
+    if caught_up and counts["digests"]:
+        notices.mark_reported(db)
     result = RunResult("rendered", days[-1], outcomes=[outcomes[p.name] for p in chosen], previews=previews,
                        error=fetched.error)
     if dry_run:

@@ -106,6 +106,7 @@ class DigestView:
     counts: dict[str, int] = field(default_factory=dict)  # announced, new, cross, replace, summarized
     digest_id: int | None = None
     covers: list[Announcement] = field(default_factory=list)  # what the ledger records this digest covers
+    caught_up: list[str] = field(default_factory=list)  # problems noticed since the last digest (notices.py)
 
     @property
     def top(self) -> list[Ranked]:

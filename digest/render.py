@@ -90,6 +90,7 @@ def _context(view: DigestView, settings: Settings) -> dict:
         "replaced": [_item(i) for i in view.replaced],
         "replacements_enabled": settings.digest.include_replacements,
         "fallback_label": FALLBACK_LABEL,
+        "caught_up": [clean_untrusted(line) for line in view.caught_up],
     }
 
 

@@ -121,6 +121,13 @@ def record_give_up(db, day: dt.date, firing: dt.datetime, reason: str) -> None:
                     firing.astimezone(dt.timezone.utc).isoformat(timespec="seconds"), now_iso()])
 
 
+def given_up(db, latest: int = 5) -> list[dict]:
+    """The ``latest`` days the daemon gave up on (:func:`record_give_up`), newest first: day, why, when."""
+    return [dict(r) for r in db.query(
+        "SELECT announced_on AS day, error, started_at AS at FROM runs WHERE trigger = 'schedule' "
+        "AND status = 'failed' AND error LIKE 'gave up at %' ORDER BY id DESC LIMIT ?", [latest])]
+
+
 def mark_interrupted(db, pid: int, reason: str) -> None:
     """A run killed before it could record itself (a stop during a long call into C code) is
     ``interrupted``, not left ``running`` for ever."""

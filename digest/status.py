@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import ledger, runs
+from . import health, ledger, runs
 from .config import Settings
-from .db import announced_per_day, latest_fetch_error, primary_categories, totals
+from .db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
 from .deliver import outbox
 from .schedule import next_run
 from .summarize import latest_call_error, tokens_by_day
@@ -24,7 +24,20 @@ def history_stats(db, days: int = 30) -> dict:
                 "last_day": d["last_day"]} for d in ledger.per_profile(db)]
     failures = outbox.channel_totals(db)
     return {"totals": totals(db), "papers_per_day": per_day, "categories": categories, "tokens_per_day": tokens,
-            "digests": digests, "deliveries": failures}
+            "digests": digests, "deliveries": failures, "storage": storage(db)}
+
+
+def storage(db) -> dict:
+    """The database's size (without its WAL) and what takes the space, largest first, in KiB per table
+    (with its indexes) and per paper: how a years-long history grows (README, "Years of it")."""
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    size = db.execute("PRAGMA page_count").fetchone()[0] * page
+    space = space_by_table(db)
+    space["(free pages, reused before the file grows)"] = db.execute("PRAGMA freelist_count").fetchone()[0] * page
+    papers = totals(db)["papers"] or 1
+    tables = [{"table": name, "kib": round(used / 1024), "bytes_per_paper": round(used / papers)}
+              for name, used in sorted(space.items(), key=lambda kv: -kv[1]) if used]
+    return {"bytes": size, "tables": tables}
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -43,6 +56,7 @@ def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
         "failed": [o for o in not_sent if o["status"] == "failed"],
         "waiting_papers": ledger.waiting(db, settings),
         "last_error": last_error(db),
+        "health": health.assess(db, settings),
     }
 
 

@@ -151,12 +151,21 @@ def stats_view(data: dict, width: int = 80) -> Group:
     if data["deliveries"]:
         parts += [Text(""), rows_view(data["deliveries"], ["channel", "sent", "waiting", "failed", "attempts"],
                                       "Deliveries")]
+    storage = data["storage"]
+    parts += [Text(""), bar_chart(f"Database: {storage['bytes'] / 2**20:.1f} MiB", storage["tables"], "table", "kib",
+                                  ["bytes_per_paper"])]
     return Group(*parts)
+
+
+def health_lines(health: dict) -> list[str]:
+    """``Health:      failing`` and one indented line per reason."""
+    return [f"Health:      {health['state']}"] + [f"             {reason}" for reason in health["reasons"]]
 
 
 def status_view(data: dict) -> Group:
     run = data["last_run"]
-    facts = [("Database", data["database"])]
+    facts = [("Database", data["database"]), ("Health", data["health"]["state"])]
+    facts += [("", reason) for reason in data["health"]["reasons"]]
     if run:
         ended = f", finished {_cell('at', run['finished_at'])}" if run["finished_at"] else ""
         facts.append(("Last run", f"#{run['id']} {run['status']} for {run['day'] or 'an unknown day'} "

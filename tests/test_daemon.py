@@ -389,6 +389,11 @@ def test_once_polls_a_late_feed_then_gives_up_and_records_why(tmp_path, write_co
     db = open_db(tmp_path / "state" / "digest.db")
     assert db.execute("SELECT status, error FROM runs WHERE trigger = 'schedule' AND announced_on = '2026-06-23'"
                       ).fetchall() == [("failed", reason)]
+    # and said so, once, through the channel it has (files): issue 19's failure notice
+    notices = list((tmp_path / "digests" / "notices").iterdir())
+    assert [p.name for p in notices] == ["2026-06-23-gave-up.txt"]
+    assert f"no digest for 2026-06-23: {reason}" in notices[0].read_text()
+    assert db.execute("SELECT problem, sent_to, error FROM notices").fetchall() == [("gave up", '["files"]', None)]
 
 
 # -- end to end: the whole pipeline under the daemon --------------------------------------------------------

@@ -19,6 +19,7 @@ EXPECTED_COLUMNS = {
                    "claimed_by", "claimed_at", "sent_at", "created_at"],
     "feedback": ["paper_id", "profile", "value", "created_at"],
     "runs": ["id", "announced_on", "trigger", "status", "stage", "error", "pid", "started_at", "finished_at"],
+    "notices": ["problem", "day", "summary", "sent_to", "error", "created_at", "reported_at"],
 }
 
 
@@ -54,6 +55,7 @@ def test_upgrading_from_each_earlier_schema_keeps_data(tmp_path, earlier):
     db = dbm.open_db(path)
     assert dbm.get_paper(db, "2401.01234").title == "A title"
     assert [a.paper.id for a in dbm.announced_on(db, dt.date(2026, 6, 22))] == ["2401.01234"]
+    assert db["notices"].columns_dict.keys() == set(EXPECTED_COLUMNS["notices"])  # the latest migration too
 
 
 def test_save_is_idempotent_and_keeps_the_latest_version(tmp_path):

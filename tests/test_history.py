@@ -445,7 +445,8 @@ def test_bibtex_keeps_braces_balanced_and_escapes_specials():
 
 def test_stats_draws_per_day_bars(db_path):
     result = run("stats", "--days", "3")
-    assert result.output == (
+    charts, space = result.output.split("\nDatabase: ")
+    assert charts == (
         '2087 papers, 2088 announcements, 0 embedded, 1 summarized\n'
         '\n'
         'Papers per announcement day                                                         \n'
@@ -483,7 +484,14 @@ def test_stats_draws_per_day_bars(db_path):
         '│ email   │ 1    │ 1       │ 0      │ 3        │\n'
         '└─────────┴──────┴─────────┴────────┴──────────┘\n'
     )
+    # what takes the space: every table with its indexes, the largest first, adding up to the file
+    lines = [line.rstrip() for line in space.splitlines()]
+    assert lines[0].endswith(" MiB") and lines[1].split() == ["table", "kib", "bytes", "per", "paper"]
+    names = [line.split()[0] for line in lines[2:]]
+    assert names[:2] == ["papers", "papers_fts"] and {"announcements", "digests", "(free"} <= set(names)
     data = json.loads(run("stats", "--json").output)
+    storage = data["storage"]
+    assert sum(t["kib"] for t in storage["tables"]) == pytest.approx(storage["bytes"] / 1024, rel=0.01)
     assert sum(d["papers"] for d in data["papers_per_day"]) == 2088
     assert data["tokens_per_day"] == [
         {"day": "2026-06-29", "calls": 2, "prompt_tokens": 2200, "completion_tokens": 300, "tokens": 2500, "failed": 1},
@@ -508,6 +516,8 @@ def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
     shown = "".join(line.rstrip() + "\n" for line in rendered(views.status_view(data)).splitlines())
     assert shown.replace(str(db_path), "DB") == (
         'Database:    DB\n'
+        'Health:      degraded\n'
+        '             1 delivery waiting for a retry, the first 2026-06-30 email to me@example.org: SMTP 451: try again later\n'
         'Last run:    #1 done for 2026-06-30 (schedule), started 2026-06-30 11:59Z, finished 2026-06-30 12:01Z\n'
         'Next run:    2026-07-06 07:00 -04:00\n'
         'Last digest: 2026-06-30 (me), built 2026-06-30 12:00Z\n'

@@ -78,8 +78,14 @@ class Service:
             return conn.execute(sql, params).fetchall()
 
     def mailed(self, recipient: str) -> list[list[str]]:
-        """The paper ids of each message the recipient got, in arrival order."""
-        return [ABS_LINK.findall(m.part("plain")) for m in self.smtp.messages if recipient in m.rcpt_tos]
+        """The paper ids of each digest the recipient got, in arrival order (failure notices are not digests)."""
+        return [ABS_LINK.findall(m.part("plain")) for m in self.smtp.messages if recipient in m.rcpt_tos
+                and not m.message["Subject"].startswith("digest: ")]
+
+    def notices(self, recipient: str) -> list[str]:
+        """The subjects of the failure notices the recipient got."""
+        return [m.message["Subject"] for m in self.smtp.messages if recipient in m.rcpt_tos
+                and m.message["Subject"].startswith("digest: ")]
 
     def assert_each_once(self, recipient: str, expected: set[str]) -> None:
         """Every expected paper reached the recipient, in exactly one message, and nothing else did."""
@@ -352,12 +358,14 @@ def test_resend_after_a_refused_recipient_was_fixed_sends_only_to_them(service, 
     assert first.returncode == 1
     assert (len(svc.mailed(ALICE)), len(svc.mailed(BOB))) == (1, 0)
     refused = f"127.0.0.1:{smtp.port}: recipient {BOB} refused: 550 5.1.1 no such user here"
+    assert svc.notices(ALICE) == [(f"digest: the digest of 2026-06-23 (me) could not be sent by email to {BOB}: "
+                                   f"{refused}")[:150]]  # a subject is cut at 150 characters; the body has it all
 
     smtp.refused.clear()  # the recipient's mailbox exists now
     plan = svc.digest("resend", "--dry-run", today=D(2026, 6, 23))
     assert (plan.returncode, plan.stdout) == (0, f"Would send again:\n  2026-06-23 me: email to {BOB} (failed: "
                                                  f"{refused})\n")
-    assert len(svc.smtp.messages) == 1
+    assert len(svc.smtp.messages) == 2  # the digest and the notice
 
     resent = svc.digest("resend", today=D(2026, 6, 23))
     assert resent.returncode == 0, resent.stderr

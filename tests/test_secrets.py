@@ -106,8 +106,12 @@ def test_no_secret_is_found_anywhere_after_a_run_with_failures(template, tmp_pat
 
     # The secrets were really used: a sweep of a run that never used them would prove nothing.
     assert any(r.headers.get("authorization") == f"Bearer {LLM_KEY}" for r in llm.requests)
-    assert (SMTP_USER, True) in smtp.auth_attempts and len(smtp.messages) == 1
+    # the digest, then the notice that the chat delivery failed for good (issue 19), swept below too
+    assert (SMTP_USER, True) in smtp.auth_attempts and len(smtp.messages) == 2
     assert sorted(ids_in(smtp.messages[0].part("plain"))) == sorted(feed_paper_ids(day_feed()))
+    assert smtp.messages[1].message["Subject"].startswith(f"digest: the digest of {DAY} (me) could not be sent by "
+                                                          f"chat to lab: ")
+    assert (world.files_dir / "notices" / f"{DAY}-delivery-chat-to-lab.txt").exists()
     assert "stage deliver" in outputs["run"].stderr and "connection refused" in outputs["resend"].stderr.lower()
     assert "FAIL  email" in outputs["check"].stdout
 

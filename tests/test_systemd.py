@@ -42,11 +42,12 @@ def units_pointing_at_this_checkout(tmp_path: Path) -> Path:
 
 
 @analyze
-@pytest.mark.parametrize("unit", ["digest.service", "digest-run.service"])
+@pytest.mark.parametrize("unit", ["digest.service", "digest-run.service", "digest-notify-failure@.service"])
 def test_security_exposure_is_at_most_2(unit):
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS / unit)],
                             capture_output=True, text=True)
-    found = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d)", result.stdout)
+    shown = unit.replace("@.", "@i.")  # a template is judged as an instance
+    found = re.search(rf"Overall exposure level for {re.escape(shown)}: (\d+\.\d)", result.stdout)
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) <= 2.0, result.stdout
 
@@ -87,7 +88,7 @@ def test_the_timer_runs_the_once_mode_every_day():
     # The same sandbox as the long-running service.
     hardening = {k: v for k, v in directives("digest.service").items()
                  if k not in ("Type", "ExecStart", "ExecReload", "Restart", "RestartSec", "TimeoutStopSec",
-                              "WatchdogSec", "Description", "WantedBy")}
+                              "WatchdogSec", "Description", "WantedBy", "OnFailure")}
     assert {k: service.get(k) for k in hardening} == hardening
 
 
@@ -144,3 +145,13 @@ def test_config_check_is_what_execreload_runs(tmp_path, monkeypatch):
     broken = CliRunner().invoke(cli, [*check, "--no-credentials"])
     assert (broken.exit_code, broken.output) == (
         2, 'Error: config.toml: schedule.time: expected a time of day as HH:MM, got "25:00"\n')
+
+
+def test_a_failing_daemon_unit_sends_a_notice_through_digest_itself():
+    assert directives("digest.service")["OnFailure"] == ["digest-notify-failure@%n.service"]
+    notify = directives("digest-notify-failure@.service")
+    assert notify["ExecStart"] == [f"{INSTALLED_DIGEST} notify-failure %i"]
+    assert notify["Type"] == ["oneshot"]
+    run = directives("digest-run.service")
+    for key in ("DynamicUser", "StateDirectory", "ConfigurationDirectory", "LoadCredential"):
+        assert notify[key] == run[key], key  # it reads the same database and secrets as the daemon

@@ -3,10 +3,10 @@ with rich or as --json; a user's mistake is one line on stderr and exit status 2
 
 This module holds what every command shares (the group, the settings and database opened on demand,
 the --json/--csv output); the commands are in :mod:`.setup` (init, config, check, daemon), :mod:`.runs`
-(run, resend, doctor, fetch) and :mod:`.history` (search, show, related, digests, feedback, export,
-status, stats). A command imports the library module it calls inside its body when that module loads
-heavy packages (numpy, torch, requests, lxml): `digest --help` and `digest status` then start in a
-fraction of a second.
+(run, resend, doctor, fetch), :mod:`.history` (search, show, related, digests, feedback, export,
+status, stats) and :mod:`.keep` (backup, restore). A command imports the library module it calls
+inside its body when that module loads heavy packages (numpy, torch, requests, lxml): `digest --help`
+and `digest status` then start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -189,4 +189,4 @@ def main() -> None:
         sys.exit(130)
 
 
-from . import history, runs, setup  # noqa: E402,F401  (each registers its commands on the group above)
+from . import history, keep, runs, setup  # noqa: E402,F401  (each registers its commands on the group above)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -275,16 +276,24 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
 
 
 @cli.command("status")
+@click.option("--check", is_flag=True,
+              help="Print only the health and its reasons; exit 0 if ok, 1 if degraded, 2 if failing.")
 @listing_options(csv_ok=False)
 @pass_app
-def status_command(app: App, as_json: bool) -> None:
+def status_command(app: App, check: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
-    from .. import status, views
+    from .. import health, status, views
 
     data = status.status(app.reader, app.settings)
-    if as_json:
+    if check and as_json:
+        click.echo(json.dumps(data["health"], indent=2, ensure_ascii=False))
+    elif check:
+        click.echo("\n".join(views.health_lines(data["health"])))
+    elif as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         app.console.print(views.status_view(data))
+    if check:
+        sys.exit(health.EXIT_CODES[data["health"]["state"]])
 
 

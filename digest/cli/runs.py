@@ -29,7 +29,7 @@ from . import App, RunFailure, UsageProblem, check_profile, cli, listing_options
 @pass_app
 def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, trigger, as_json) -> None:
     """Fetch, rank, summarize and deliver one announcement day now."""
-    from .. import pipeline
+    from .. import notices, pipeline
     from ..embed import EmbeddingError
 
     if resend:
@@ -45,6 +45,8 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
                                       trigger=trigger, fetch=not no_fetch)
         except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
             raise UsageProblem(str(exc)) from None
+    if not dry_run:
+        notices.speak_up(db, app.settings)
     if as_json:
         click.echo(json.dumps({"status": result.status, "announced_on": result.announced_on, "digests": result.digests,
                                "error": result.error, "detail": result.detail, "previews": result.previews,
@@ -65,8 +67,10 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
 def deliver_command(app: App) -> None:
     """Send every delivery whose time has come (the daemon runs this between firings)."""
     from ..deliver import deliver_due
+    from ..notices import speak_up
 
     outcomes = deliver_due(app.db, app.settings_with_secrets)
+    speak_up(app.db, app.settings)  # a delivery that failed for good, a day the daemon gave up on
     for o in outcomes:
         click.echo(f"digest {o.digest_id}: {o.channel}{' to ' + o.target if o.target else ''}: {o.status}"
                    + (f" ({o.error})" if o.error else ""))

@@ -52,6 +52,14 @@ def send_chat(claim: Claim, rendered: Rendered, digest: Digest, settings: Settin
         claim.part_sent(index + 1)
 
 
+def send_text(settings: Settings, name: str, body: str) -> None:
+    """A short message (a failure notice) to one chat target, tried once: no outbox, no retry."""
+    target = settings.chat.get(name)
+    if target is None:
+        raise PermanentFailure(f"no chat target named {name!r} in [chat] any more")
+    _notify(_service(name, target), name, body, None)
+
+
 def message_limit(plugin) -> int:
     maxlen = plugin.body_maxlen if plugin.body_maxlen and plugin.body_maxlen > 0 else 4000
     return max(int(maxlen * LENGTH_MARGIN), SMALLEST_LIMIT)

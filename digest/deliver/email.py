@@ -40,6 +40,20 @@ def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Setti
         claim.sent()
 
 
+def send_text(settings: Settings, recipient: str, subject: str, body: str) -> None:
+    """A short plain-text message (a failure notice), tried once: no outbox, no retry."""
+    config = settings.email
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = sender_address(config)
+    message["To"] = recipient
+    message["Date"] = email.utils.formatdate(localtime=True)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(body, charset="utf-8")
+    with smtp_session(config) as smtp:
+        smtp.send_message(message, from_addr=sender_address(config), to_addrs=[recipient])
+
+
 def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient: str) -> EmailMessage:
     """multipart/alternative, text first. Quoted-printable keeps every line under SMTP's 998-octet limit,
     however long a digest's lines are."""

@@ -37,6 +37,14 @@ def write_files(claim: Claim, rendered: Rendered, digest: Digest, settings: Sett
         raise TransientFailure(f"{exc.filename or folder}: cannot write: {exc.strerror or exc}")
 
 
+def write_notice(settings: Settings, name: str, body: str) -> Path:
+    """A failure notice as ``<files dir>/notices/<name>.txt``, beside the profiles' folders."""
+    path = settings.files_dir() / "notices" / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, body)
+    return path
+
+
 def profile_dir(settings: Settings, profile: str) -> Path:
     return settings.files_dir() / folder_name(profile)
 

@@ -1,0 +1,65 @@
+"""Is digest healthy? One word and its reasons, for `digest status` and for a monitor (`digest status
+--check` exits 0, 1 or 2), so a digest that stops arriving is noticed by something other than the reader.
+
+- ``failing``: the reader is missing something: a delivery failed for good, or the latest run failed
+  (arXiv unreachable past every retry, a day given up) and its day still has no digest.
+- ``degraded``: the reader gets digests, but not all is well: a delivery waits for a retry, the latest
+  run was interrupted before its day was done, or the LLM summarized none of the run's papers (the
+  digest showed abstracts).
+- ``ok``: none of these.
+
+Read from the tables' owners only, so it says exactly what `digest status` shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from . import ledger, runs
+from .config import Settings
+from .deliver import outbox
+from .text import plural
+
+EXIT_CODES = {"ok": 0, "degraded": 1, "failing": 2}
+
+
+def assess(db, settings: Settings) -> dict:
+    """``{"state": "ok" | "degraded" | "failing", "reasons": [...]}``, failing reasons first."""
+    failing, degraded = [], []
+    not_sent = outbox.not_sent(db)
+    failed = [d for d in not_sent if d["status"] == "failed"]
+    if failed:
+        failing.append(f"{plural(len(failed), 'delivery', 'deliveries')} failed for good, the first "
+                       f"{failed[0]['day']} {outbox.where(failed[0])}: {failed[0]['last_error']} "
+                       f"(fix it, then `digest resend`)")
+    retrying = [d for d in not_sent if d["status"] != "failed" and d["attempts"]]
+    if retrying:
+        degraded.append(f"{plural(len(retrying), 'delivery', 'deliveries')} waiting for a retry, the first "
+                        f"{retrying[0]['day']} {outbox.where(retrying[0])}: {retrying[0]['last_error']}")
+    run = runs.last_run(db)
+    if run is not None:
+        (failing if run["status"] == "failed" else degraded).extend(_run_problems(db, run, settings))
+    state = "failing" if failing else "degraded" if degraded else "ok"
+    return {"state": state, "reasons": failing + degraded}
+
+
+def _run_problems(db, run: dict, settings: Settings) -> list[str]:
+    """What is wrong with the latest run, if anything. A failed or interrupted run whose day has since
+    been settled (`digest run` by hand, a resend) is history, not a problem; its deliveries speak for
+    themselves through the outbox."""
+    what = f"the last run (#{run['id']}, {run['day'] or 'no day yet'})"
+    if run["status"] in ("failed", "interrupted"):
+        if run["day"] and ledger.day_settled(db, settings, dt.date.fromisoformat(run["day"])):
+            return []
+        return [f"{what} {run['status']}: {run['error'] or 'no reason recorded'}"]
+    papers = llm_summarized_none(run, settings)
+    if papers:
+        return [f"{what}: the LLM summarized none of its {papers} papers; the digest showed their abstracts "
+                f"(see the last error)"]
+    return []
+
+
+def llm_summarized_none(run: dict, settings: Settings) -> int:
+    """How many papers a run wanted summarized when the LLM (configured) summarized none of them; else 0."""
+    summarized = next((s["counts"] for s in run["stages"] if s["stage"] == "summarize"), {})
+    return summarized.get("papers", 0) if settings.llm.enabled and not summarized.get("llm") else 0

@@ -1,0 +1,161 @@
+"""Issue 19: `digest backup` while a real `digest run` process writes, and `digest restore` that checks a
+file before it replaces anything."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+from feeds import serve_feeds
+from smtp_server import SMTPServer
+from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, integrity, template_database
+
+from digest import db as dbm
+from digest.cli import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory):
+    return template_database(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def smtp():
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture
+def world(template, tmp_path, http_server, smtp, write_config):
+    here = World(tmp_path, http_server.url, smtp, write_config)
+    copy_database(template, here.db_path)
+    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+    here.configure()
+    yield here
+    here.close()
+
+
+def digest(world, *args: str):
+    return CliRunner().invoke(cli, ["--config", world.settings.source, *args])
+
+
+def rows(path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_a_backup_taken_while_a_run_writes_restores_and_passes_the_coverage_check(world, smtp, tmp_path):
+    run = subprocess.Popen([sys.executable, "-m", "digest", "--config", world.settings.source, "run"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    backups = []
+    while run.poll() is None and len(backups) < 200:
+        target = tmp_path / f"backup-{len(backups)}.db"
+        made = digest(world, "backup", str(target))
+        assert made.exit_code == 0, made.output
+        assert made.stdout.startswith(f"Wrote {target} (")
+        backups.append(target)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    assert len(smtp.messages) == 1
+    assert all(integrity(b) == "ok" for b in backups)
+    # Some copies caught the run in the middle (its row still `running`), and some of those after its
+    # digest was stored: each is the database as one commit left it.
+    mid_run = [b for b in backups if rows(b, "SELECT status FROM runs") == [("running",)]]
+    assert mid_run, f"no backup of {len(backups)} was taken while the run was writing"
+    with_digest = [b for b in mid_run if rows(b, "SELECT COUNT(*) FROM digests") == [(1,)]]
+    chosen = (with_digest or mid_run)[-1]
+
+    restored = digest(world, "restore", str(chosen))
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.endswith(f"Restored {chosen} into {world.db_path} (the one it replaced: "
+                                    f"digest.db.before-restore).\n")
+    assert rows(world.db_path, "SELECT status FROM runs") == [("running",)]
+    doctor = digest(world, "doctor")
+    assert doctor.exit_code == 0, doctor.output
+    # the database it replaced is kept, complete
+    assert rows(world.db_path.with_name("digest.db.before-restore"), "SELECT status FROM runs") == [("done",)]
+
+
+def test_a_backup_is_written_whole_or_not_at_all(world, tmp_path):
+    target = tmp_path / "nowhere" / "backup.db"
+    made = digest(world, "backup", str(target))
+    assert made.exit_code == 1
+    assert made.output.startswith(f"Error: {target}: cannot write the backup: ")
+    assert list(tmp_path.glob("nowhere*")) == []
+    same = digest(world, "backup", str(world.db_path))
+    assert same.exit_code == 2 and "that is the database itself" in same.output
+
+
+def _damage(path):
+    data = bytearray(path.read_bytes())
+    data[4096 * 2: 4096 * 2 + 512] = b"\xff" * 512  # a page in the middle
+    path.write_bytes(bytes(data))
+
+
+def _from_the_future(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_future', '2030-01-01')")
+
+
+def _a_paper_in_two_digests(path):
+    """A second digest listing one paper of the first: what the ledger makes impossible, written by hand."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TEMP TABLE d AS SELECT * FROM digests;
+            UPDATE d SET id = id + 100, announced_on = '2026-06-29';
+            INSERT INTO digests SELECT * FROM d;
+            CREATE TEMP TABLE i AS SELECT * FROM digest_items LIMIT 1;
+            UPDATE i SET digest_id = digest_id + 100;
+            INSERT INTO digest_items SELECT * FROM i;
+        """)
+
+
+def _not_a_database(path):
+    path.write_text("hello\n")
+
+
+REFUSALS = {
+    "damaged": (_damage, "damaged"),
+    "newer schema": (_from_the_future, "was written by a newer digest (migration m999_future); upgrade digest"),
+    "fails the coverage check": (_a_paper_in_two_digests, "fails the coverage check: me:"),
+    "not a database": (_not_a_database, "not a digest database"),
+}
+
+
+@pytest.mark.parametrize("fault", list(REFUSALS))
+def test_restore_refuses_a_bad_file_in_one_line_and_changes_nothing(world, smtp, tmp_path, fault):
+    world.run()
+    spoil, words = REFUSALS[fault]
+    bad = tmp_path / "bad.db"
+    assert digest(world, "backup", str(bad)).exit_code == 0
+    spoil(bad)
+    before = rows(world.db_path, "SELECT COUNT(*), MAX(id) FROM runs") + rows(world.db_path,
+                                                                              "SELECT COUNT(*) FROM coverage")
+    refused = digest(world, "restore", str(bad))
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.startswith(f"Error: {bad}") and words in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert not world.db_path.with_name("digest.db.before-restore").exists()
+    assert rows(world.db_path, "SELECT COUNT(*), MAX(id) FROM runs") + rows(
+        world.db_path, "SELECT COUNT(*) FROM coverage") == before
+    assert sorted(p.name for p in world.db_path.parent.iterdir() if "restoring" in p.name) == []
+
+
+def test_a_backup_made_by_an_older_schema_is_upgraded_as_it_is_restored(world, tmp_path):
+    old = tmp_path / "old.db"
+    conn = dbm.open_db(old, migrate=False)
+    dbm.apply_migrations(conn, upto=1)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.conn.close()
+    restored = digest(world, "restore", str(old))
+    assert restored.exit_code == 0, restored.output
+    names = {r[0] for r in rows(world.db_path, "SELECT name FROM _migrations")}
+    assert names == {fn.__name__ for fn in dbm.MIGRATIONS}
