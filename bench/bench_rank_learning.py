@@ -31,8 +31,9 @@ window up to that day negative), with and without the likes.
     .venv/bin/python bench/bench_rank_learning.py            # the test window (what README.md shows)
     .venv/bin/python bench/bench_rank_learning.py --dev      # the window the constants were chosen on
 
-The 16k vectors are cached in bench/out/rank_learning_vectors.npz (about 25 minutes to embed the first time
-on a 2-core machine, a few seconds after).
+The 16k vectors are cached in bench/out/rank_learning_vectors.npz, outside git (about an hour to embed the
+first time on this 2-core machine shared with other jobs, a few seconds to load after). A run takes about
+20 minutes, most of it the arxiv-sanity-lite baseline; --digest-only skips the baselines.
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """A profile's own model, learned from what its reader liked and disliked. Pure: vectors and texts in, scores out.
 
-Likes as more points in a centroid barely move a ranking (bench/bench_rank_learning.py: +0.00 nDCG@10 after
-eight days of feedback); a linear model trained on them does (+0.06), as arxiv-sanity-lite's SVM does on
-TF-IDF. Each paper is described twice: by its embedding with the day's mean vector subtracted (what sets it
-apart from the rest of the day), and by the TF-IDF of its title and abstract (words and word pairs, fitted on
-the papers at hand), which catches a field's own vocabulary that an embedding blurs. Logistic regression
-(scikit-learn) learns one weight per feature:
+Likes as more points in a centroid barely move a ranking (bench/bench_rank_learning.py, September-October:
+-0.003 nDCG@10 after eight days of feedback); a linear model trained on them does (+0.034), as arxiv-sanity-
+lite's SVM does on TF-IDF. Each paper is described twice: by its embedding with the day's mean vector
+subtracted (what sets it apart from the rest of the day), and by the TF-IDF of its title and abstract (words
+and word pairs, fitted on the papers at hand), which catches a field's own vocabulary that an embedding blurs.
+Logistic regression (scikit-learn) learns one weight per feature:
 
 - liked: the seed papers and liked papers;
 - not liked, weighted: disliked papers (DISLIKED_WEIGHT each) and the day's own papers (DAY_WEIGHT shared
   among them: most of a day is not for the reader, a few papers are).
 
-Training on a few hundred examples takes tens of milliseconds. Every constant here was chosen on the
-benchmark's first two months only (see README.md, "Ranking").
+Training on a day of a few hundred papers takes a fraction of a second, most of it the TF-IDF. Every constant
+here was chosen on the benchmark's first two months only (see README.md, "Ranking").
 """
 
 from __future__ import annotations
