@@ -150,7 +150,7 @@ def svm_order(days, seeds, cat, day):
 def digest_order(db, settings, embedder, vectors, which: str, seed_share: float | None = None):
     """digest's own ranking (rank.rank_papers) with the profile's signals as profiles.py builds them.
     ``which``: "text", "seeds", "all" (seeds + text) or "keywords" (all + the keywords the keyword
-    baseline uses). ``seed_share`` overrides rank.SEED_SHARE, to show how much the choice matters."""
+    baseline uses). ``seed_share`` overrides rank.EXAMPLE_SHARE, to show how much the choice matters."""
 
     def order(days, seeds, cat, day):
         signals, warnings = profiles.profile_signals(db, settings, settings.profiles[cat.replace(".", "_")],
@@ -163,12 +163,12 @@ def digest_order(db, settings, embedder, vectors, which: str, seed_share: float 
         elif which == "keywords":
             signals.keywords = PROFILES[cat][1]
         announcements = [Announcement(p, dt.date.fromisoformat(day), "new", i) for i, p in enumerate(days[day])]
-        default = rank.SEED_SHARE
-        rank.SEED_SHARE = default if seed_share is None else seed_share
+        default = rank.EXAMPLE_SHARE
+        rank.EXAMPLE_SHARE = default if seed_share is None else seed_share
         try:
             return [r.paper for r in rank.rank_papers(announcements, vectors, signals, top=TOP)]
         finally:
-            rank.SEED_SHARE = default
+            rank.EXAMPLE_SHARE = default
 
     return order
 
@@ -232,7 +232,7 @@ def main() -> int:
         "TF-IDF + SVM on seeds": svm_order,
         "digest: text only": digest_order(db, settings, embedder, vectors, "text"),
         "digest: seeds only": digest_order(db, settings, embedder, vectors, "seeds"),
-        "digest: seeds+text share=1": digest_order(db, settings, embedder, vectors, "all", 1.0),
+        "digest: seeds+text share=.25": digest_order(db, settings, embedder, vectors, "all", 0.25),
         "digest: + keywords": digest_order(db, settings, embedder, vectors, "keywords"),
         "digest: seeds + text": digest_order(db, settings, embedder, vectors, "all"),
     }

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from .arxiv.ids import InvalidArxivId, normalize_id
 from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
-from .embed import Embedder, embed_papers, shared_embedder
+from .embed import Embedder, embed_papers, paper_text, shared_embedder
 from .rank import Anchor, Signals
 from .records import Paper
 
@@ -34,11 +34,16 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
     seeds = _seed_papers(db, settings, profile.seed_papers, fetch_papers, warnings)
     liked, disliked = _feedback_papers(db, settings, profile.name, fetch_papers)
     vectors = embed_papers(db, seeds + liked + disliked, settings, embedder=embedder, progress=False)
+
+    def anchors(kind: str, papers: list[Paper]) -> list[Anchor]:
+        # The text too: the profile's learned model reads words as well as vectors (learn.py).
+        return [Anchor(f"{kind} paper {p.id}", vectors[p.id], text=paper_text(p)) for p in papers]
+
     signals = Signals(
         interests=_interest_anchors(embedder, profile),
-        seeds=[Anchor(f"seed paper {p.id}", vectors[p.id]) for p in seeds],
-        liked=[Anchor(f"liked paper {p.id}", vectors[p.id]) for p in liked],
-        disliked=[Anchor(f"disliked paper {p.id}", vectors[p.id]) for p in disliked],
+        seeds=anchors("seed", seeds),
+        liked=anchors("liked", liked),
+        disliked=anchors("disliked", disliked),
         keywords=list(profile.keywords),
         negative_keywords=list(profile.negative_keywords),
         authors=list(profile.authors),

@@ -3,18 +3,27 @@
 Rank, never drop: every announced paper comes back exactly once with a rank. Negative signals lower a
 paper's score; they never remove it. The score (documented in README.md, "Ranking"):
 
-    interest   = max_i(w_i * cos(p, i))                 # the best-matching interest, by its weight
-    examples   = mean_e cos(p, e)                       # seed papers and liked papers, as one centroid
-    similarity = (interest + SEED_SHARE * examples) / (1 + SEED_SHARE)   # or the one term a profile has
-    score      = similarity
-                 - DISLIKE_WEIGHT * max(0, max_d cos(p, d))         # the closest disliked paper
+    c(p, x)    = cos(p - m, x - m)          # m: the mean vector of the day's papers, what they all share
+                                            #    (0 on a day of fewer than BACKGROUND_MIN papers)
+    interest   = max_i(w_i * c(p, i))                   # the best-matching interest, by its weight
+    examples   = c(p, mean of the seed and liked papers) # one taste, one centroid
+    similarity = (interest + EXAMPLE_SHARE * examples) / (1 + EXAMPLE_SHARE)   # or the one term there is
+    learned    = FEEDBACK_WEIGHT * n / (n + FEEDBACK_RAMP) * spread * z(model(p))   # once there is feedback
+    score      = similarity + learned
+                 - DISLIKE_WEIGHT * max(0, cos(p, closest disliked paper) - DISLIKE_NEAR)
                  + KEYWORD_BONUS * (keywords found)                  # whole words, title or abstract
                  - NEGATIVE_KEYWORD_PENALTY * (negative keywords found)
                  + AUTHOR_BONUS * (1 if a followed author wrote it)
 
-``cos`` is the cosine of L2-normalised vectors. Interests are separate topics, so a paper needs to match one
-of them well (the maximum); seed and liked papers are examples of one taste, so they count as their mean.
-SEED_SHARE was chosen on days before the benchmark's test days (bench/bench_rank_quality.py).
+``model`` is the profile's own classifier (learn.py), trained on its seeds and likes against its dislikes
+and the day's own papers; ``z`` puts its scores on the day's scale (mean 0, standard
+deviation 1), ``spread`` is the standard deviation of the day's similarity and ``n`` the number of liked and
+disliked papers, so a first like nudges and forty likes count fully. The dislike penalty acts at once, on
+near twins of a disliked paper only (plain cosine above DISLIKE_NEAR).
+
+Interests are separate topics, so a paper needs to match one of them well (the maximum); seed and liked
+papers are examples of one taste, so they count as their mean. Every constant was chosen on the first two
+months of bench/bench_rank_learning.py and reported on the last two.
 """
 
 from __future__ import annotations
@@ -25,10 +34,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import learn
 from .records import Announcement, Paper, Ranked
 
-SEED_SHARE = 0.25
-DISLIKE_WEIGHT = 0.3
+EXAMPLE_SHARE = 1.0
+FEEDBACK_WEIGHT = 1.0
+FEEDBACK_RAMP = 5
+BACKGROUND_MIN = 20  # papers a day needs before its mean vector is taken as the background
+DISLIKE_WEIGHT = 1.0
+DISLIKE_NEAR = 0.5
 KEYWORD_BONUS = 0.10
 NEGATIVE_KEYWORD_PENALTY = 0.20
 AUTHOR_BONUS = 1.0
@@ -37,11 +51,13 @@ REPLACEMENTS = ("replace", "replace-cross")
 
 @dataclass
 class Anchor:
-    """One thing the profile is about, as a vector. ``label`` is how a reason names it."""
+    """One thing the profile is about, as a vector. ``label`` is how a reason names it; ``text`` is a paper's
+    title and abstract, which the learned model reads (empty for an interest)."""
 
     label: str
     vector: np.ndarray
     weight: float = 1.0
+    text: str = ""
 
 
 @dataclass
@@ -102,52 +118,109 @@ def _listing_key(s: _Scored):
 
 
 def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals) -> list[_Scored]:
-    matrices = _Matrices.of(signals)
+    embedded = _Embedded.of(announcements, vectors, signals)
     keywords = [(k, _word_pattern(k)) for k in dict.fromkeys(signals.keywords)]
     negatives = [(k, _word_pattern(k)) for k in dict.fromkeys(signals.negative_keywords)]
     followed = {_person(name): name for name in signals.authors}
     out = []
     for a in announcements:
-        vector = vectors.get(a.paper.id)
-        score, parts = (0.0, ["not embedded"]) if vector is None else _vector_terms(vector, signals, matrices)
+        score, parts = embedded.terms.get(a.paper.id, (0.0, ["not embedded"]))
         bonus, more, by_followed = _text_terms(a.paper, keywords, negatives, followed)
-        parts += more
-        out.append(_Scored(a, score + bonus, "; ".join(parts) or "no interest to compare with", by_followed))
+        out.append(_Scored(a, score + bonus, "; ".join(parts + more) or "no interest to compare with", by_followed))
     return out
 
 
 @dataclass
-class _Matrices:
-    """The profile's vectors stacked once per ranking, not once per paper."""
+class _Embedded:
+    """The vector part of every embedded paper's score, computed for the whole day at once: the background,
+    the learned model and the spread are properties of the day, not of one paper."""
 
-    interests: np.ndarray
-    weights: np.ndarray
-    examples: np.ndarray
-    disliked: np.ndarray
+    terms: dict[str, tuple[float, list[str]]]
 
     @classmethod
-    def of(cls, signals: Signals) -> "_Matrices":
-        return cls(_matrix([a.vector for a in signals.interests]),
-                   np.array([a.weight for a in signals.interests], dtype=np.float32),
-                   _matrix([a.vector for a in signals.seeds + signals.liked]),
-                   _matrix([a.vector for a in signals.disliked]))
+    def of(cls, announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals) -> "_Embedded":
+        # Sorted, so the same papers in any input order give the same matrices and the same model.
+        papers = sorted({a.paper.id: a for a in announcements if a.paper.id in vectors}.values(),
+                        key=lambda a: (a.position, a.paper.id))
+        if not papers:
+            return cls({})
+        day = np.vstack([vectors[a.paper.id] for a in papers]).astype(np.float32)
+        # Fewer papers than that say too little about what a day's papers share: plain cosines then.
+        background = day.mean(axis=0) if len(day) >= BACKGROUND_MIN else np.zeros(day.shape[1], np.float32)
+        similarity = _similarity(day, background, signals)
+        learned = _learned(day, background, [a.paper for a in papers], signals, similarity)
+        closest = _closest(day, signals)
+        terms = {}
+        for i, a in enumerate(papers):
+            score, parts = float(similarity[i]), []
+            if closest is not None:
+                parts.append(closest[i])
+            if learned is not None and abs(learned[i]) >= 0.005:
+                score += float(learned[i])
+                parts.append(f"{'like' if learned[i] > 0 else 'unlike'} papers you liked {learned[i]:+.2f}")
+            if signals.disliked:
+                penalty, part = _dislike_penalty(day[i], signals)
+                score -= penalty
+                parts += part
+            terms[a.paper.id] = (score, parts)
+        return cls(terms)
 
 
-def _vector_terms(vector: np.ndarray, signals: Signals, m: _Matrices) -> tuple[float, list[str]]:
-    """Similarity to what the profile likes, minus the penalty for resembling what it dislikes."""
-    score, parts = 0.0, []
-    similarity, closest = _similarity(vector, signals, m.interests, m.weights, m.examples)
-    if closest is not None:
-        score += similarity
-        parts.append(f"closest to {_name(closest)} ({_cosine(vector, closest):.2f})")
-    if len(m.disliked):
-        cosines = m.disliked @ vector
-        worst = int(np.argmax(cosines))
-        if cosines[worst] > 0:
-            penalty = DISLIKE_WEIGHT * float(cosines[worst])
-            score -= penalty
-            parts.append(f"near {signals.disliked[worst].label} ({cosines[worst]:.2f}) -{penalty:.2f}")
-    return score, parts
+def _similarity(day: np.ndarray, background: np.ndarray, signals: Signals) -> np.ndarray:
+    """The formula's similarity for every paper of the day, with the day's background removed."""
+    papers = learn.centred(day, background)
+    terms = []
+    if signals.interests:
+        interests = learn.centred(np.vstack([a.vector for a in signals.interests]), background)
+        weights = np.array([a.weight for a in signals.interests], dtype=np.float32)
+        terms.append((1.0, (papers @ interests.T * weights).max(axis=1)))
+    examples = signals.seeds + signals.liked
+    if examples:
+        centroid = learn.centred(np.mean([a.vector for a in examples], axis=0), background)[0]
+        terms.append((EXAMPLE_SHARE if terms else 1.0, papers @ centroid))
+    if not terms:
+        return np.zeros(len(day), dtype=np.float32)
+    return sum(share * values for share, values in terms) / sum(share for share, _ in terms)
+
+
+def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signals: Signals,
+             similarity: np.ndarray) -> np.ndarray | None:
+    """The learned term for every paper of the day, or None before the first like or dislike."""
+    feedback = len(signals.liked) + len(signals.disliked)
+    if not feedback:
+        return None
+    examples = ([learn.Example(a.vector, a.text, True) for a in signals.seeds + signals.liked]
+                + [learn.Example(a.vector, a.text, False, learn.DISLIKED_WEIGHT) for a in signals.disliked])
+    scores = learn.learned_scores(examples, day, [f"{p.title}\n{p.abstract}" for p in papers], background)
+    if scores is None:
+        return None
+    spread = float(similarity.std()) or 1.0
+    z = (scores - scores.mean()) / (scores.std() or 1.0)
+    return FEEDBACK_WEIGHT * feedback / (feedback + FEEDBACK_RAMP) * spread * z
+
+
+def _closest(day: np.ndarray, signals: Signals) -> list[str] | None:
+    """What a person would call each paper closest to: the interest (by weighted cosine) or the seed or
+    liked paper with the highest cosine, as "about ..." or "like ..."; an interest wins a tie."""
+    anchors = signals.interests + signals.seeds + signals.liked
+    if not anchors:
+        return None
+    weights = np.array([a.weight for a in signals.interests] + [1.0] * (len(anchors) - len(signals.interests)))
+    cosines = day @ np.vstack([a.vector for a in anchors]).T
+    best = np.argmax(cosines * weights, axis=1)
+    return [f"{_name(anchors[j])} ({cosines[i, j]:.2f})" for i, j in enumerate(best)]
+
+
+def _dislike_penalty(vector: np.ndarray, signals: Signals) -> tuple[float, list[str]]:
+    """A paper close to a disliked one goes down at once, by how much closer than DISLIKE_NEAR it is: the
+    learned model weighs a first dislike lightly, and a reader who dislikes a paper expects its twins to
+    sink in the next digest."""
+    cosines = np.vstack([a.vector for a in signals.disliked]) @ vector
+    worst = int(np.argmax(cosines))
+    if cosines[worst] <= DISLIKE_NEAR:
+        return 0.0, []
+    penalty = DISLIKE_WEIGHT * float(cosines[worst] - DISLIKE_NEAR)
+    return penalty, [f"like your {signals.disliked[worst].label} ({cosines[worst]:.2f}) -{penalty:.2f}"]
 
 
 def _text_terms(paper: Paper, keywords: list, negatives: list,
@@ -170,39 +243,13 @@ def _text_terms(paper: Paper, keywords: list, negatives: list,
     return score, parts, bool(authors)
 
 
-def _matrix(vectors: list[np.ndarray]) -> np.ndarray:
-    return np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
-
-
-def _similarity(vector: np.ndarray, signals: Signals, interests: np.ndarray, weights: np.ndarray,
-                examples: np.ndarray) -> tuple[float, Anchor | None]:
-    """The formula's similarity term, and the anchor a person would call the paper closest to: the
-    interest or example paper with the highest (weighted) cosine."""
-    terms, candidates = [], []
-    if len(interests):
-        weighted = weights * (interests @ vector)
-        best = int(np.argmax(weighted))
-        terms.append((1.0, float(weighted[best])))
-        candidates.append((float(weighted[best]), signals.interests[best]))
-    if len(examples):
-        cosines = examples @ vector
-        best = int(np.argmax(cosines))
-        terms.append((SEED_SHARE if terms else 1.0, float(cosines.mean())))
-        candidates.append((float(cosines[best]), (signals.seeds + signals.liked)[best]))
-    if not terms:
-        return 0.0, None
-    similarity = sum(share * value for share, value in terms) / sum(share for share, _ in terms)
-    closest = max(candidates, key=lambda c: c[0])[1]  # an interest wins a tie: it is listed first
-    return similarity, closest
-
-
-def _cosine(vector: np.ndarray, anchor: Anchor) -> float:
-    return float(np.dot(vector, anchor.vector))
-
-
 def _name(anchor: Anchor) -> str:
-    """Interests are quoted text; papers are named by what they are ("seed paper 2401.01234")."""
-    return anchor.label if anchor.label.startswith(("seed paper ", "liked paper ")) else f'"{anchor.label}"'
+    """Interests are quoted topics ("about ..."); papers are named by what they are ("like seed paper ...")."""
+    if anchor.label.startswith("liked paper "):
+        return f"like your {anchor.label}"
+    if anchor.label.startswith("seed paper "):
+        return f"like {anchor.label}"
+    return f'about "{anchor.label}"'
 
 
 def _word_pattern(word: str) -> re.Pattern:
