@@ -198,6 +198,35 @@ class ScheduleSettings(Section):
         return dt.time.fromisoformat(self.time)
 
 
+class FeedbackSettings(Section):
+    """Feedback links in the digest, served by `digest daemon` (see digest/feedback/)."""
+
+    listen: str = Field("", description="host:port the daemon serves feedback links on; empty: no links")
+    public_url: str = Field("", description="the URL that reaches `listen` from a reader's phone, e.g. behind a proxy")
+    key: Secret | None = Field(None, description="the links' signing key; unset: <state dir>/feedback.key")
+    link_days: int = Field(60, ge=1, description="days a feedback link stays valid")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"expected host:port such as \"127.0.0.1:8425\", got {json.dumps(value)}")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"expected an http(s) URL such as \"https://digest.example.org\", got {json.dumps(value)}")
+        return value.rstrip("/")
+
+    @property
+    def links(self) -> bool:
+        """Links go into digests only when something serves them and readers can reach it."""
+        return bool(self.listen and self.public_url)
+
+
 class Interest(Section):
     text: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
@@ -253,6 +282,7 @@ class Settings(Section):
     files: FilesSettings = FilesSettings()
     digest: DigestSettings = DigestSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     profiles: dict[str, Profile] = Field(min_length=1)
     source: str = Field("", exclude=True, description="the file this was loaded from")
 

@@ -113,6 +113,7 @@ class Daemon:
         self.reload_requested = False
         self.firings: list[dt.datetime] = []  # appended by APScheduler's thread, drained by the loop
         self.scheduler = None
+        self.feedback_server = None
         self.child: subprocess.Popen | None = None
         self.last_child_end = float("-inf")
         self.watchdog_every = watchdog_interval(self.environ)
@@ -134,6 +135,7 @@ class Daemon:
         with daemon_lock(self.settings) as lock:
             if not once:
                 self._start_scheduler()
+                self._start_feedback_server()
             log.info("daemon started: pid %d, schedule %s %s, next at %s, database %s, lock %s",
                      os.getpid(), self.settings.schedule.time, self.settings.schedule.timezone,
                      self._next_text(), self.settings.database_path(), lock)
@@ -174,6 +176,13 @@ class Daemon:
                                misfire_grace_time=3600)
         self.scheduler.start()
 
+    def _start_feedback_server(self) -> None:
+        """The feedback links' endpoint on a thread, when [feedback] listen is set (digest/feedback/web.py)."""
+        if self.settings.feedback.listen:
+            from .feedback.web import start_feedback_server
+
+            self.feedback_server = start_feedback_server(lambda: self.settings)
+
     def _trigger(self):
         return schedule_trigger(self.settings)
 
@@ -183,6 +192,8 @@ class Daemon:
     def _shut_down(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.feedback_server is not None:
+            self.feedback_server.close()
         if self.stop_signal is not None:
             log.info("daemon stopped (%s)", signal.Signals(self.stop_signal).name)
         self._notify("STOPPING=1")
