@@ -198,6 +198,24 @@ class ScheduleSettings(Section):
         return dt.time.fromisoformat(self.time)
 
 
+class ImapSettings(Section):
+    """The mailbox that receives replies to the digest (digest/feedback/replies.py)."""
+
+    host: str = Field("", description="empty: replies are not read")
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["ssl", "starttls"] = Field("ssl", description="never plain: the password goes over it")
+    user: str = ""
+    password: Secret | None = None
+    folder: str = "INBOX"
+    ca_file: str = ""
+    every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
+    timeout: float = Field(30.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
 class FeedbackSettings(Section):
     """Feedback links in the digest, served by `digest daemon` (see digest/feedback/)."""
 
@@ -205,6 +223,7 @@ class FeedbackSettings(Section):
     public_url: str = Field("", description="the URL that reaches `listen` from a reader's phone, e.g. behind a proxy")
     key: Secret | None = Field(None, description="the links' signing key; unset: <state dir>/feedback.key")
     link_days: int = Field(60, ge=1, description="days a feedback link stays valid")
+    imap: ImapSettings = ImapSettings()
 
     @field_validator("listen")
     @classmethod

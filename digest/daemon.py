@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class Daemon:
         self.firings: list[dt.datetime] = []  # appended by APScheduler's thread, drained by the loop
         self.scheduler = None
         self.feedback_server = None
+        self.reply_reader: threading.Thread | None = None
+        self.next_reply_check = 0.0
         self.child: subprocess.Popen | None = None
         self.last_child_end = float("-inf")
         self.watchdog_every = watchdog_interval(self.environ)
@@ -151,6 +154,7 @@ class Daemon:
                         self.firings.clear()
                         self.work(self.clock.now())
                     self.retry_deliveries()
+                    self._read_replies()
                     self._pause(TICK)
             finally:
                 self._shut_down()
@@ -182,6 +186,20 @@ class Daemon:
             from .feedback.web import start_feedback_server
 
             self.feedback_server = start_feedback_server(lambda: self.settings)
+
+    def _read_replies(self) -> None:
+        """Votes in replies to the digest ([feedback.imap], digest/feedback/replies.py), on a thread of
+        their own so that a slow mailbox never holds up a run or a stop."""
+        imap = self.settings.feedback.imap
+        busy = self.reply_reader is not None and self.reply_reader.is_alive()
+        if not imap.enabled or busy or time.monotonic() < self.next_reply_check:
+            return
+        from .feedback.replies import read_replies_logged
+
+        self.next_reply_check = time.monotonic() + imap.every
+        self.reply_reader = threading.Thread(target=read_replies_logged, args=(self.settings,), name="replies",
+                                             daemon=True)
+        self.reply_reader.start()
 
     def _trigger(self):
         return schedule_trigger(self.settings)
