@@ -16,6 +16,7 @@ from contextlib import closing
 import pytest
 import requests
 from feeds import serve_feeds
+from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
 from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
 
@@ -173,6 +174,9 @@ def test_more_like_this_in_the_received_email_records_a_like_from_chromium(templ
         db, result = world.run()
         assert result.status == "sent", result.error
         email_html = smtp.messages[0].part("html")
+        liked = db.execute("SELECT paper_id FROM digest_items WHERE rank = 40").fetchone()[0]
+        neighbour = nearest_neighbour(db, world.settings, liked)
+        before = ranks_now(db, world.settings)
     page_file = tmp_path / "email.html"
     page_file.write_text(email_html, encoding="utf-8")
     server = FeedbackServer(lambda: world.settings).start()
@@ -181,8 +185,8 @@ def test_more_like_this_in_the_received_email_records_a_like_from_chromium(templ
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page()
             page.goto(page_file.as_uri())
-            link = page.get_by_role("link", name="more like this").first
-            paper_id = link.locator("xpath=ancestor::div[starts-with(@id, 'arxiv-')]").get_attribute("id")[6:]
+            card = page.locator(f"[id='arxiv-{liked}']")  # the 40th paper's line: a neighbour has room to rise
+            link = card.get_by_role("link", name="more like this")
             link.click()
             page.wait_for_url(f"http://127.0.0.1:{port}/feedback/*")
             assert page.get_by_role("button", name="More like this").is_visible()
@@ -194,7 +198,9 @@ def test_more_like_this_in_the_received_email_records_a_like_from_chromium(templ
     finally:
         server.close()
     likes = feedback(world.settings)
-    assert [(f["id"], f["feedback"], f["profile"]) for f in likes] == [(paper_id, "like", "me")]
+    assert [(f["id"], f["feedback"], f["profile"]) for f in likes] == [(liked, "like", "me")]
+    after = ranks_now(db, world.settings)
+    assert after[neighbour] < before[neighbour], "the like did not move the liked paper's neighbour up"
 
 
 # -- served by `digest daemon` ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from email.message import EmailMessage
 import pytest
 from feeds import serve_feeds
 from imap_server import DOVECOT, ImapServer
+from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
 from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
 
@@ -91,6 +92,8 @@ def test_a_readers_reply_votes_and_is_marked_seen_while_other_mail_records_nothi
         assert result.status == "sent", result.error
         digest = smtp.messages[0].message
         ranks = ranked(db)
+        neighbour = nearest_neighbour(db, settings, ranks[40])
+        before = ranks_now(db, settings)
         quoted = "\n".join("> " + line for line in smtp.messages[0].part("plain").splitlines())
         mine = reply(digest, f"Reader <{READER}>", f"+1 -2\nlike {ranks[40]}\nthanks, -3 is off topic\n\n"
                                                    f"On Fri, digest wrote:\n> +4\n{quoted}\n")
@@ -114,6 +117,9 @@ def test_a_readers_reply_votes_and_is_marked_seen_while_other_mail_records_nothi
     with closing(open_db(world.db_path)) as db:
         votes = {(f["id"], f["feedback"], f["profile"]) for f in list_feedback(db)}
     assert votes == {(ranks[1], "like", "me"), (ranks[2], "dislike", "me"), (ranks[40], "like", "me")}
+    with closing(open_db(world.db_path)) as db:
+        after = ranks_now(db, settings)
+    assert after[neighbour] < before[neighbour], "the liked paper's neighbour did not move up"
     assert recorded[0] in caplog.text
     assert IMAP_PASSWORD not in caplog.text
 
