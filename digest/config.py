@@ -255,6 +255,8 @@ class Profile(Section):
     name: str = Field("", exclude=True)
     interests: list[Interest] = []
     seed_papers: list[str] = []
+    seed_library: str = Field("", description="a BibTeX, RIS or CSL JSON export of your library; its arXiv "
+                                              "papers are seeds")
     keywords: list[str] = []
     negative_keywords: list[str] = []
     authors: list[str] = []
@@ -286,8 +288,9 @@ class Profile(Section):
 
     @model_validator(mode="after")
     def _has_interests(self):
-        if not (self.interests or self.seed_papers or self.keywords or self.authors):
-            raise ValueError("no interests: give at least one of interests, seed_papers, keywords or authors")
+        if not (self.interests or self.seed_papers or self.seed_library or self.keywords or self.authors):
+            raise ValueError("no interests: give at least one of interests, seed_papers, seed_library, keywords "
+                             "or authors")
         return self
 
 

@@ -12,8 +12,10 @@ from .arxiv.ids import InvalidArxivId, normalize_id
 from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .embed import Embedder, embed_papers, shared_embedder
+from .library import LibraryError, read_library
 from .rank import Anchor, Signals
 from .records import Paper
+from .text import plural
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -32,11 +34,14 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
     embedder = embedder or shared_embedder(settings.embedding)
     warnings: list[str] = []
     seeds = _seed_papers(db, settings, profile.seed_papers, fetch_papers, warnings)
+    library = _library_papers(db, settings, profile, fetch_papers, warnings)
     liked, disliked = _feedback_papers(db, settings, profile.name, fetch_papers)
-    vectors = embed_papers(db, seeds + liked + disliked, settings, embedder=embedder, progress=False)
+    vectors = embed_papers(db, seeds + [p for p, _ in library] + liked + disliked, settings, embedder=embedder,
+                           progress=False)
     signals = Signals(
         interests=_interest_anchors(embedder, profile),
-        seeds=[Anchor(f"seed paper {p.id}", vectors[p.id]) for p in seeds],
+        seeds=[Anchor(f"seed paper {p.id}", vectors[p.id]) for p in seeds]
+        + [Anchor(f"library paper {p.id}", vectors[p.id], weight) for p, weight in library],
         liked=[Anchor(f"liked paper {p.id}", vectors[p.id]) for p in liked],
         disliked=[Anchor(f"disliked paper {p.id}", vectors[p.id]) for p in disliked],
         keywords=list(profile.keywords),
@@ -75,6 +80,33 @@ def _seed_papers(db, settings: Settings, given: list[str], fetch_papers: FetchPa
         warnings += [f"seed paper {wanted[i]} was not found on arXiv; using the other seeds"
                      for i in absent if i in gone]
     return [stored[i] for i in wanted if i in stored]
+
+
+def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: FetchPapers | None,
+                    warnings: list[str]) -> list[tuple[Paper, float]]:
+    """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
+    be read, entries without an arXiv id and papers that cannot be had are warnings, not failures."""
+    if not profile.seed_library:
+        return []
+    try:
+        library = read_library(profile.seed_library)
+    except LibraryError as exc:
+        warnings.append(f"{exc}; ranking without the library")
+        return []
+    papers = get_papers(db, library.weights)
+    absent = [paper_id for paper_id in library.weights if paper_id not in papers]
+    if absent and fetch_papers is not None:
+        fetched, _ = fetch_papers(settings, absent)
+        save_papers(db, fetched)
+        papers.update(get_papers(db, [p.id for p in fetched]))
+    if library.skipped:
+        warnings.append(f"seed library {profile.seed_library}: {plural(library.skipped, 'entry', 'entries')} without an "
+                        f"arXiv id or arXiv DOI skipped")
+    unknown = sum(paper_id not in papers for paper_id in library.weights)
+    if unknown:
+        warnings.append(f"seed library {profile.seed_library}: {plural(unknown, 'arXiv paper')} not stored and "
+                        f"not found on arXiv now; using the others")
+    return [(papers[i], weight) for i, weight in library.weights.items() if i in papers]
 
 
 def _feedback_papers(db, settings: Settings, profile: str,

@@ -123,6 +123,7 @@ class _Matrices:
     interests: np.ndarray
     weights: np.ndarray
     examples: np.ndarray
+    example_weights: np.ndarray
     disliked: np.ndarray
 
     @classmethod
@@ -130,13 +131,14 @@ class _Matrices:
         return cls(_matrix([a.vector for a in signals.interests]),
                    np.array([a.weight for a in signals.interests], dtype=np.float32),
                    _matrix([a.vector for a in signals.seeds + signals.liked]),
+                   np.array([a.weight for a in signals.seeds + signals.liked], dtype=np.float32),
                    _matrix([a.vector for a in signals.disliked]))
 
 
 def _vector_terms(vector: np.ndarray, signals: Signals, m: _Matrices) -> tuple[float, list[str]]:
     """Similarity to what the profile likes, minus the penalty for resembling what it dislikes."""
     score, parts = 0.0, []
-    similarity, closest = _similarity(vector, signals, m.interests, m.weights, m.examples)
+    similarity, closest = _similarity(vector, signals, m.interests, m.weights, m.examples, m.example_weights)
     if closest is not None:
         score += similarity
         parts.append(f"closest to {_name(closest)} ({_cosine(vector, closest):.2f})")
@@ -175,7 +177,7 @@ def _matrix(vectors: list[np.ndarray]) -> np.ndarray:
 
 
 def _similarity(vector: np.ndarray, signals: Signals, interests: np.ndarray, weights: np.ndarray,
-                examples: np.ndarray) -> tuple[float, Anchor | None]:
+                examples: np.ndarray, example_weights: np.ndarray) -> tuple[float, Anchor | None]:
     """The formula's similarity term, and the anchor a person would call the paper closest to: the
     interest or example paper with the highest (weighted) cosine."""
     terms, candidates = [], []
@@ -187,7 +189,8 @@ def _similarity(vector: np.ndarray, signals: Signals, interests: np.ndarray, wei
     if len(examples):
         cosines = examples @ vector
         best = int(np.argmax(cosines))
-        terms.append((SEED_SHARE if terms else 1.0, float(cosines.mean())))
+        # Weighted: a library's older entries count less (library.py); seeds and likes weigh 1 each.
+        terms.append((SEED_SHARE if terms else 1.0, float(np.average(cosines, weights=example_weights))))
         candidates.append((float(cosines[best]), (signals.seeds + signals.liked)[best]))
     if not terms:
         return 0.0, None
