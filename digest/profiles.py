@@ -104,8 +104,8 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                         f"arXiv id or arXiv DOI skipped")
     unknown = sum(paper_id not in papers for paper_id in library.weights)
     if unknown:
-        warnings.append(f"seed library {profile.seed_library}: {plural(unknown, 'arXiv paper')} not stored and "
-                        f"not found on arXiv now; using the others")
+        warnings.append(f"seed library {profile.seed_library}: {plural(unknown, 'arXiv paper')} neither stored "
+                        f"nor fetched from arXiv now; using the others")
     return [(papers[i], weight) for i, weight in library.weights.items() if i in papers]
 
 
