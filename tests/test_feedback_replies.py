@@ -136,3 +136,30 @@ def test_a_wrong_password_is_one_line_that_does_not_show_it(tmp_path):
     message = str(caught.value)
     assert message.startswith(f"IMAP 127.0.0.1:{imap.port}: login as {IMAP_USER} refused: ")
     assert "\n" not in message and "wrong-pass-99" not in message
+
+
+@pytest.mark.slow
+def test_the_daemon_reads_replies_while_it_waits_and_logs_what_they_recorded(template, tmp_path, http_server,
+                                                                             write_config):
+    import signal
+
+    from test_daemon import SUNDAY, DaemonProcess
+
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
+        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+        world = World(tmp_path, http_server.url, smtp, write_config)
+        copy_database(template, world.db_path)
+        settings = world.configure(environ={"IMAP_PASSWORD": IMAP_PASSWORD}, extra=imap_toml(imap))
+        db, result = world.run()
+        assert result.status == "sent", result.error
+        ranks = ranked(db)
+        imap.append(IMAP_USER, reply(smtp.messages[0].message, READER, "-3\n").as_bytes())
+        process = DaemonProcess(settings.source, pretend=SUNDAY, env={"IMAP_PASSWORD": IMAP_PASSWORD})
+        try:
+            process.wait_for(rf"reply from {READER} to the digest of {DAY} \(me\): dislike {ranks[3]}$")
+            process.signal(signal.SIGTERM)
+            assert process.wait(10) == 0
+        finally:
+            process.stop()
+        assert "\\Seen" in next(iter(imap.flags(IMAP_USER).values()))
+    assert IMAP_PASSWORD not in process.output
