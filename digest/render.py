@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import jinja2
 
 from .config import Settings
+from .feedback.links import link_maker
 from .records import DigestView, Ranked, Summary
 from .text import clean_untrusted
 
@@ -74,8 +75,6 @@ def render_empty(day: dt.date, settings: Settings) -> Rendered:
 # -- what the templates see ---------------------------------------------------------------------------
 
 def _context(view: DigestView, settings: Settings) -> dict:
-    from .feedback.links import link_maker
-
     votes = link_maker(settings, view.profile)
     counts = {"announced": 0, "new": 0, "cross": 0, "replace": 0, "summarized": 0, **view.counts}
     days = [d.isoformat() for d in view.days]

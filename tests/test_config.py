@@ -20,7 +20,8 @@ def test_example_config_is_valid_and_complete():
     assert list(settings.profiles) == ["me"]
     # Every section the program knows appears in the example, so users can discover it.
     text = (ROOT / "config.example.toml").read_text()
-    for section in ("arxiv", "storage", "embedding", "llm", "email", "chat", "files", "digest", "schedule"):
+    for section in ("arxiv", "storage", "embedding", "llm", "email", "chat", "files", "digest", "schedule", "feedback",
+                    "feedback.imap"):
         assert f"[{section}" in text or f"# [{section}" in text, section
 
 
