@@ -3,7 +3,9 @@
 Files are parsed with bibtexparser and rispy (CSL JSON is plain JSON); only the parsed field values are
 searched for an arXiv reference: a DOI 10.48550/arXiv.ID, an arxiv.org URL, an eprint with arXiv as its
 archive, or "arXiv:ID" in any field (Zotero puts it in CSL's "number", BibTeX styles in "journal").
-Entries without one are counted and reported as skipped.
+An entry without one is looked up by its exact title in the arXiv API, once: the answer (a paper or none)
+is kept in the ``library_titles`` table, which this module owns. At most TITLE_LOOKUPS_PER_RUN titles are
+asked per run, so a large library is matched over a few runs without a burst of requests.
 
 The file is read at every run, so an edited or re-exported library counts from the next run on. Entries
 later in the file count as more recent, weighted as zotero-arxiv-daily weights a library by the order of
@@ -13,12 +15,20 @@ addition: 1 / (1 + log10(n)) for the n-th newest.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .arxiv.ids import InvalidArxivId, normalize_id
+from .db import now_iso, transaction
+
+if TYPE_CHECKING:
+    from .records import Paper
+
+log = logging.getLogger(__name__)
 
 _DOI = re.compile(r"10\.48550/arxiv\.(\S+)", re.I)
 _URL = re.compile(r"arxiv\.org/(?:abs|pdf|html)/([^\s?#]+)", re.I)
@@ -29,12 +39,19 @@ class LibraryError(Exception):
     """The library file cannot be read or parsed; one line naming the file."""
 
 
+TITLE_LOOKUPS_PER_RUN = 20
+
+
 @dataclass
 class Library:
-    """arXiv ids newest first, each with its weight, and how many entries had no arXiv reference."""
+    """The entries in the file's order, each as (arXiv id or None, title)."""
 
-    weights: dict[str, float] = field(default_factory=dict)
-    skipped: int = 0
+    entries: list[tuple[str | None, str]] = field(default_factory=list)
+
+    @property
+    def titles(self) -> list[str]:
+        """Titles of the entries with no arXiv reference, to look up."""
+        return [title for paper_id, title in self.entries if paper_id is None and title_key(title)]
 
 
 def read_library(path: str | Path) -> Library:
@@ -43,18 +60,53 @@ def read_library(path: str | Path) -> Library:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise LibraryError(f"{path}: cannot read the library: {exc.strerror}") from None
-    entries = _entries(path, text)
-    library = Library()
-    found = []
-    for entry in entries:
-        paper_id = arxiv_id_of(entry)
-        if paper_id is None:
-            library.skipped += 1
-        elif paper_id not in found:
-            found.append(paper_id)
-    for n, paper_id in enumerate(reversed(found), start=1):  # the last entry is the newest
-        library.weights[paper_id] = 1 / (1 + math.log10(n))
-    return library
+    return Library([(arxiv_id_of(entry), _title_of(entry)) for entry in _entries(path, text)])
+
+
+def weigh(paper_ids: list[str]) -> dict[str, float]:
+    """Each id (in the file's order, the last the newest) with its weight, newest first."""
+    unique = list(dict.fromkeys(reversed(paper_ids)))
+    return {paper_id: 1 / (1 + math.log10(n)) for n, paper_id in enumerate(unique, start=1)}
+
+
+def title_key(title: str) -> str:
+    """A title as compared: lower case, words only ("{BERT}: Pre-training" -> "bert pre training")."""
+    return " ".join(re.findall(r"[^\W_]+", title.lower()))
+
+
+def _title_of(entry: dict) -> str:
+    fields = {key.lower(): value for key, value in entry.items()}
+    title = fields.get("title") or fields.get("primary_title") or ""
+    return _text(title).replace("{", "").replace("}", "")
+
+
+# -- titles matched through the arXiv API, once (the library_titles table) -----------------------------
+
+def matched_titles(db, titles: list[str], find: Callable[[str], "Paper | None"] | None,
+                   ) -> tuple[dict[str, str | None], list["Paper"], int]:
+    """(title key -> arXiv id or None for every title known, papers found now, titles still to ask).
+
+    ``find(title)`` asks the arXiv API for a paper of exactly that title (``arxiv.api.find_by_title``); it
+    may raise when arXiv cannot be reached, which ends the lookups for this run, nothing remembered."""
+    keys = list(dict.fromkeys(title_key(t) for t in titles if title_key(t)))
+    known = {row[0]: row[1] for row in db.execute(
+        f"SELECT title, paper_id FROM library_titles WHERE title IN ({','.join('?' * len(keys))})", keys)}
+    by_key = {title_key(t): t for t in titles}
+    found: list[Paper] = []
+    asked = 0
+    for key in [k for k in keys if k not in known][:TITLE_LOOKUPS_PER_RUN if find else 0]:
+        try:
+            paper = find(by_key[key])
+        except Exception as exc:  # arXiv unreachable: ask again next run
+            log.warning("library titles not looked up now: %s", exc)
+            break
+        asked += 1
+        known[key] = paper.id if paper else None
+        found += [paper] if paper else []
+        with transaction(db):
+            db.execute("INSERT OR REPLACE INTO library_titles (title, paper_id, looked_up_at) VALUES (?, ?, ?)",
+                       [key, known[key], now_iso()])
+    return known, found, sum(k not in known for k in keys)
 
 
 def _entries(path: Path, text: str) -> list[dict]:

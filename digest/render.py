@@ -2,7 +2,8 @@
 
 Paper text is untrusted: the HTML template autoescapes everything, Markdown escapes its own punctuation
 (so a title cannot inject a link or raw HTML), and the only links generated point at arxiv.org and
-papers.cool, built from the paper's id, and the signed feedback links under ``[feedback] public_url``. Every item of the view appears in every format: rank, never drop.
+papers.cool, built from the paper's id, and at ``[feedback] public_url`` (signed feedback links). Every item
+of the view appears in every format: rank, never drop.
 """
 
 from __future__ import annotations

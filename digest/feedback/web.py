@@ -23,7 +23,7 @@ from ..config import Settings
 from ..db import get_paper, open_db
 from ..profiles import clear_feedback, set_feedback
 from ..text import clean_untrusted, one_line
-from .links import ACTIONS, BadLink, Vote, read_token, signing_key
+from .links import BadLink, Vote, read_token, signing_key
 
 log = logging.getLogger(__name__)
 
