@@ -169,11 +169,12 @@ def find_by_title(settings: Settings, title: str, *, session: requests.Session |
     library entry with no arXiv id (digest/library.py). Raises ArxivError when arXiv cannot answer."""
     wanted = title_key(title)
     with session_for(settings, session) as polite:
-        try:
-            papers, _ = search(settings, polite, {"search_query": f'ti:"{wanted}"'}, page_size=10)
+        try:  # one page only: the exact title, when arXiv has it, is among the first answers
+            page = parse_api(get_api(settings, polite, {"search_query": f'ti:"{wanted}"', "start": 0,
+                                                        "max_results": 10}))
         except FeedError as exc:
             raise ArxivError(str(exc)) from None
-    return next((p for p in papers if title_key(p.title) == wanted), None)
+    return next((p for p in page.papers if title_key(p.title) == wanted), None)
 
 
 def _was_found(given: str, got: set[str]) -> bool:
