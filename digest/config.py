@@ -198,6 +198,54 @@ class ScheduleSettings(Section):
         return dt.time.fromisoformat(self.time)
 
 
+class ImapSettings(Section):
+    """The mailbox that receives replies to the digest (digest/feedback/replies.py)."""
+
+    host: str = Field("", description="empty: replies are not read")
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["ssl", "starttls"] = Field("ssl", description="never plain: the password goes over it")
+    user: str = ""
+    password: Secret | None = None
+    folder: str = "INBOX"
+    ca_file: str = ""
+    every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
+    timeout: float = Field(30.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+class FeedbackSettings(Section):
+    """Feedback links in the digest, served by `digest daemon` (see digest/feedback/)."""
+
+    listen: str = Field("", description="host:port the daemon serves feedback links on; empty: no links")
+    public_url: str = Field("", description="the URL that reaches `listen` from a reader's phone, e.g. behind a proxy")
+    key: Secret | None = Field(None, description="the links' signing key; unset: <state dir>/feedback.key")
+    link_days: int = Field(60, ge=1, description="days a feedback link stays valid")
+    imap: ImapSettings = ImapSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"expected host:port such as \"127.0.0.1:8425\", got {json.dumps(value)}")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"expected an http(s) URL such as \"https://digest.example.org\", got {json.dumps(value)}")
+        return value.rstrip("/")
+
+    @property
+    def links(self) -> bool:
+        """Links go into digests only when something serves them and readers can reach it."""
+        return bool(self.listen and self.public_url)
+
+
 class Interest(Section):
     text: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
@@ -207,6 +255,8 @@ class Profile(Section):
     name: str = Field("", exclude=True)
     interests: list[Interest] = []
     seed_papers: list[str] = []
+    seed_library: str = Field("", description="a BibTeX, RIS or CSL JSON export of your library; its arXiv "
+                                              "papers are seeds")
     keywords: list[str] = []
     negative_keywords: list[str] = []
     authors: list[str] = []
@@ -238,8 +288,9 @@ class Profile(Section):
 
     @model_validator(mode="after")
     def _has_interests(self):
-        if not (self.interests or self.seed_papers or self.keywords or self.authors):
-            raise ValueError("no interests: give at least one of interests, seed_papers, keywords or authors")
+        if not (self.interests or self.seed_papers or self.seed_library or self.keywords or self.authors):
+            raise ValueError("no interests: give at least one of interests, seed_papers, seed_library, keywords "
+                             "or authors")
         return self
 
 
@@ -253,6 +304,7 @@ class Settings(Section):
     files: FilesSettings = FilesSettings()
     digest: DigestSettings = DigestSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     profiles: dict[str, Profile] = Field(min_length=1)
     source: str = Field("", exclude=True, description="the file this was loaded from")
 

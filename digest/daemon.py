@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class Daemon:
         self.reload_requested = False
         self.firings: list[dt.datetime] = []  # appended by APScheduler's thread, drained by the loop
         self.scheduler = None
+        self.feedback_server = None
+        self.reply_reader: threading.Thread | None = None
+        self.next_reply_check = 0.0
         self.child: subprocess.Popen | None = None
         self.last_child_end = float("-inf")
         self.watchdog_every = watchdog_interval(self.environ)
@@ -134,6 +138,7 @@ class Daemon:
         with daemon_lock(self.settings) as lock:
             if not once:
                 self._start_scheduler()
+                self._start_feedback_server()
             log.info("daemon started: pid %d, schedule %s %s, next at %s, database %s, lock %s",
                      os.getpid(), self.settings.schedule.time, self.settings.schedule.timezone,
                      self._next_text(), self.settings.database_path(), lock)
@@ -149,6 +154,7 @@ class Daemon:
                         self.firings.clear()
                         self.work(self.clock.now())
                     self.retry_deliveries()
+                    self._read_replies()
                     self._pause(TICK)
             finally:
                 self._shut_down()
@@ -174,6 +180,27 @@ class Daemon:
                                misfire_grace_time=3600)
         self.scheduler.start()
 
+    def _start_feedback_server(self) -> None:
+        """The feedback links' endpoint on a thread, when [feedback] listen is set (digest/feedback/web.py)."""
+        if self.settings.feedback.listen:
+            from .feedback.web import start_feedback_server
+
+            self.feedback_server = start_feedback_server(lambda: self.settings)
+
+    def _read_replies(self) -> None:
+        """Votes in replies to the digest ([feedback.imap], digest/feedback/replies.py), on a thread of
+        their own so that a slow mailbox never holds up a run or a stop."""
+        imap = self.settings.feedback.imap
+        busy = self.reply_reader is not None and self.reply_reader.is_alive()
+        if not imap.enabled or busy or time.monotonic() < self.next_reply_check:
+            return
+        from .feedback.replies import read_replies_logged
+
+        self.next_reply_check = time.monotonic() + imap.every
+        self.reply_reader = threading.Thread(target=read_replies_logged, args=(self.settings,), name="replies",
+                                             daemon=True)
+        self.reply_reader.start()
+
     def _trigger(self):
         return schedule_trigger(self.settings)
 
@@ -183,6 +210,8 @@ class Daemon:
     def _shut_down(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.feedback_server is not None:
+            self.feedback_server.close()
         if self.stop_signal is not None:
             log.info("daemon stopped (%s)", signal.Signals(self.stop_signal).name)
         self._notify("STOPPING=1")

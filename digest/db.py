@@ -415,6 +415,21 @@ def m005_notices(db: sqlite_utils.Database) -> None:
         """
     )
 
+
+@migration
+def m006_library_titles(db: sqlite_utils.Database) -> None:
+    """What the arXiv API answered for a library entry's title (library.py), so each title is asked once."""
+    db.executescript(
+        """
+        CREATE TABLE library_titles (
+            title TEXT PRIMARY KEY,          -- lower case, words only (library.title_key)
+            paper_id TEXT,                   -- NULL: arXiv has no paper of exactly this title
+            looked_up_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:

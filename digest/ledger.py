@@ -74,6 +74,12 @@ def digest_by_id(db, digest_id: int) -> Digest | None:
     return Digest.from_row(rows[0]) if rows else None
 
 
+def paper_at_rank(db, digest_id: int, rank: int) -> str | None:
+    """The paper a digest showed as #rank, for a reply that says "+3"."""
+    row = db.execute("SELECT paper_id FROM digest_items WHERE digest_id = ? AND rank = ?", [digest_id, rank]).fetchone()
+    return row[0] if row else None
+
+
 def covering(db, profile: str, day: dt.date) -> list[Digest]:
     """The profile's digests that cover papers announced on ``day`` or were built for it (a merged
     catch-up covers several days), oldest first."""

@@ -286,7 +286,8 @@ def _rank(db, settings: Settings, run: Run, owed: dict[str, list[Announcement]],
     with run.stage("rank") as counts:
         for name, items in owed.items():
             profile = settings.profiles[name]
-            signals, warnings = profile_signals(db, settings, profile, fetch_papers=api.fetch_papers)
+            signals, warnings = profile_signals(db, settings, profile, fetch_papers=api.fetch_papers,
+                                                find_title=api.find_by_title)
             for warning in warnings:
                 log.warning("profile %s: %s", name, warning)
             rankings[name] = rank.rank_papers(_one_per_paper(items), vectors, signals,

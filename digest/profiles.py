@@ -12,36 +12,43 @@ from .arxiv.ids import InvalidArxivId, normalize_id
 from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .embed import Embedder, embed_papers, paper_text, shared_embedder
+from .library import LibraryError, matched_titles, read_library, title_key, weigh
 from .rank import Anchor, Signals
 from .records import Paper
+from .text import plural
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 FetchPapers = Callable[[Settings, list[str]], "tuple[list[Paper], list[str]]"]
+FindTitle = Callable[[Settings, str], "Paper | None"]
 
 
 def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Profile, *,
-                    fetch_papers: FetchPapers | None = None,
+                    fetch_papers: FetchPapers | None = None, find_title: FindTitle | None = None,
                     embedder: Embedder | None = None) -> tuple[Signals, list[str]]:
     """The profile's Signals and the warnings a person should see (a seed paper that does not exist).
 
     Seed papers missing from the database are fetched with ``fetch_papers(settings, ids) -> (papers,
-    missing)`` (``digest.arxiv.fetch_papers``) and stored; without it only stored seeds are used.
+    missing)`` (``digest.arxiv.fetch_papers``) and stored; without it only stored seeds are used. Library
+    entries without an arXiv id are matched by title with ``find_title`` (``arxiv.api.find_by_title``).
     """
     embedder = embedder or shared_embedder(settings.embedding)
     warnings: list[str] = []
     seeds = _seed_papers(db, settings, profile.seed_papers, fetch_papers, warnings)
+    library = _library_papers(db, settings, profile, fetch_papers, find_title, warnings)
     liked, disliked = _feedback_papers(db, settings, profile.name, fetch_papers)
-    vectors = embed_papers(db, seeds + liked + disliked, settings, embedder=embedder, progress=False)
+    vectors = embed_papers(db, seeds + [p for p, _ in library] + liked + disliked, settings, embedder=embedder,
+                           progress=False)
 
-    def anchors(kind: str, papers: list[Paper]) -> list[Anchor]:
+    def anchors(kind: str, papers: list[Paper], weights: list[float] | None = None) -> list[Anchor]:
         # The text too: the profile's learned model reads words as well as vectors (learn.py).
-        return [Anchor(f"{kind} paper {p.id}", vectors[p.id], text=paper_text(p)) for p in papers]
+        return [Anchor(f"{kind} paper {p.id}", vectors[p.id], weight, text=paper_text(p))
+                for p, weight in zip(papers, weights or [1.0] * len(papers))]
 
     signals = Signals(
         interests=_interest_anchors(embedder, profile),
-        seeds=anchors("seed", seeds),
+        seeds=anchors("seed", seeds) + anchors("library", [p for p, _ in library], [w for _, w in library]),
         liked=anchors("liked", liked),
         disliked=anchors("disliked", disliked),
         keywords=list(profile.keywords),
@@ -80,6 +87,42 @@ def _seed_papers(db, settings: Settings, given: list[str], fetch_papers: FetchPa
         warnings += [f"seed paper {wanted[i]} was not found on arXiv; using the other seeds"
                      for i in absent if i in gone]
     return [stored[i] for i in wanted if i in stored]
+
+
+def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: FetchPapers | None,
+                    find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
+    """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
+    be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
+    if not profile.seed_library:
+        return []
+    try:
+        library = read_library(profile.seed_library)
+    except LibraryError as exc:
+        warnings.append(f"{exc}; ranking without the library")
+        return []
+    find = (lambda title: find_title(settings, title)) if find_title else None
+    by_title, found, pending = matched_titles(db, library.titles, find)
+    save_papers(db, found)
+    ids = [paper_id or by_title.get(title_key(title)) for paper_id, title in library.entries]
+    weights = weigh([i for i in ids if i])
+    skipped = sum(i is None for i in ids) - pending
+    papers = get_papers(db, weights)
+    absent = [paper_id for paper_id in weights if paper_id not in papers]
+    if absent and fetch_papers is not None:
+        fetched, _ = fetch_papers(settings, absent)
+        save_papers(db, fetched)
+        papers.update(get_papers(db, [p.id for p in fetched]))
+    if skipped:
+        warnings.append(f"seed library {profile.seed_library}: {plural(skipped, 'entry', 'entries')} with no "
+                        f"arXiv id and no paper of that title on arXiv skipped")
+    if pending:
+        warnings.append(f"seed library {profile.seed_library}: {plural(pending, 'title')} still to look up on "
+                        f"arXiv (a few each run)")
+    unknown = sum(paper_id not in papers for paper_id in weights)
+    if unknown:
+        warnings.append(f"seed library {profile.seed_library}: {plural(unknown, 'arXiv paper')} neither stored "
+                        f"nor fetched from arXiv now; using the others")
+    return [(papers[i], weight) for i, weight in weights.items() if i in papers]
 
 
 def _feedback_papers(db, settings: Settings, profile: str,

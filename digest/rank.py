@@ -176,7 +176,9 @@ def _similarity(day: np.ndarray, background: np.ndarray, signals: Signals) -> np
         terms.append((1.0, (papers @ interests.T * weights).max(axis=1)))
     examples = signals.seeds + signals.liked
     if examples:
-        centroid = learn.centred(np.mean([a.vector for a in examples], axis=0), background)[0]
+        # Weighted: a library's older entries count less (library.py); seeds and likes weigh 1 each.
+        centroid = learn.centred(np.average([a.vector for a in examples], axis=0,
+                                            weights=[a.weight for a in examples]), background)[0]
         terms.append((EXAMPLE_SHARE if terms else 1.0, papers @ centroid))
     if not terms:
         return np.zeros(len(day), dtype=np.float32)

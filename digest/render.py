@@ -2,7 +2,8 @@
 
 Paper text is untrusted: the HTML template autoescapes everything, Markdown escapes its own punctuation
 (so a title cannot inject a link or raw HTML), and the only links generated point at arxiv.org and
-papers.cool, built from the paper's id. Every item of the view appears in every format: rank, never drop.
+papers.cool, built from the paper's id, and at ``[feedback] public_url`` (signed feedback links). Every item
+of the view appears in every format: rank, never drop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import jinja2
 
 from .config import Settings
+from .feedback.links import link_maker
 from .records import DigestView, Ranked, Summary
 from .text import clean_untrusted
 
@@ -74,6 +76,7 @@ def render_empty(day: dt.date, settings: Settings) -> Rendered:
 # -- what the templates see ---------------------------------------------------------------------------
 
 def _context(view: DigestView, settings: Settings) -> dict:
+    votes = link_maker(settings, view.profile)
     counts = {"announced": 0, "new": 0, "cross": 0, "replace": 0, "summarized": 0, **view.counts}
     days = [d.isoformat() for d in view.days]
     when = days[-1] if len(days) == 1 else f"{days[0]} to {days[-1]}"
@@ -85,9 +88,10 @@ def _context(view: DigestView, settings: Settings) -> dict:
         "counts": counts,
         "counts_line": counts_line(counts),
         "subject": subject_line(view.profile, when, counts),
-        "top": [_item(i) for i in view.top],
-        "rest": [_item(i) for i in view.rest],
-        "replaced": [_item(i) for i in view.replaced],
+        "top": [_item(i, votes) for i in view.top],
+        "rest": [_item(i, votes) for i in view.rest],
+        "replaced": [_item(i, votes) for i in view.replaced],
+        "feedback_links": votes is not None,
         "replacements_enabled": settings.digest.include_replacements,
         "fallback_label": FALLBACK_LABEL,
         "caught_up": [clean_untrusted(line) for line in view.caught_up],
@@ -111,7 +115,8 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _item(ranked: Ranked) -> dict:
+def _item(ranked: Ranked, votes=None) -> dict:
+    """One paper as the templates see it; ``votes`` makes its signed like/dislike links (feedback/links.py)."""
     paper = ranked.paper
     return {
         "id": paper.id,
@@ -126,6 +131,7 @@ def _item(ranked: Ranked) -> dict:
         "links": paper_links(paper.id),
         "summary": _summary(ranked.summary),
         "note": ranked.note,
+        "votes": votes(paper.id) if votes else None,
     }
 
 

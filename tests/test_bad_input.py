@@ -44,9 +44,17 @@ def _keys():
             yield from ((f"profiles.me.{n}", "[profiles.me]", n, f) for n, f in Profile.model_fields.items()
                         if not f.exclude)
         elif isinstance(model, type) and issubclass(model, BaseModel):
-            for name, inner in model.model_fields.items():
-                key = inner.alias or name
-                yield f"{section}.{key}", f"[{section}]", key, inner
+            yield from _table_keys(section, model)
+
+
+def _table_keys(table: str, model: type[BaseModel]):
+    """The keys of one table and of the tables inside it ([feedback.imap] in [feedback])."""
+    for name, inner in model.model_fields.items():
+        if isinstance(inner.annotation, type) and issubclass(inner.annotation, BaseModel):
+            yield from _table_keys(f"{table}.{name}", inner.annotation)
+            continue
+        key = inner.alias or name
+        yield f"{table}.{key}", f"[{table}]", key, inner
 
 
 def _toml(table: str, key: str, value) -> str:

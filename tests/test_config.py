@@ -20,7 +20,8 @@ def test_example_config_is_valid_and_complete():
     assert list(settings.profiles) == ["me"]
     # Every section the program knows appears in the example, so users can discover it.
     text = (ROOT / "config.example.toml").read_text()
-    for section in ("arxiv", "storage", "embedding", "llm", "email", "chat", "files", "digest", "schedule"):
+    for section in ("arxiv", "storage", "embedding", "llm", "email", "chat", "files", "digest", "schedule", "feedback",
+                    "feedback.imap"):
         assert f"[{section}" in text or f"# [{section}" in text, section
 
 
@@ -47,7 +48,8 @@ def test_one_line_errors_name_file_key_and_expectation(body, message):
 def test_profile_errors():
     assert error_of("") == 'config.toml: profiles: no profile; add one, e.g. [profiles.me] with interests = ["..."]'
     assert error_of("[profiles.me]\n") == (
-        "config.toml: profiles.me: no interests: give at least one of interests, seed_papers, keywords or authors")
+        "config.toml: profiles.me: no interests: give at least one of interests, seed_papers, seed_library, keywords "
+        "or authors")
     assert error_of('[profiles.me]\ninterests = [{ text = "x", weight = "heavy" }]\n') == (
         'config.toml: profiles.me.interests[0].weight: expected a number, got "heavy"')
     assert error_of(PROFILE + 'chat = ["lab"]\n') == 'config.toml: profiles.me.chat: no chat target named "lab" in [chat]'

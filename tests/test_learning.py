@@ -10,7 +10,6 @@ import shutil
 import statistics
 
 import numpy as np
-
 import pytest
 from feeds import listing_papers
 

@@ -18,6 +18,7 @@ import requests
 
 from ..config import Settings
 from ..db import day_fetched, later_feed_days, previous_feed_day, save_announcements
+from ..library import title_key
 from ..records import Announcement, Paper
 from ..taxonomy import ARCHIVES, CategoryExpression
 from ..text import plural
@@ -161,6 +162,19 @@ def fetch_papers(settings: Settings, ids: list[str], *, session: requests.Sessio
     got = {p.id for p in found} | {f"{p.id}v{p.version}" for p in found}
     missing = [given for given in ids if not _was_found(given, got)]
     return found, missing
+
+
+def find_by_title(settings: Settings, title: str, *, session: requests.Session | None = None) -> Paper | None:
+    """The paper whose title is exactly ``title`` (case, punctuation and spacing aside), or None. For a
+    library entry with no arXiv id (digest/library.py). Raises ArxivError when arXiv cannot answer."""
+    wanted = title_key(title)
+    with session_for(settings, session) as polite:
+        try:  # one page only: the exact title, when arXiv has it, is among the first answers
+            page = parse_api(get_api(settings, polite, {"search_query": f'ti:"{wanted}"', "start": 0,
+                                                        "max_results": 10}))
+        except FeedError as exc:
+            raise ArxivError(str(exc)) from None
+    return next((p for p in page.papers if title_key(p.title) == wanted), None)
 
 
 def _was_found(given: str, got: set[str]) -> bool:

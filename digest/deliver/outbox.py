@@ -196,6 +196,11 @@ def for_digests(db, digest_ids: list[int]) -> list[dict]:
     return rows
 
 
+def sent_emails(db) -> list[dict]:
+    """Every email that went out (digest, recipient): what a reply to a digest can answer."""
+    return [dict(r) for r in db.query(f"{ROW} WHERE x.channel = 'email' AND x.status = 'sent' ORDER BY x.id")]
+
+
 def not_sent(db) -> list[dict]:
     """Rows not (yet) sent, failed ones first, then the newest day: what `digest status` shows."""
     return [dict(r) for r in db.query(f"{ROW} WHERE x.status != 'sent' "

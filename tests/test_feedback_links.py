@@ -1,0 +1,231 @@
+"""Like and dislike links in the digest, end to end: a real run sends the email over loopback SMTP, headless
+Chromium (driven by Playwright) opens the email's HTML, follows "more like this", and presses the button on
+the page that waitress serves; the like is then in the feedback table. A prefetch (GET only), a tampered
+token and an expired one record nothing and get a 403 where the token is bad.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import stat
+from contextlib import closing
+
+import pytest
+import requests
+from feeds import serve_feeds
+from neighbours import nearest_neighbour, ranks_now
+from smtp_server import SMTPServer
+from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
+
+from digest import render
+from digest.config import parse_settings, state_dir
+from digest.db import open_db
+from digest.feedback.links import BadLink, Vote, link_maker, make_token, read_token, signing_key
+from digest.feedback.web import FeedbackServer
+from digest.profiles import list_feedback
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+KEY = "k" * 32
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feedback_toml(port: int, key: str | None = KEY) -> str:
+    key_line = f'key = "{key}"\n' if key else ""
+    return f'[feedback]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n{key_line}'
+
+
+def settings_with(tmp_path, port: int, key: str | None = KEY):
+    body = f'[storage]\npath = "{tmp_path / "digest.db"}"\n' + feedback_toml(port, key) + \
+        '[profiles.me]\ninterests = ["speech"]\n'
+    return parse_settings(body, environ={})
+
+
+def token(settings, paper="2606.12345", action="like", days=30, key=None) -> str:
+    expires = int((dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days)).timestamp())
+    return make_token(key or signing_key(settings), Vote("me", paper, action, expires))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A feedback server on loopback over an empty database: (settings, base URL)."""
+    port = free_port()
+    settings = settings_with(tmp_path, port)
+    open_db(settings.database_path()).conn.close()
+    server = FeedbackServer(lambda: settings).start()
+    yield settings, f"http://127.0.0.1:{port}"
+    server.close()
+
+
+def feedback(settings) -> list[dict]:
+    with closing(open_db(settings.database_path())) as db:
+        return list_feedback(db)
+
+
+# -- the token -------------------------------------------------------------------------------------
+
+def test_a_token_carries_its_vote_and_any_change_to_it_is_refused(tmp_path):
+    settings = settings_with(tmp_path, 8425)
+    key = signing_key(settings)
+    good = token(settings)
+    assert read_token(key, good) == Vote("me", "2606.12345", "like", read_token(key, good).expires)
+    payload, signature = good.split(".")
+    forged_payload = make_token(key, Vote("me", "2606.12345", "dislike", 9999999999)).split(".")[0]
+    for bad in (f"{forged_payload}.{signature}", f"{payload}.{signature[:-2]}AA", f"{payload}.{signature}x",
+                f"{payload}!.{signature}", "", "a.b.c", token(settings, key=b"another key")):
+        with pytest.raises(BadLink):
+            read_token(key, bad)
+    with pytest.raises(BadLink, match="expired"):
+        read_token(key, token(settings, days=-1))
+
+
+def test_without_a_configured_key_one_is_made_once_in_the_state_directory_for_the_owner_only(tmp_path):
+    settings = settings_with(tmp_path, 8425, key=None)
+    first = signing_key(settings)
+    path = state_dir() / "feedback.key"
+    assert len(first) == 32 and signing_key(settings) == first
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_links_are_off_by_default_and_on_with_listen_and_public_url(tmp_path):
+    from test_render import day_view, settings_for
+
+    view = day_view(dt.date(2026, 6, 23))
+    plain = render.render_digest(view, settings_for())
+    assert "/feedback/" not in plain.html + plain.markdown + plain.text
+    assert link_maker(settings_for('[feedback]\nlisten = "127.0.0.1:8425"\n'), "me") is None  # nowhere public
+    linked = render.render_digest(view, settings_for(feedback_toml(8425)))
+    assert linked.html.count("http://127.0.0.1:8425/feedback/") == 2 * len(view.items)
+    assert linked.markdown.count("http://127.0.0.1:8425/feedback/") == 2 * len(view.items)
+    assert "More like this: http://127.0.0.1:8425/feedback/" in linked.text
+
+
+# -- the endpoint ----------------------------------------------------------------------------------
+
+def test_a_get_only_asks_and_the_post_records_once_and_undo_forgets(served):
+    settings, base = served
+    url = f"{base}/feedback/{token(settings)}"
+    for _ in range(3):  # a mail scanner prefetching the link, and a person opening it
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and 'method="post"' in page.text
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert feedback(settings) == []
+    first = requests.post(url, data={"do": "record"}, timeout=10)
+    assert "Noted" in first.text
+    again = requests.post(url, data={"do": "record"}, timeout=10)
+    assert "Already noted" in again.text
+    assert [(f["id"], f["feedback"], f["profile"]) for f in feedback(settings)] == [("2606.12345", "like", "me")]
+    assert "Already noted" in requests.get(url, timeout=10).text
+    assert "Undone" in requests.post(url, data={"do": "undo"}, timeout=10).text
+    assert feedback(settings) == []
+
+
+def test_forged_altered_and_expired_links_get_a_plain_403_and_record_nothing(served):
+    settings, base = served
+    good = token(settings)
+    payload, signature = good.split(".")
+    dislike_payload = token(settings, action="dislike").split(".")[0]
+    for bad in (f"{dislike_payload}.{signature}", f"{payload}.{'A' * len(signature)}", "nonsense",
+                token(settings, days=-1), token(settings, key=b"someone else's key")):
+        for method in ("get", "post"):
+            reply = requests.request(method, f"{base}/feedback/{bad}", data={"do": "record"}, timeout=10)
+            assert reply.status_code == 403
+            assert "not valid" in reply.text and "form" not in reply.text
+    assert requests.get(f"{base}/elsewhere", timeout=10).status_code == 404
+    assert feedback(settings) == []
+
+
+def test_the_signing_key_reaches_neither_the_database_nor_the_log(served, caplog):
+    settings, base = served
+    caplog.set_level("DEBUG")
+    requests.post(f"{base}/feedback/{token(settings)}", data={"do": "record"}, timeout=10)
+    requests.get(f"{base}/feedback/nonsense", timeout=10)
+    assert feedback(settings)
+    assert KEY.encode() not in settings.database_path().read_bytes()
+    assert KEY not in caplog.text
+
+
+# -- the real thing: the email in Chromium --------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory):
+    return template_database(tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_more_like_this_in_the_received_email_records_a_like_from_chromium(template, tmp_path, http_server,
+                                                                          write_config):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp:
+        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+        world = World(tmp_path, http_server.url, smtp, write_config)
+        copy_database(template, world.db_path)
+        world.configure(extra=feedback_toml(port, key=None))
+        db, result = world.run()
+        assert result.status == "sent", result.error
+        email_html = smtp.messages[0].part("html")
+        liked = db.execute("SELECT paper_id FROM digest_items WHERE rank = 40").fetchone()[0]
+        neighbour = nearest_neighbour(db, world.settings, liked)
+        before = ranks_now(db, world.settings)
+    page_file = tmp_path / "email.html"
+    page_file.write_text(email_html, encoding="utf-8")
+    server = FeedbackServer(lambda: world.settings).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            card = page.locator(f"[id='arxiv-{liked}']")  # the 40th paper's line: a neighbour has room to rise
+            link = card.get_by_role("link", name="more like this")
+            link.click()
+            page.wait_for_url(f"http://127.0.0.1:{port}/feedback/*")
+            assert page.get_by_role("button", name="More like this").is_visible()
+            assert feedback(world.settings) == [], "opening the link alone recorded a vote"
+            page.get_by_role("button", name="More like this").click()
+            page.wait_for_load_state()
+            assert "Noted" in page.content()
+            browser.close()
+    finally:
+        server.close()
+    likes = feedback(world.settings)
+    assert [(f["id"], f["feedback"], f["profile"]) for f in likes] == [(liked, "like", "me")]
+    after = ranks_now(db, world.settings)
+    assert after[neighbour] < before[neighbour], "the like did not move the liked paper's neighbour up"
+
+
+# -- served by `digest daemon` ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_daemon_serves_the_links_while_it_runs_and_logs_what_it_recorded(tmp_path, write_config):
+    import signal
+
+    from test_daemon import SUNDAY, DaemonProcess, idle_config
+
+    port = free_port()
+    config = idle_config(tmp_path, write_config, extra=feedback_toml(port))
+    settings = parse_settings(config.read_text(), environ={})
+    process = DaemonProcess(config, pretend=SUNDAY)
+    try:
+        process.wait_for(rf"feedback links: listening on 127.0.0.1:{port}")
+        url = f"http://127.0.0.1:{port}/feedback/{token(settings, paper='2606.00001', action='dislike')}"
+        assert 'method="post"' in requests.get(url, timeout=10).text, process.output
+        assert "Noted" in requests.post(url, data={"do": "record"}, timeout=10).text
+        process.wait_for(r"feedback link: dislike 2606.00001 for profile me")
+        process.signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.stop()
+    assert [(f["id"], f["feedback"]) for f in feedback(settings)] == [("2606.00001", "dislike")]
+    assert KEY not in "\n".join(process.lines)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=2)

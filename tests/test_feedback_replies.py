@@ -1,0 +1,165 @@
+"""Replies to the digest as feedback, end to end: a real run emails the digest over loopback SMTP, replies
+land in a real IMAP server (Debian's dovecot, STARTTLS), and digest reads them: the reader's own lines
+vote, quoted lines and anyone else's mail record nothing, and the reply is marked seen.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from contextlib import closing
+from email.message import EmailMessage
+
+import pytest
+from feeds import serve_feeds
+from imap_server import DOVECOT, ImapServer
+from neighbours import nearest_neighbour, ranks_now
+from smtp_server import SMTPServer
+from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
+
+from digest.db import open_db
+from digest.feedback.replies import ImapError, check_replies, own_text, parse_votes
+from digest.profiles import list_feedback
+
+IMAP_USER, IMAP_PASSWORD = "digest", "imap-pass-0815"
+
+
+def reply(to: EmailMessage, sender: str, body: str, *, html: str | None = None) -> EmailMessage:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = str(to["From"])
+    message["Subject"] = f"Re: {to['Subject']}"
+    message["Message-ID"] = email.utils.make_msgid(domain="example.org")
+    message["In-Reply-To"] = str(to["Message-ID"])
+    message["References"] = str(to["Message-ID"])
+    message.set_content(body)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+# -- what counts as a vote -------------------------------------------------------------------------
+
+def test_a_vote_line_holds_only_votes_and_prose_records_nothing():
+    text = ("+3 +7 -12\nlike 2601.01234, dislike arXiv:2602.00002v3\n-2603.00003\n"
+            "It was -3 degrees here, +1 to the third paper\nlike this one\n")
+    assert parse_votes(text) == [("+", "3"), ("+", "7"), ("-", "12"), ("+", "2601.01234"), ("-", "2602.00002"),
+                                 ("-", "2603.00003")]
+
+
+def test_only_the_replys_own_lines_count_not_what_it_quotes():
+    original = EmailMessage()
+    original["From"], original["Subject"], original["Message-ID"] = "d@example.org", "digest", "<digest.x@e>"
+    plain = reply(original, READER, "+2\n\nOn Thu, 3 Dec 2026, digest <d@example.org> wrote:\n> +5\n+6\n")
+    assert parse_votes(own_text(plain)) == [("+", "2")]
+    outlook = reply(original, READER, "-4\n-----Original Message-----\n+5\n")
+    assert parse_votes(own_text(outlook)) == [("-", "4")]
+    html_only = EmailMessage()
+    html_only.set_content("<div>+8</div><div class='gmail_quote'><blockquote>+9</blockquote></div>", subtype="html")
+    assert parse_votes(own_text(html_only)) == [("+", "8")]
+
+
+# -- the real mailbox ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory):
+    return template_database(tmp_path_factory.getbasetemp())
+
+
+def imap_toml(imap: ImapServer) -> str:
+    """The password by reference, from $IMAP_PASSWORD, as a user would keep it out of the file."""
+    return (f'[feedback.imap]\nhost = "{imap.host}"\nport = {imap.port}\nsecurity = "starttls"\n'
+            f'user = "{IMAP_USER}"\npassword_env = "IMAP_PASSWORD"\nca_file = "{imap.ca_file}"\n')
+
+
+def ranked(db) -> dict[int, str]:
+    return {rank: paper for paper, rank in db.execute("SELECT paper_id, rank FROM digest_items")}
+
+
+pytestmark = pytest.mark.skipif(DOVECOT is None, reason="dovecot is not installed (apt-get install dovecot-imapd)")
+
+
+@pytest.mark.slow
+def test_a_readers_reply_votes_and_is_marked_seen_while_other_mail_records_nothing(template, tmp_path, http_server,
+                                                                                  write_config, caplog):
+    caplog.set_level("INFO")
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
+        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+        world = World(tmp_path, http_server.url, smtp, write_config)
+        copy_database(template, world.db_path)
+        settings = world.configure(environ={"IMAP_PASSWORD": IMAP_PASSWORD}, extra=imap_toml(imap))
+        db, result = world.run()
+        assert result.status == "sent", result.error
+        digest = smtp.messages[0].message
+        ranks = ranked(db)
+        neighbour = nearest_neighbour(db, settings, ranks[40])
+        before = ranks_now(db, settings)
+        quoted = "\n".join("> " + line for line in smtp.messages[0].part("plain").splitlines())
+        mine = reply(digest, f"Reader <{READER}>", f"+1 -2\nlike {ranks[40]}\nthanks, -3 is off topic\n\n"
+                                                   f"On Fri, digest wrote:\n> +4\n{quoted}\n")
+        stranger = reply(digest, "stranger@example.org", "+5\n")
+        unrelated = EmailMessage()
+        unrelated["From"], unrelated["Subject"] = READER, "lunch?"
+        unrelated["Message-ID"] = "<lunch@example.org>"
+        unrelated.set_content("+6\n")
+        for message in (mine, stranger, unrelated):
+            imap.append(IMAP_USER, message.as_bytes())
+
+        recorded = check_replies(settings)
+        again = check_replies(settings)
+        flags = imap.flags(IMAP_USER)
+
+    assert recorded == [f"reply from {READER} to the digest of {DAY} (me): like {ranks[1]}, dislike {ranks[2]}, "
+                        f"like {ranks[40]}"]
+    assert again == []
+    assert "\\Seen" in flags[str(mine["Message-ID"])]
+    assert "\\Seen" not in flags[str(stranger["Message-ID"])] and "\\Seen" not in flags["<lunch@example.org>"]
+    with closing(open_db(world.db_path)) as db:
+        votes = {(f["id"], f["feedback"], f["profile"]) for f in list_feedback(db)}
+    assert votes == {(ranks[1], "like", "me"), (ranks[2], "dislike", "me"), (ranks[40], "like", "me")}
+    with closing(open_db(world.db_path)) as db:
+        after = ranks_now(db, settings)
+    assert after[neighbour] < before[neighbour], "the liked paper's neighbour did not move up"
+    assert recorded[0] in caplog.text
+    assert IMAP_PASSWORD not in caplog.text
+
+
+@pytest.mark.slow
+def test_a_wrong_password_is_one_line_that_does_not_show_it(tmp_path):
+    from digest.config import parse_settings
+
+    with ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
+        settings = parse_settings(f'[storage]\npath = "{tmp_path / "d.db"}"\n' + imap_toml(imap) +
+                                  '[profiles.me]\ninterests = ["x"]\n', environ={"IMAP_PASSWORD": "wrong-pass-99"})
+        with pytest.raises(ImapError) as caught:
+            check_replies(settings)
+    message = str(caught.value)
+    assert message.startswith(f"IMAP 127.0.0.1:{imap.port}: login as {IMAP_USER} refused: ")
+    assert "\n" not in message and "wrong-pass-99" not in message
+
+
+@pytest.mark.slow
+def test_the_daemon_reads_replies_while_it_waits_and_logs_what_they_recorded(template, tmp_path, http_server,
+                                                                             write_config):
+    import signal
+
+    from test_daemon import SUNDAY, DaemonProcess
+
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
+        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+        world = World(tmp_path, http_server.url, smtp, write_config)
+        copy_database(template, world.db_path)
+        settings = world.configure(environ={"IMAP_PASSWORD": IMAP_PASSWORD}, extra=imap_toml(imap))
+        db, result = world.run()
+        assert result.status == "sent", result.error
+        ranks = ranked(db)
+        imap.append(IMAP_USER, reply(smtp.messages[0].message, READER, "-3\n").as_bytes())
+        process = DaemonProcess(settings.source, pretend=SUNDAY, env={"IMAP_PASSWORD": IMAP_PASSWORD})
+        try:
+            process.wait_for(rf"reply from {READER} to the digest of {DAY} \(me\): dislike {ranks[3]}$")
+            process.signal(signal.SIGTERM)
+            assert process.wait(10) == 0
+        finally:
+            process.stop()
+        assert "\\Seen" in next(iter(imap.flags(IMAP_USER).values()))
+    assert IMAP_PASSWORD not in process.output
