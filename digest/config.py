@@ -88,7 +88,7 @@ class StorageSettings(Section):
 
 class EmbeddingSettings(Section):
     model: str = DEFAULT_MODEL
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1, description="texts embedded at once; a larger batch holds more memory")
 
 
 class LLMSettings(Section):
@@ -458,6 +458,14 @@ def state_dir() -> Path:
     if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "digest"
+
+
+def cache_dir() -> Path:
+    """What digest can rebuild (the embedding model exported to ONNX): losing it costs time, never data."""
+    if os.environ.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "digest"
 
 

@@ -4,13 +4,19 @@ Every paper is embedded once per model: the ``embeddings`` table keeps its vecto
 with the hash of the text it came from, so profiles, runs and the history commands all reuse it, and only
 a changed title/abstract or a changed ``embedding.model`` embeds again.
 
-torch and sentence-transformers are imported only inside the functions that encode: ``digest --help`` and a
-daemon waiting for its next run never load them, and a run that finds every paper's vector stored loads the
-model only to embed the profiles' interest lines.
+The model runs in onnxruntime from an export made once per model (``embed_onnx``), with the same vectors as
+sentence-transformers and without torch: a cold semantic search needs a fraction of the time and memory.
+A model that does not export cleanly runs in sentence-transformers, as every model did before. Either is
+loaded only inside the functions that encode: ``digest --help`` and a daemon waiting for its next run never
+load one, and a run that finds every paper's vector stored loads it only to embed the profiles' interests.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+import tempfile
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable
 
@@ -47,11 +53,15 @@ def resolve_model(name: str) -> str:
 
 class Embedder:
     """One embedding model, loaded on first use. ``encode_calls`` and ``texts_encoded`` count real work,
-    so a caller (or a test) can tell a cache hit from an encode."""
+    so a caller (or a test) can tell a cache hit from an encode.
 
-    def __init__(self, settings: EmbeddingSettings):
+    ``backend``: "auto" runs the model's ONNX export (exporting it the first time) and falls back to
+    sentence-transformers; "sentence-transformers" always uses the latter (the benchmarks' baseline)."""
+
+    def __init__(self, settings: EmbeddingSettings, backend: str = "auto"):
         self.settings = settings
         self.model_name = settings.model
+        self.backend = backend
         self._model = None
         self._memo: dict[str, np.ndarray] = {}
         self.encode_calls = 0
@@ -61,15 +71,21 @@ class Embedder:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def uses_onnx(self) -> bool:
+        """Whether the model runs from its ONNX export (loading it first if need be)."""
+        from .embed_onnx import OnnxEncoder
+
+        return isinstance(self._load(), OnnxEncoder)
+
     def _load(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            resolved = resolve_model(self.model_name)
+            if self.backend == "auto":
+                from .embed_onnx import load_encoder
 
-            try:
-                self._model = SentenceTransformer(resolve_model(self.model_name))
-            except Exception as exc:  # OSError, ValueError, HF errors: all mean "this model is not usable"
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise EmbeddingError(f"embedding.model {self.model_name}: cannot load the model: {first}") from None
+                self._model = load_encoder(self.model_name, resolved)
+            if self._model is None:
+                self._model = SentenceTransformerEncoder(self.model_name, resolved)
         return self._model
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -79,9 +95,7 @@ class Embedder:
         model = self._load()
         self.encode_calls += 1
         self.texts_encoded += len(texts)
-        vectors = model.encode(list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.ascontiguousarray(model.encode(list(texts), self.settings.batch_size), dtype=np.float32)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Like embed_texts, remembering each text's vector for the life of this Embedder: a profile's
@@ -93,6 +107,64 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.vstack([self._memo[t] for t in texts])
+
+
+class SentenceTransformerEncoder:
+    """The model in sentence-transformers (and torch): for a model without a usable ONNX export."""
+
+    def __init__(self, name: str, resolved: str):
+        quiet_third_party()
+        import_quietly("torch")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(resolved)
+        except Exception as exc:  # OSError, ValueError, HF errors: all mean "this model is not usable"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EmbeddingError(f"embedding.model {name}: cannot load the model: {first}") from None
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
+
+
+def quiet_third_party() -> None:
+    """Before transformers loads a model: its "Loading weights" bar (and huggingface_hub's download bars)
+    redraw with carriage returns, which journald stores as a blob. Shown on a terminal only."""
+    if sys.stderr.isatty():
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub and transformers load
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
+def import_quietly(name: str):
+    """Import torch or onnxruntime where /proc/cpuinfo cannot be read (systemd's ProcSubset=pid). Both
+    bundle the cpuinfo library, which then prints "Error in cpuinfo: failed to parse processor
+    information", and onnxruntime adds three warnings, all at import. They are false alarms for what digest
+    runs: the matrix kernels detect the CPU by themselves, and onnxruntime embedded as fast without
+    /proc/cpuinfo as with it. So those lines are dropped; anything else the import prints goes through."""
+    if name in sys.modules or os.access("/proc/cpuinfo", os.R_OK):
+        return importlib.import_module(name)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as printed:
+        os.dup2(printed.fileno(), 2)  # the C libraries write to the file descriptor, not to sys.stderr
+        try:
+            return importlib.import_module(name)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            printed.seek(0)
+            for line in printed.read().decode(errors="replace").splitlines():
+                if "cpuinfo" not in line and "CPU vendor" not in line:
+                    print(line, file=sys.stderr)
 
 
 # One loaded model per name for the life of the process. A run is one process (the daemon starts a child

