@@ -133,6 +133,8 @@ def apply_migrations(db: sqlite_utils.Database, upto: int | None = None, label: 
         if fn.__name__ in done:
             continue
         with transaction(db):
+            if fn.__name__ in recorded_migrations(db):  # another process applied it while we waited for the lock
+                continue
             fn(db)
             db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [fn.__name__, now_iso()])
         applied.append(fn.__name__)

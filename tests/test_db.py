@@ -87,3 +87,17 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(dbm.DatabaseError, match="cannot create the database directory"):
         dbm.open_db(blocker / "sub" / "d.db")
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
+    # The daemon, a timer's run and a person's `digest status` may all create the database at the same moment:
+    # the one that waited for the lock must find the migration done, not run it again ("already exists").
+    import subprocess
+    import sys
+
+    for attempt in range(4):
+        path = tmp_path / f"race{attempt}" / "digest.db"
+        code = f"from digest.db import open_db; open_db({str(path)!r})"
+        racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [racer.communicate(timeout=60)[1] for racer in racers]
+        assert [racer.returncode for racer in racers] == [0, 0, 0, 0], errors
