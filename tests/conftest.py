@@ -18,6 +18,9 @@ DATA = Path(__file__).resolve().parent / "data"
 LISTING = DATA / "listing_2026-06-22_to_06-30.jsonl.gz"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The World fixtures (template, smtp, world) for the tests that live through one day of it; a module that
+# defines a fixture of the same name (test_daemon's smtp, test_history's template) uses its own.
+pytest_plugins = ["world"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

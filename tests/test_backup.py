@@ -11,9 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
-from feeds import serve_feeds
-from smtp_server import SMTPServer
-from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, integrity, template_database
+from world import integrity, make_world
 
 from digest import db as dbm
 from digest.cli import cli
@@ -21,22 +19,11 @@ from digest.cli import cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
 
 
 @pytest.fixture
 def world(template, tmp_path, http_server, smtp, write_config):
-    here = World(tmp_path, http_server.url, smtp, write_config)
-    copy_database(template, here.db_path)
-    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+    here = make_world(template, tmp_path, http_server, smtp, write_config)
     here.configure()
     yield here
     here.close()

@@ -18,16 +18,14 @@ import time
 import pytest
 from chat_server import ChatServer
 from click.testing import CliRunner
-from feeds import empty_feed_xml, serve_feeds
+from feeds import empty_feed_xml
 from llm_server import LLMServer, error, huge, malformed, ok, rate_limited, refusal, slow
 from loopback import Reply
-from smtp_server import SMTPServer
 from world import (
     DAY,
     READER,
     SMTP_PASSWORD,
     SMTP_USER,
-    World,
     assert_invariants,
     copy_database,
     day_feed,
@@ -37,7 +35,6 @@ from world import (
     make_due,
     stored_digest_ids,
     stored_render,
-    template_database,
 )
 
 from digest import db as dbm
@@ -51,24 +48,6 @@ pytestmark = pytest.mark.slow
 EXPECTED = set(feed_paper_ids(day_feed()))
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture
-def world(template, tmp_path, http_server, smtp, write_config):
-    here = World(tmp_path, http_server.url, smtp, write_config)
-    copy_database(template, here.db_path)
-    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
-    yield here
-    here.close()
 
 
 def first_answers(*replies: Reply):

@@ -7,35 +7,15 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from feeds import serve_feeds
 from llm_server import LLMServer, error
 from loopback import Reply
-from smtp_server import SMTPServer
-from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, make_due, template_database
+from world import DAY, day_feed, make_due
 
 from digest.cli import cli
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture
-def world(template, tmp_path, http_server, smtp, write_config):
-    here = World(tmp_path, http_server.url, smtp, write_config)
-    copy_database(template, here.db_path)
-    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
-    yield here
-    here.close()
 
 
 def check(world) -> tuple[int, str, dict]:

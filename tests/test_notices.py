@@ -10,19 +10,11 @@ import json
 import pytest
 from chat_server import ChatServer
 from click.testing import CliRunner
-from feeds import serve_feeds
 from llm_server import LLMServer, error
-from smtp_server import SMTPServer
 from world import (
     DAY,
     PROFILE,
     READER,
-    SMTP_PASSWORD,
-    SMTP_USER,
-    World,
-    copy_database,
-    day_feed,
-    template_database,
 )
 
 from digest.cli import cli
@@ -34,24 +26,6 @@ OTHER = "bob@example.org"
 REASON = "gave up at 2026-06-26 13:00 UTC: arXiv's feed still showed 2026-06-25"
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture
-def world(template, tmp_path, http_server, smtp, write_config):
-    here = World(tmp_path, http_server.url, smtp, write_config)
-    copy_database(template, here.db_path)
-    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
-    yield here
-    here.close()
 
 
 def digest(world, *args: str):

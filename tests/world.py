@@ -25,8 +25,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
-from feeds import arxiv_section, feed_xml
+from feeds import arxiv_section, feed_xml, serve_feeds
+from smtp_server import SMTPServer
 
 from digest import db as dbm
 from digest import embed, ledger, pipeline
@@ -226,3 +228,32 @@ def digest_process(args: list[str], *, env: dict | None = None, file_size_limit:
 def integrity(path: Path) -> str:
     with sqlite3.connect(path) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# -- the fixtures of the tests that live through one day of a World (test_faults, test_health, test_notices,
+# test_backup): a module takes them by importing their names, `from world import smtp, template, world`.
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory):
+    return template_database(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def smtp():
+    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
+        yield server
+
+
+def make_world(template: Path, tmp_path: Path, http_server, smtp, write_config) -> World:
+    """A World with a copy of the template database, arXiv's feed of DAY served on loopback."""
+    here = World(tmp_path, http_server.url, smtp, write_config)
+    copy_database(template, here.db_path)
+    here.feeds = serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
+    return here
+
+
+@pytest.fixture
+def world(template, tmp_path, http_server, smtp, write_config):
+    here = make_world(template, tmp_path, http_server, smtp, write_config)
+    yield here
+    here.close()
