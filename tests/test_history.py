@@ -377,6 +377,17 @@ def test_like_dislike_and_clear(db_path, db):
     assert db.execute("SELECT paper_id FROM feedback").fetchall() == [("2401.99999",)]
 
 
+def test_like_takes_several_ids_and_stores_none_when_one_is_wrong(db_path, db):
+    bad = CliRunner().invoke(cli, ["like", "2606.20722", "arXiv:nonsense", "2606.21162"])
+    assert (bad.exit_code, bad.output) == (
+        2, 'Error: "arXiv:nonsense" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)\n')
+    assert db.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
+    done = run("like", "2606.20722", "https://arxiv.org/abs/2606.21162v2", "--profile", "me")
+    assert [line.split(" (")[0] for line in done.output.splitlines()] == ["Liked 2606.20722", "Liked 2606.21162"]
+    assert db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall() == [
+        ("2606.20722", "me", 1), ("2606.21162", "me", 1)]
+
+
 def test_feedback_table(db_path, db):
     profiles.set_feedback(db, "2606.20722", 1)
     db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")

@@ -178,33 +178,35 @@ def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
     click.echo("\n".join(d["text"] for d in digests), nl=False)
 
 
-def _feedback(app: App, paper_id: str, profile: str | None, value: int) -> None:
-    from .. import profiles
+def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: int) -> None:
+    from .. import profiles, search
 
     check_profile(app, profile)
     with _history_errors():
-        done = profiles.set_feedback(app.db, paper_id, value, profile or "")
+        ids = [search.normalize_paper_id(text) for text in paper_ids]  # every id checked before one is stored
+        done = [profiles.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
     verb = "Liked" if value > 0 else "Disliked"
-    title = f" ({' '.join(done['title'].split())})" if done["title"] else " (not in your history yet)"
-    click.echo(f"{verb} {done['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
+    for one in done:
+        title = f" ({' '.join(one['title'].split())})" if one["title"] else " (not in your history yet)"
+        click.echo(f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
 
 
 @cli.command("like")
-@click.argument("paper_id", metavar="ID")
+@click.argument("paper_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--profile", metavar="NAME", help="Only for this profile (default: every profile).")
 @pass_app
-def like_command(app: App, paper_id: str, profile: str | None) -> None:
-    """Like a paper: the next rankings move papers like it up."""
-    _feedback(app, paper_id, profile, 1)
+def like_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -> None:
+    """Like papers (ids or arXiv URLs): the next rankings move papers like them up."""
+    _feedback(app, paper_ids, profile, 1)
 
 
 @cli.command("dislike")
-@click.argument("paper_id", metavar="ID")
+@click.argument("paper_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--profile", metavar="NAME", help="Only for this profile (default: every profile).")
 @pass_app
-def dislike_command(app: App, paper_id: str, profile: str | None) -> None:
-    """Dislike a paper: the next rankings move papers like it down."""
-    _feedback(app, paper_id, profile, -1)
+def dislike_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -> None:
+    """Dislike papers (ids or arXiv URLs): the next rankings move papers like them down."""
+    _feedback(app, paper_ids, profile, -1)
 
 
 @cli.command("feedback")
