@@ -11,7 +11,7 @@ Prints the wall time of each stage (from run_stages), and the whole process's wa
 The embedding model's ONNX export is made beforehand in bench/out/cache (as a user's ~/.cache/digest
 keeps it after the first run), so "first" is a first run of the day, not of the machine. A last run,
 "first, torch", is the same day from nothing with the model in sentence-transformers (torch), as digest ran
-it before (at the configured batch size, 16, where digest used 64 before): the baseline of the ratios.
+it before (at the configured batch size, 8, where digest used 64 before): the baseline of the ratios.
 
     .venv/bin/python bench/bench_run.py
 """

@@ -88,7 +88,7 @@ class StorageSettings(Section):
 
 class EmbeddingSettings(Section):
     model: str = DEFAULT_MODEL
-    batch_size: int = Field(16, ge=1, description="texts embedded at once; a larger batch holds more memory")
+    batch_size: int = Field(8, ge=1, description="texts embedded at once; a larger batch holds more memory")
 
 
 class LLMSettings(Section):
