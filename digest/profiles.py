@@ -106,12 +106,7 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
     ids = [paper_id or by_title.get(title_key(title)) for paper_id, title in library.entries]
     weights = weigh([i for i in ids if i])
     skipped = sum(i is None for i in ids) - pending
-    papers = get_papers(db, weights)
-    absent = [paper_id for paper_id in weights if paper_id not in papers]
-    if absent and fetch_papers is not None:
-        fetched, _ = fetch_papers(settings, absent)
-        save_papers(db, fetched)
-        papers.update(get_papers(db, [p.id for p in fetched]))
+    papers = _stored_or_fetched(db, settings, list(weights), fetch_papers)
     if skipped:
         warnings.append(f"seed library {profile.seed_library}: {plural(skipped, 'entry', 'entries')} with no "
                         f"arXiv id and no paper of that title on arXiv skipped")
@@ -125,6 +120,18 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
     return [(papers[i], weight) for i, weight in weights.items() if i in papers]
 
 
+def _stored_or_fetched(db, settings: Settings, ids: list[str], fetch_papers: FetchPapers | None) -> dict[str, Paper]:
+    """The papers of ``ids`` from the history; those it lacks are fetched from arXiv and stored, when a
+    fetcher is given (a liked paper or a library entry may never have been in a digest)."""
+    papers = get_papers(db, ids)
+    absent = [paper_id for paper_id in ids if paper_id not in papers]
+    if absent and fetch_papers is not None:
+        fetched, _ = fetch_papers(settings, absent)
+        save_papers(db, fetched)
+        papers.update(get_papers(db, [p.id for p in fetched]))
+    return papers
+
+
 def _feedback_papers(db, settings: Settings, profile: str,
                      fetch_papers: FetchPapers | None) -> tuple[list[Paper], list[Paper]]:
     """Liked and disliked papers: rows for every profile ('') and for this one, this one's winning.
@@ -134,12 +141,7 @@ def _feedback_papers(db, settings: Settings, profile: str,
     rows = db.execute("SELECT paper_id, value FROM feedback WHERE profile IN ('', ?) "
                       "ORDER BY profile = ?, created_at, paper_id", [profile, profile]).fetchall()
     values = {paper_id: value for paper_id, value in rows}  # later rows (this profile's) overwrite
-    papers = get_papers(db, values)
-    absent = [paper_id for paper_id in values if paper_id not in papers]
-    if absent and fetch_papers is not None:
-        fetched, _ = fetch_papers(settings, absent)
-        save_papers(db, fetched)
-        papers.update(get_papers(db, [p.id for p in fetched]))
+    papers = _stored_or_fetched(db, settings, list(values), fetch_papers)
     liked = [papers[i] for i, v in values.items() if v > 0 and i in papers]
     disliked = [papers[i] for i, v in values.items() if v < 0 and i in papers]
     return liked, disliked
