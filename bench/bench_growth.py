@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench_run import known_categories  # noqa: E402
 from feeds import LISTING_DAYS, arxiv_section, feed_xml, listing_papers, serve_feeds  # noqa: E402
 from loopback import LoopbackServer, Reply  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 
 from digest import db as dbm  # noqa: E402
-from digest.taxonomy import CategoryExpression  # noqa: E402
 
 YEAR_PAPERS = 500 * 250
 ANSWER = "An answer of the length a real model writes, naming the method, the data and the result. " * 7
@@ -51,19 +50,6 @@ def llm_reply(request) -> Reply:
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 400, "completion_tokens": 900, "total_tokens": 1300}}
     return Reply(body=json.dumps(body), content_type="application/json")
-
-
-def categories() -> list[str]:
-    """Every category the listing's papers carry that arXiv's taxonomy knows: each feed then holds all."""
-    codes = sorted({c for day in LISTING_DAYS for row in listing_papers(day) for c in row["categories"]})
-    valid = []
-    for code in codes:
-        try:
-            CategoryExpression.parse(code)
-            valid.append(code)
-        except Exception:
-            pass
-    return valid
 
 
 def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str]) -> Path:
@@ -86,7 +72,7 @@ def main() -> None:
     parser.add_argument("--days", help="comma-separated feed days of the listing (default: all)")
     args = parser.parse_args()
     days = [dt.date.fromisoformat(d) for d in args.days.split(",")] if args.days else LISTING_DAYS
-    codes = categories()
+    codes = known_categories([row for day in LISTING_DAYS for row in listing_papers(day)])
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp, LoopbackServer() as http, SMTPServer() as smtp:
         folder = Path(tmp)
         route = serve_feeds(http, {day: feed_xml(day, codes) for day in days}, day=days[0])

@@ -55,9 +55,9 @@ def llm_reply(request) -> Reply:
     return Reply(body=json.dumps(body), content_type="application/json", delay=LLM_LATENCY)
 
 
-def day_categories() -> list[str]:
-    """Every category a paper of the day carries that arXiv's taxonomy knows: the feed then holds all."""
-    codes = sorted({c for row in listing_papers(DAY) for c in row["categories"]})
+def known_categories(rows: list[dict]) -> list[str]:
+    """Every category the rows' papers carry that arXiv's taxonomy knows: a feed of them holds every row."""
+    codes = sorted({c for row in rows for c in row["categories"]})
     valid = []
     for code in codes:
         try:
@@ -116,7 +116,7 @@ def stage_times(db_path: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    codes = day_categories()
+    codes = known_categories(listing_papers(DAY))
     export_model()
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp, LoopbackServer() as http, SMTPServer() as smtp:
         folder = Path(tmp)
