@@ -76,18 +76,17 @@ class App:
     def reader(self):
         """The database for a command that only reads: creates nothing, and works read-only (see
         :func:`open_for_reading`)."""
-        if self._db is None:
-            try:
-                self._db = open_for_reading(self.settings.database_path())
-            except DatabaseError as exc:
-                raise RunFailure(str(exc)) from None
-        return self._db
+        return self._opened(open_for_reading)
 
     @property
     def db(self):
+        return self._opened(open_db)
+
+    def _opened(self, opener):
+        """One connection per command, opened by the first of ``db`` and ``reader`` it asks for."""
         if self._db is None:
             try:
-                self._db = open_db(self.settings.database_path())
+                self._db = opener(self.settings.database_path())
             except DatabaseError as exc:
                 raise RunFailure(str(exc)) from None
         return self._db
