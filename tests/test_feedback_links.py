@@ -18,7 +18,7 @@ import requests
 from feeds import serve_feeds
 from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
-from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
+from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed
 
 from digest import render
 from digest.config import parse_settings, state_dir
@@ -153,11 +153,6 @@ def test_the_signing_key_reaches_neither_the_database_nor_the_log(served, caplog
 
 
 # -- the real thing: the email in Chromium --------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -11,11 +11,10 @@ from contextlib import closing
 from email.message import EmailMessage
 
 import pytest
-from feeds import serve_feeds
 from imap_server import DOVECOT, ImapServer
 from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
-from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed, template_database
+from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, make_world
 
 from digest.db import open_db
 from digest.feedback.replies import ImapError, check_replies, own_text, parse_votes
@@ -61,11 +60,6 @@ def test_only_the_replys_own_lines_count_not_what_it_quotes():
 
 # -- the real mailbox ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
-
-
 def imap_toml(imap: ImapServer) -> str:
     """The password by reference, from $IMAP_PASSWORD, as a user would keep it out of the file."""
     return (f'[feedback.imap]\nhost = "{imap.host}"\nport = {imap.port}\nsecurity = "starttls"\n'
@@ -84,9 +78,7 @@ def test_a_readers_reply_votes_and_is_marked_seen_while_other_mail_records_nothi
                                                                                   write_config, caplog):
     caplog.set_level("INFO")
     with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
-        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
-        world = World(tmp_path, http_server.url, smtp, write_config)
-        copy_database(template, world.db_path)
+        world = make_world(template, tmp_path, http_server, smtp, write_config)
         settings = world.configure(environ={"IMAP_PASSWORD": IMAP_PASSWORD}, extra=imap_toml(imap))
         db, result = world.run()
         assert result.status == "sent", result.error
@@ -146,9 +138,7 @@ def test_the_daemon_reads_replies_while_it_waits_and_logs_what_they_recorded(tem
     from test_daemon import SUNDAY, DaemonProcess
 
     with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
-        serve_feeds(http_server, {DAY: day_feed()}, day=DAY)
-        world = World(tmp_path, http_server.url, smtp, write_config)
-        copy_database(template, world.db_path)
+        world = make_world(template, tmp_path, http_server, smtp, write_config)
         settings = world.configure(environ={"IMAP_PASSWORD": IMAP_PASSWORD}, extra=imap_toml(imap))
         db, result = world.run()
         assert result.status == "sent", result.error

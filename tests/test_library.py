@@ -10,7 +10,7 @@ import pytest
 from feeds import SUBMITTED, api_feed_xml, arxiv_section, listing_papers
 from loopback import Reply
 from neighbours import nearest_neighbour, ranks_now
-from world import DAY, PROFILE, copy_database, template_database
+from world import DAY, PROFILE, copy_database
 
 from digest.config import parse_settings
 from digest.db import open_db
@@ -100,11 +100,6 @@ def test_a_broken_or_missing_library_is_one_line_naming_the_file(tmp_path):
     broken.write_text("[{", encoding="utf-8")
     with pytest.raises(LibraryError, match=r"broken\.json: not CSL JSON: "):
         read_library(broken)
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
 
 
 @pytest.mark.slow
