@@ -103,6 +103,8 @@ def open_for_reading(path: str | Path) -> sqlite_utils.Database:
                 break
             except sqlite3.OperationalError:
                 conn.close()
+                if query == "immutable=1":  # neither way reads it: say why, not "closed database"
+                    raise
         db = sqlite_utils.Database(conn)
         pending = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in recorded_migrations(db)]
     except sqlite3.DatabaseError as exc:
