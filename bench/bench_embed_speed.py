@@ -8,12 +8,18 @@ similarity, text by text, between the variant's vectors and the baseline's (norm
 "the same vectors", which keeps every stored embedding valid. nDCG@10 is bench_rank_quality's ranking
 ("seeds + text") with every vector from that variant.
 
+Then the float32 ceiling: the model's matrix products for these texts counted in floating-point operations,
+each path's rate in GFLOP/s, and the rate of one large float32 matrix product of the model's own shape in
+onnxruntime and in torch: no float32 path can beat plain encode by more than the faster of those over
+plain's rate, whatever it does with threads, batches or graphs.
+
 Then each batch size's peak memory: a fresh process embeds the whole day with it and reports its peak RSS
 (the process's whole footprint: Python, the model, the batch's activations).
 
 The ONNX export is made (once) in bench/out/cache, like a user's ~/.cache/digest.
 
     .venv/bin/python bench/bench_embed_speed.py [--rounds 2] [--skip-quality] [--skip-memory] [--quick]
+    (--quick: only the baseline, digest in float32 and int8, and batch 64)
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from peak_rss import measure  # noqa: E402
 DAY = "2026-06-22"
 BASELINE = "plain encode (defaults: batch 32)"
 DIGEST = f"digest: ONNX, batch {EmbeddingSettings().batch_size}"
-INT8 = "ONNX int8 (dynamic quantisation), batch 16"
+INT8 = f"digest: ONNX int8 (precision), batch {EmbeddingSettings().batch_size}"
 QUICK = (BASELINE, DIGEST, "ONNX, batch 64", INT8)
 MEMORY_BATCHES = (4, 8, 16, 32, 64)
 
@@ -54,7 +60,7 @@ def day_texts() -> list[str]:
 
 
 def variants(quick: bool = False) -> dict:
-    """name -> a function texts -> float32 rows; with ``quick``, only the baseline, digest, batch 64 and int8."""
+    """name -> a function texts -> float32 rows; with ``quick``, only those in QUICK."""
     from sentence_transformers import SentenceTransformer
 
     plain = SentenceTransformer(embed.resolve_model("all-MiniLM-L6-v2"), device="cpu")
@@ -74,17 +80,19 @@ def variants(quick: bool = False) -> dict:
         "ONNX, batch 16, 1 thread": lambda texts: one_thread.encode(texts, 16),
         "ONNX, batch 16, threads never spin": lambda texts: without_spinning(texts, 16),
     }
-    chosen[INT8] = lambda texts, int8=int8_encoder(): int8.encode(texts, 16)
+    chosen[INT8] = embed.Embedder(EmbeddingSettings(precision="int8")).embed_texts
+    if not quick:
+        chosen["ONNX int8 per tensor (quantiser's default)"] = lambda texts, int8=per_tensor_int8(): int8.encode(texts, 8)
     return {name: encode for name, encode in chosen.items() if not quick or name in QUICK}
 
 
-def int8_encoder():
-    """The export with its weights quantised to int8 by onnxruntime (dynamic: activations stay float): the
-    "faster variant" worth having only if the ranking loses at most 0.5% nDCG@10."""
+def per_tensor_int8():
+    """The export quantised by onnxruntime's defaults (one scale per weight tensor), the first int8 tried:
+    it drifts (least cosine 0.87), which is why digest's int8 has one scale per output channel."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folder = ROOT / "bench" / "out" / f"int8-{_export_folder().name}"
+    folder = ROOT / "bench" / "out" / f"int8-per-tensor-{_export_folder().name}"
     if not (folder / "model.onnx").exists():
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("tokenizer.json", "export.json"):
@@ -94,6 +102,56 @@ def int8_encoder():
         quantize_dynamic(_export_folder() / "model.onnx", folder / "model.onnx", weight_type=QuantType.QInt8,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return embed_onnx.OnnxEncoder(folder)
+
+
+def model_gflop(texts: list[str]) -> float:
+    """The multiply-adds of the model's matrix products (projections, feed-forward, attention scores and
+    mixing) for these texts, each at its own token count, in GFLOP: what every path must compute."""
+    import json
+
+    folder = embed_onnx.model_folder(embed.resolve_model("all-MiniLM-L6-v2"))
+    config = json.loads((folder / "config.json").read_text())
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    counts = [len(e.ids) for e in embed_onnx.OnnxEncoder(_export_folder()).tokenizer.encode_batch(texts)]
+    per_layer = sum(2 * n * (4 * hidden * hidden + 2 * hidden * inner) + 4 * n * n * hidden for n in counts)
+    return layers * per_layer / 1e9
+
+
+def gemm_gflops(rows: int = 2048, repeats: int = 30) -> dict[str, float]:
+    """GFLOP/s of one float32 matrix product of the feed-forward's shape ([rows, hidden] x [hidden, inner]),
+    the best of ``repeats``, in onnxruntime (2 threads, as digest runs) and in torch (its default threads)."""
+    import onnx
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden, inner = 384, 1536
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, hidden), dtype=np.float32)
+    w = rng.standard_normal((hidden, inner), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, inner])],
+                              [numpy_helper.from_array(w, "w")])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = onnxruntime.InferenceSession(onnx.helper.make_model(graph).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    ta, tw = torch.from_numpy(a), torch.from_numpy(w)
+    flop = 2 * rows * hidden * inner / 1e9
+    best = {}
+    # One library after the other: onnxruntime's threads spin for a while after each run and would slow
+    # torch's if the two took turns.
+    for name, run in (("onnxruntime", lambda: session.run(None, {"a": a})), ("torch", lambda: ta @ tw)):
+        run()
+        took = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            took.append(time.perf_counter() - started)
+        best[name] = min(took)
+        time.sleep(0.5)
+    return {name: flop / seconds for name, seconds in best.items()}
 
 
 def without_spinning(texts: list[str], size: int, encoders: dict = {}) -> np.ndarray:
@@ -170,8 +228,9 @@ def peak_rss_child(kind: str, batch: int) -> tuple[float, float]:
 
 def child(kind: str, batch: int) -> int:
     texts = day_texts()
-    if kind == "onnx":
-        embed.Embedder(EmbeddingSettings(batch_size=batch)).embed_texts(texts)
+    if kind in ("onnx", "int8"):
+        precision = "int8" if kind == "int8" else "float32"
+        embed.Embedder(EmbeddingSettings(batch_size=batch, precision=precision)).embed_texts(texts)
     else:
         from sentence_transformers import SentenceTransformer
 
@@ -217,6 +276,18 @@ def main() -> int:
         faster = base / seconds[INT8]
         print(f"target, a variant >= 2x within 0.5% nDCG@10: int8 {faster:.2f}x, nDCG@10 {-loss[INT8]:+.1%} "
               f"({'met' if faster >= 2 and loss[INT8] <= 0.005 else 'NOT met'})")
+    gflop, gemm = model_gflop(texts), gemm_gflops()
+    plain_rate = gflop / base
+    print(f"\nfloat32 ceiling: the model's matrix products for these texts are {gflop:,.0f} GFLOP")
+    print(f"{'what':<42}{'GFLOP/s':>9}{'x plain':>9}")
+    for name in (BASELINE, DIGEST, INT8):
+        print(f"{name:<42}{gflop / seconds[name]:9.1f}{base / seconds[name]:8.2f}x")
+    for name, rate in gemm.items():
+        print(f"{f'one float32 matrix product, {name}':<42}{rate:9.1f}{rate / plain_rate:8.2f}x")
+    ceiling = max(gemm.values()) / plain_rate
+    print(f"so no float32 path can be more than {ceiling:.2f}x plain here; digest's float32 path reaches "
+          f"{seconds[BASELINE] / seconds[DIGEST]:.2f}x, {gflop / seconds[DIGEST] / max(gemm.values()):.0%} "
+          f"of the matrix product's rate")
     if args.skip_memory:
         return 0
     print(f"\npeak RSS of a fresh process embedding the {len(texts)} abstracts (Python, model, activations)")
@@ -226,6 +297,9 @@ def main() -> int:
     for batch in MEMORY_BATCHES:
         took, rss = peak_rss_child("onnx", batch)
         print(f"{f'digest ONNX, batch {batch}':<42}{took:9.1f}{rss:7.0f} MB{rss / plain_rss:8.2f}x")
+    took, rss = peak_rss_child("int8", EmbeddingSettings().batch_size)
+    print(f"{f'digest ONNX int8, batch {EmbeddingSettings().batch_size}':<42}{took:9.1f}{rss:7.0f} MB"
+          f"{rss / plain_rss:8.2f}x")
     return 0
 
 

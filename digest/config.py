@@ -89,6 +89,14 @@ class StorageSettings(Section):
 class EmbeddingSettings(Section):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(8, ge=1, description="texts embedded at once; a larger batch holds more memory")
+    precision: Literal["float32", "int8"] = Field(
+        "float32", description="int8: about twice as fast; its vectors agree with float32's to a cosine of 0.99")
+
+    @property
+    def vectors_key(self) -> str:
+        """What the ``embeddings`` table and the vector index file the vectors under: the model, and int8
+        apart, since its vectors are not float32's (switching precision embeds again, as switching models)."""
+        return self.model if self.precision == "float32" else f"{self.model} int8"
 
 
 class LLMSettings(Section):

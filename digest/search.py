@@ -187,7 +187,7 @@ def semantic_search(db, settings: Settings, query: str, filters: Filters | None 
     filters.check()
     if not query.strip():
         raise HistoryError("empty query: give words to search for")
-    index = index or VectorIndex(db, settings.embedding.model).open()
+    index = index or VectorIndex(db, settings.embedding.vectors_key).open()
     vector = (embed or embed_query(settings))(query)
     return _nearest_papers(db, index, vector, filters, limit, exclude=None)
 
@@ -196,7 +196,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
             index: VectorIndex | None = None) -> list[dict]:
     """The papers in the history nearest to ``paper_id`` by embedding."""
     paper_id = normalize_paper_id(paper_id)
-    index = index or VectorIndex(db, settings.embedding.model).open()
+    index = index or VectorIndex(db, settings.embedding.vectors_key).open()
     vector = index.vector(paper_id)
     if vector is None:
         paper = get_paper(db, paper_id)

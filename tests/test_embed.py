@@ -15,7 +15,7 @@ from conftest import ROOT
 from feeds import listing_papers
 
 from digest import db as dbm
-from digest import embed, profiles, rank
+from digest import embed, profiles, rank, search
 from digest.config import EmbeddingSettings, cache_dir, parse_settings
 from digest.records import Announcement, Paper
 
@@ -298,6 +298,57 @@ def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts
 
     assert embedder.uses_onnx() and not torch_path.uses_onnx()
     assert (ours * theirs).sum(axis=1).min() >= 0.9999  # so vectors stored before the switch stay valid
+
+
+@pytest.mark.slow
+def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(db, day_papers, embedder):
+    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+    chosen = texts[:8] + texts[-8:] + texts[100:500:25]  # the shortest, the longest, and between
+    float32 = parse_settings(TWO_PROFILES)
+    int8 = parse_settings('[embedding]\nprecision = "int8"\n' + TWO_PROFILES)
+    quantised = embed.Embedder(int8.embedding)
+
+    cosines = (quantised.embed_texts(chosen) * embedder.embed_texts(chosen)).sum(axis=1)
+
+    assert quantised.uses_onnx() and quantised._model.graph == "model.int8.onnx"
+    assert cosines.mean() >= 0.985 and cosines.min() >= 0.97, cosines
+    assert cosines.max() < 0.9999  # really the int8 graph, whose vectors are not float32's
+    # Stored apart: the float32 vectors stay, and switching back embeds nothing again.
+    embed.embed_papers(db, day_papers, float32, embedder=embedder)
+    embed.embed_papers(db, day_papers, int8, embedder=quantised)
+    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
+        ("all-MiniLM-L6-v2", 8), ("all-MiniLM-L6-v2 int8", 8)]
+    before = embedder.texts_encoded
+    embed.embed_papers(db, day_papers, float32, embedder=embedder)
+    assert embedder.texts_encoded == before
+    found = search.semantic_search(db, int8, "image segmentation", embed=lambda text: quantised.embed_texts([text])[0])
+    assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers)
+
+
+def test_an_int8_graph_that_cannot_be_made_leaves_float32_and_says_so_once(embedder, tmp_path, monkeypatch, caplog):
+    from digest import embed_onnx
+
+    assert embedder.uses_onnx()  # the session's export exists
+    folder = embed_onnx.model_folder(embed.resolve_model("all-MiniLM-L6-v2"))
+    shared = cache_dir() / "onnx" / embed_onnx.export_key(folder)
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))  # a copy of the export, without int8
+    copy = cache_dir() / "onnx" / shared.name
+    copy.mkdir(parents=True)
+    for name in ("export.json", "tokenizer.json", "model.onnx", "model.onnx.data"):
+        (copy / name).symlink_to(shared / name)
+    (copy / "int8.failed").write_text("it is not usable: its int8 vectors differ from float32's (mean cosine "
+                                      "0.9417 < 0.985)\n")
+
+    with caplog.at_level(logging.INFO, logger="digest.embed_onnx"):
+        quantised = embed.Embedder(EmbeddingSettings(precision="int8"))
+        vector = quantised.embed_texts(["graph neural networks for molecules"])[0]
+
+    assert quantised._model.graph == "model.onnx"
+    assert np.allclose(vector, embedder.embed_texts(["graph neural networks for molecules"])[0], atol=1e-6)
+    assert [r.getMessage() for r in caplog.records if r.name == "digest.embed_onnx"] == [
+        "embedding.precision int8: all-MiniLM-L6-v2 runs in float32: it is not usable: its int8 vectors differ "
+        "from float32's (mean cosine 0.9417 < 0.985)"]
+    assert not (copy / "model.int8.onnx").exists()
 
 
 SEARCH_IN_A_NEW_PROCESS = """
