@@ -2,8 +2,9 @@
 
 Texts: the 537 papers (title + abstract) announced on 2026-06-22 in
 tests/data/listing_2026-06-22_to_06-30.jsonl.gz. Baseline: ``SentenceTransformer(model).encode(texts)``
-with its defaults. Every variant encodes the same texts ROUNDS times, interleaved with the others so that
-a neighbour's load on the machine hits them alike; the best round counts. "agrees" is the least cosine
+with its defaults. Every variant encodes the same texts ROUNDS times, each time in a fresh process (torch's
+and onnxruntime's thread pools in one process slow each other), interleaved with the others so that a
+neighbour's load on the machine hits them alike; the best round counts. "agrees" is the least cosine
 similarity, text by text, between the variant's vectors and the baseline's (normalised): 0.9999 or more is
 "the same vectors", which keeps every stored embedding valid. nDCG@10 is bench_rank_quality's ranking
 ("seeds + text") with every vector from that variant.
@@ -27,8 +28,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,7 @@ DAY = "2026-06-22"
 BASELINE = "plain encode (defaults: batch 32)"
 DIGEST = f"digest: ONNX, batch {EmbeddingSettings().batch_size}"
 INT8 = f"digest: ONNX int8 (precision), batch {EmbeddingSettings().batch_size}"
+PER_TENSOR = "ONNX int8 per tensor (quantiser's default)"
 QUICK = (BASELINE, DIGEST, "ONNX, batch 64", INT8)
 MEMORY_BATCHES = (4, 8, 16, 32, 64)
 
@@ -60,30 +64,42 @@ def day_texts() -> list[str]:
 
 
 def variants(quick: bool = False) -> dict:
-    """name -> a function texts -> float32 rows; with ``quick``, only those in QUICK."""
+    """name -> a factory of that variant's encode function (texts -> float32 rows); with ``quick``, only
+    those in QUICK. Each variant is built and timed in a process of its own (time_in_child): torch's and
+    onnxruntime's thread pools in one process slow each other (plain encode took 38 s beside the ONNX
+    sessions in one run, 24-30 s alone)."""
+    chosen = {
+        BASELINE: lambda: _plain().encode,
+        "before: sentence-transformers, batch 64": lambda: partial(_plain().encode, batch_size=64,
+                                                                   normalize_embeddings=True),
+        DIGEST: lambda: embed.Embedder(EmbeddingSettings()).embed_texts,
+        "ONNX, batch 16": lambda: partial(_float32().encode, batch_size=16),
+        "ONNX, batch 64": lambda: partial(_float32().encode, batch_size=64),
+        "ONNX, batch 16, not length-sorted": lambda: partial(unsorted, _float32(), size=16),
+        "ONNX, batch 16, 1 thread": lambda: partial(_float32(threads=1).encode, batch_size=16),
+        "ONNX, batch 16, threads never spin": lambda: partial(without_spinning, size=16),
+        INT8: lambda: embed.Embedder(EmbeddingSettings(precision="int8")).embed_texts,
+        PER_TENSOR: lambda: partial(per_tensor_int8().encode, batch_size=8),
+    }
+    return {name: build for name, build in chosen.items() if not quick or name in QUICK}
+
+
+def _plain():
     from sentence_transformers import SentenceTransformer
 
-    plain = SentenceTransformer(embed.resolve_model("all-MiniLM-L6-v2"), device="cpu")
-    ours = embed.Embedder(EmbeddingSettings())
-    if not ours.uses_onnx():
-        sys.exit("the bundled model did not export to ONNX; see the log above")
-    encoder = ours._model  # its OnnxEncoder, for the variants below
-    one_thread = embed_onnx.OnnxEncoder(_export_folder(), threads=1)
-    chosen = {
-        BASELINE: lambda texts: plain.encode(texts),
-        "before: sentence-transformers, batch 64": lambda texts: plain.encode(texts, batch_size=64,
-                                                                              normalize_embeddings=True),
-        DIGEST: ours.embed_texts,
-        "ONNX, batch 16": lambda texts: encoder.encode(texts, 16),
-        "ONNX, batch 64": lambda texts: encoder.encode(texts, 64),
-        "ONNX, batch 16, not length-sorted": lambda texts: unsorted(encoder, texts, 16),
-        "ONNX, batch 16, 1 thread": lambda texts: one_thread.encode(texts, 16),
-        "ONNX, batch 16, threads never spin": lambda texts: without_spinning(texts, 16),
-    }
-    chosen[INT8] = embed.Embedder(EmbeddingSettings(precision="int8")).embed_texts
-    if not quick:
-        chosen["ONNX int8 per tensor (quantiser's default)"] = lambda texts, int8=per_tensor_int8(): int8.encode(texts, 8)
-    return {name: encode for name, encode in chosen.items() if not quick or name in QUICK}
+    return SentenceTransformer(embed.resolve_model("all-MiniLM-L6-v2"), device="cpu")
+
+
+def _float32(threads: int = 0):
+    return embed_onnx.OnnxEncoder(_export_folder(), threads=threads)
+
+
+def prepare() -> None:
+    """The export, its int8 graph and the per-tensor int8 model, made before anything is timed."""
+    ours = embed.Embedder(EmbeddingSettings(precision="int8"))
+    if not ours.uses_onnx() or ours._model.graph != embed_onnx.INT8_GRAPH:
+        sys.exit("the bundled model did not export to ONNX or quantise to int8; see the log above")
+    per_tensor_int8()
 
 
 def per_tensor_int8():
@@ -180,15 +196,31 @@ def unsorted(encoder, texts: list[str], size: int) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def time_variants(encoders: dict, texts: list[str], rounds: int) -> tuple[dict, dict]:
-    outputs = {name: encode(texts[:8]) for name, encode in encoders.items()}  # warm-up: first-call allocations
-    best = {name: float("inf") for name in encoders}
-    for _ in range(rounds):
-        for name, encode in encoders.items():
-            started = time.perf_counter()
-            outputs[name] = encode(texts)
-            best[name] = min(best[name], time.perf_counter() - started)
+def time_variants(names: list[str], rounds: int) -> tuple[dict, dict]:
+    """(best seconds, vectors) per variant, each round timing every variant once in a fresh process."""
+    best = {name: float("inf") for name in names}
+    outputs = {}
+    for _ in range(rounds):  # interleaved, so that other load on the machine hits every variant alike
+        for number, name in enumerate(names):
+            vectors = ROOT / "bench" / "out" / f"vectors-{number}.npy"
+            printed = subprocess.run([sys.executable, __file__, "--time", name, str(vectors)], check=True,
+                                     capture_output=True, text=True).stdout
+            best[name] = min(best[name], float(printed.split()[-1]))
+            outputs[name] = np.load(vectors)
     return best, outputs
+
+
+def time_in_child(name: str, vectors: str) -> int:
+    """Build one variant, warm it up, time one encode of the day's texts; print the seconds, save the rows."""
+    texts = day_texts()
+    encode = variants()[name]()
+    encode(texts[:8])  # first-call allocations
+    started = time.perf_counter()
+    rows = encode(texts)
+    took = time.perf_counter() - started
+    np.save(vectors, np.asarray(rows, dtype=np.float32))
+    print(took)
+    return 0
 
 
 def least_cosine(rows: np.ndarray, reference: np.ndarray) -> float:
@@ -245,17 +277,22 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--quick", action="store_true", help="four variants: baseline, digest, batch 64, int8")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--time", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
+    if args.time:
+        return time_in_child(*args.time)
+    texts = day_texts()
+    prepare()
+    builders = variants(args.quick)
+    seconds, outputs = time_variants(list(builders), args.rounds)
     import onnxruntime
     import torch
 
-    texts = day_texts()
-    encoders = variants(args.quick)
-    seconds, outputs = time_variants(encoders, texts, args.rounds)
     base = seconds[BASELINE]
-    print(f"{len(texts)} real abstracts ({DAY}), best of {args.rounds} interleaved rounds, {os.cpu_count()} cores, "
+    print(f"{len(texts)} real abstracts ({DAY}), best of {args.rounds} interleaved rounds, each variant timed in "
+          f"a fresh process, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
     print(f"{'variant':<42}{'seconds':>9}{'papers/s':>10}{'speed-up':>10}{'agrees':>10}  nDCG@10")
     plain_quality, loss = None, {}
@@ -264,7 +301,7 @@ def main() -> int:
         score = "same vectors" if agrees >= embed_onnx.AGREEMENT else ""
         # nDCG@10 of the baseline, and of each variant whose vectors differ (the same vectors rank the same).
         if not args.skip_quality and (name == BASELINE or agrees < embed_onnx.AGREEMENT):
-            value = ranking_quality(encoders[name])
+            value = ranking_quality(builders[name]())
             plain_quality = value if plain_quality is None else plain_quality
             loss[name] = 1 - value / plain_quality
             score = f"{value:.3f}" + ("" if name == BASELINE else f" ({-loss[name]:+.1%})")
