@@ -259,6 +259,26 @@ def embed_papers(db: "sqlite_utils.Database", papers: list[Paper], settings: Set
     return vectors
 
 
+def unembedded_ids(db: "sqlite_utils.Database", settings: Settings) -> list[str]:
+    """Stored papers with no vector for the configured model and precision: fetched by a backfill and never
+    ranked, or embedded only under another model or precision. Semantic search and related do not see them."""
+    return [row[0] for row in db.execute(
+        "SELECT id FROM papers WHERE id NOT IN (SELECT paper_id FROM embeddings WHERE model = ?) ORDER BY id",
+        [settings.embedding.vectors_key])]
+
+
+def embed_history(db: "sqlite_utils.Database", settings: Settings, advance=lambda count: None) -> int:
+    """Embed every paper unembedded_ids names, CHUNK at a time (each chunk committed, so an interruption
+    keeps what was done, and memory holds one chunk of papers); ``advance(count)`` after each. How many."""
+    ids = unembedded_ids(db, settings)
+    embedder = shared_embedder(settings.embedding)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        embed_papers(db, list(dbm.get_papers(db, chunk).values()), settings, progress=False, embedder=embedder)
+        advance(len(chunk))
+    return len(ids)
+
+
 @contextmanager
 def _progress_bar(show: bool, total: int, model: str):
     """Yields advance(count). A rich bar on stderr, so stdout stays clean for --json output."""
@@ -274,5 +294,5 @@ def _progress_bar(show: bool, total: int, model: str):
         yield lambda count: bar.advance(task, count)
 
 
-__all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "embed_papers", "load_vectors", "paper_text",
-           "release_models", "resolve_model", "shared_embedder", "vector_to_blob"]
+__all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "embed_history", "embed_papers", "load_vectors",
+           "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids", "vector_to_blob"]

@@ -63,6 +63,7 @@ INT8_GRAPH = "model.int8.onnx"
 # a full disk or a kill (tried again by the next process).
 NOT_EXPORTABLE = 3
 EXPORT_TIMEOUT = 1800
+INT8_TIMEOUT = 300  # quantising the bundled model takes a few seconds
 # Graph inputs and the tokenizers.Encoding field each is read from.
 FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 # Texts an export is checked on: short and long, one past any max_seq_length, padding in every batch.
@@ -174,8 +175,10 @@ def load_encoder(name: str, resolved: str, threads: int = 0, precision: str = "f
             return None
         if not (target / "export.json").exists():
             return None  # the export failed and said why; the next process tries again
-        if precision == "int8" and _int8_graph(name, target):
-            return OnnxEncoder(target, threads, INT8_GRAPH)
+        if precision == "int8":
+            encoder = _int8_encoder(name, target, threads)
+            if encoder is not None:
+                return encoder
         return OnnxEncoder(target, threads)
     except Exception as exc:  # an unreadable cache or a damaged export: the model itself still works
         log.warning("embedding.model %s: cannot use the ONNX export in %s (%s); using sentence-transformers",
@@ -183,31 +186,44 @@ def load_encoder(name: str, resolved: str, threads: int = 0, precision: str = "f
         return None
 
 
-def _int8_graph(name: str, target: Path) -> bool:
-    """Whether the export has its int8 graph, quantising it first if it was never tried."""
-    failed = target / "int8.failed"
-    if not (target / INT8_GRAPH).exists() and not failed.exists():
-        log.info("embedding.precision int8: quantising %s's ONNX export, once", name)
-        status, said = _child(["--int8", str(target)])
-        if status == NOT_EXPORTABLE:
-            failed.write_text(said + "\n", encoding="utf-8")
-        elif status != 0:
-            log.warning("embedding.precision int8: quantising %s failed (%s); float32 this time", name, said)
-            return False
-    if failed.exists():
-        log.info("embedding.precision int8: %s runs in float32: %s", name, failed.read_text(encoding="utf-8").strip())
-        return False
-    return True
+def _int8_encoder(name: str, target: Path, threads: int) -> OnnxEncoder | None:
+    """The int8 graph's encoder, quantising the export first if that was never tried; None (with one log
+    line) when the model runs in float32 instead."""
+    failed, graph = target / "int8.failed", target / INT8_GRAPH
+    try:
+        if not graph.exists() and not failed.exists():
+            log.info("embedding.precision int8: quantising %s's ONNX export, once", name)
+            status, said = _child(["--int8", str(target)], INT8_TIMEOUT)
+            if status == NOT_EXPORTABLE:
+                failed.write_text(said + "\n", encoding="utf-8")
+            elif status != 0:
+                log.warning("embedding.precision int8: quantising %s failed (%s); float32 this time", name, said)
+                return None
+        if failed.exists():
+            log.info("embedding.precision int8: %s runs in float32: %s (delete %s to try again)", name,
+                     failed.read_text(encoding="utf-8").strip(), failed)
+            return None
+    except OSError as exc:  # an unreadable or read-only cache: float32 still works
+        log.warning("embedding.precision int8: cannot quantise %s in %s (%s); float32 this time", name, target,
+                    _first_line(exc))
+        return None
+    try:
+        return OnnxEncoder(target, threads, INT8_GRAPH)
+    except Exception as exc:  # damaged, or made by an onnxruntime this one cannot read: made again next time
+        graph.unlink(missing_ok=True)
+        log.warning("embedding.precision int8: cannot load %s's int8 graph (%s); float32 this time, and it is "
+                    "made again by the next process", name, _first_line(exc))
+        return None
 
 
-def _child(args: list[str]) -> tuple[int | None, str]:
+def _child(args: list[str], timeout: float) -> tuple[int | None, str]:
     """Run ``python -m digest.embed_onnx ARGS``: its exit status (None if it timed out) and its last line."""
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     try:
         child = subprocess.run([sys.executable, "-m", "digest.embed_onnx", *args],
-                               capture_output=True, text=True, timeout=EXPORT_TIMEOUT, env=env)
+                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return None, f"took more than {EXPORT_TIMEOUT} s"
+        return None, f"took more than {timeout:.0f} s"
     return child.returncode, (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
 
 
@@ -216,7 +232,7 @@ def _export_in_child(name: str, resolved: str, target: Path, failed: Path) -> No
     log.info("embedding.model %s: exporting to ONNX, once, into %s", name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    status, said = _child([resolved, str(target)])
+    status, said = _child([resolved, str(target)], EXPORT_TIMEOUT)
     if status == 0:
         log.info("embedding.model %s: exported to ONNX in %.1f s", name, time.monotonic() - started)
     elif status == NOT_EXPORTABLE:
@@ -373,13 +389,18 @@ def quantize(folder: Path) -> None:
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    for left in folder.glob(".int8.*"):  # a child killed at its timeout leaves its scratch folder
+        if not _alive(left.suffix.lstrip(".")):
+            shutil.rmtree(left, ignore_errors=True)
     scratch = folder / f".int8.{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
-        # The fused operators (Attention, SkipLayerNormalization) are outside shape inference's domain:
-        # the quantiser must be told their outputs are float.
-        quantize_dynamic(folder / GRAPH, scratch / "quantized.onnx", weight_type=QuantType.QInt8, per_channel=True,
+        # Handed a path, the quantiser writes its shape-inferred copy beside that graph, in the export; handed
+        # the graph itself (weights loaded), it works in a temporary folder of its own. The fused operators
+        # (Attention, SkipLayerNormalization) are outside shape inference's domain: the quantiser must be
+        # told their outputs are float.
+        quantize_dynamic(onnx.load(str(folder / GRAPH)), scratch / "quantized.onnx", weight_type=QuantType.QInt8,
+                         per_channel=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         options = onnxruntime.SessionOptions()
         # EXTENDED fuses each quantise-multiply-rescale into one operator: 8% faster than leaving it to BASIC.
@@ -399,13 +420,23 @@ def quantize(folder: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
     """``python -m digest.embed_onnx MODEL TARGET``: what _export_in_child runs; ``--int8 TARGET``: what
-    _int8_graph runs. Exit status NOT_EXPORTABLE when the model cannot be exported or quantised
+    _int8_encoder runs. Exit status NOT_EXPORTABLE when the model cannot be exported or quantised
     (remembered), 1 for anything that may pass (a full disk, no memory)."""
     first, target = argv
     try:

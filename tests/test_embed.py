@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -313,42 +314,125 @@ def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(d
     assert quantised.uses_onnx() and quantised._model.graph == "model.int8.onnx"
     assert cosines.mean() >= 0.985 and cosines.min() >= 0.97, cosines
     assert cosines.max() < 0.9999  # really the int8 graph, whose vectors are not float32's
-    # Stored apart: the float32 vectors stay, and switching back embeds nothing again.
+    # Stored apart: the float32 vectors stay, switching back embeds nothing again, and a search with int8
+    # reads only the int8 vectors (here: of half the papers).
     embed.embed_papers(db, day_papers, float32, embedder=embedder)
-    embed.embed_papers(db, day_papers, int8, embedder=quantised)
+    embed.embed_papers(db, day_papers[:4], int8, embedder=quantised)
     assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
-        ("all-MiniLM-L6-v2", 8), ("all-MiniLM-L6-v2 int8", 8)]
+        ("all-MiniLM-L6-v2", 8), ("all-MiniLM-L6-v2 int8", 4)]
     before = embedder.texts_encoded
     embed.embed_papers(db, day_papers, float32, embedder=embedder)
     assert embedder.texts_encoded == before
     found = search.semantic_search(db, int8, "image segmentation", embed=lambda text: quantised.embed_texts([text])[0])
-    assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers)
+    assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers[:4])
+    assert len(search.semantic_search(db, float32, "image segmentation",
+                                      embed=lambda text: embedder.embed_texts([text])[0])) == 8
 
 
-def test_an_int8_graph_that_cannot_be_made_leaves_float32_and_says_so_once(embedder, tmp_path, monkeypatch, caplog):
+@pytest.mark.slow
+def test_after_switching_precision_search_says_what_it_misses_and_digest_embed_fills_it_in(db, day_papers, tmp_path):
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "digest.db"}"\n[embedding]\nprecision = "int8"\n' + TWO_PROFILES)
+    embed.embed_papers(db, day_papers[:5], parse_settings(config.read_text()))  # the days run since the switch
+
+    def digest(*args):
+        return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
+
+    searched = digest("search", "--semantic", "image segmentation", "--json")
+    assert len(json.loads(searched.stdout)) == 5
+    assert searched.stderr == ("3 papers in the history have no vector for all-MiniLM-L6-v2 int8 and are not "
+                               "searched by meaning: `digest embed` embeds them\n")
+    assert digest("embed").stdout == ("Embedded 3 papers with all-MiniLM-L6-v2 int8; every paper in the history "
+                                      "has a vector for it.\n")
+    searched = digest("search", "--semantic", "image segmentation", "--json")
+    assert len(json.loads(searched.stdout)) == 8 and searched.stderr == ""
+    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model").fetchall() == [
+        ("all-MiniLM-L6-v2 int8", 8)]
+    assert digest("embed").stdout == "Every paper in the history has a vector for all-MiniLM-L6-v2 int8.\n"
+
+
+def export_copy(embedder, tmp_path, monkeypatch) -> Path:
+    """A cache of its own holding the session's float32 export (linked) and no int8 graph."""
     from digest import embed_onnx
 
     assert embedder.uses_onnx()  # the session's export exists
     folder = embed_onnx.model_folder(embed.resolve_model("all-MiniLM-L6-v2"))
     shared = cache_dir() / "onnx" / embed_onnx.export_key(folder)
-    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))  # a copy of the export, without int8
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))
     copy = cache_dir() / "onnx" / shared.name
     copy.mkdir(parents=True)
     for name in ("export.json", "tokenizer.json", "model.onnx", "model.onnx.data"):
-        (copy / name).symlink_to(shared / name)
+        shutil.copyfile(shared / name, copy / name)  # not a link: onnx refuses weights behind a symbolic or hard link
+    assert not (copy / "model.int8.onnx").exists()
+    return copy
+
+
+def embed_in_int8(embedder, caplog) -> tuple[embed.Embedder, list[str]]:
+    """An int8 Embedder after one text (checked to be float32's vector), and what digest logged."""
+    text = "graph neural networks for molecules"
+    with caplog.at_level(logging.INFO, logger="digest.embed_onnx"):
+        quantised = embed.Embedder(EmbeddingSettings(precision="int8"))
+        vector = quantised.embed_texts([text])[0]
+    assert np.allclose(vector, embedder.embed_texts([text])[0], atol=1e-6)
+    return quantised, [r.getMessage() for r in caplog.records if r.name == "digest.embed_onnx"]
+
+
+def test_an_int8_graph_that_cannot_be_made_leaves_float32_and_says_so_once(embedder, tmp_path, monkeypatch, caplog):
+    copy = export_copy(embedder, tmp_path, monkeypatch)
     (copy / "int8.failed").write_text("it is not usable: its int8 vectors differ from float32's (mean cosine "
                                       "0.9417 < 0.985)\n")
 
-    with caplog.at_level(logging.INFO, logger="digest.embed_onnx"):
-        quantised = embed.Embedder(EmbeddingSettings(precision="int8"))
-        vector = quantised.embed_texts(["graph neural networks for molecules"])[0]
+    quantised, lines = embed_in_int8(embedder, caplog)
 
     assert quantised._model.graph == "model.onnx"
-    assert np.allclose(vector, embedder.embed_texts(["graph neural networks for molecules"])[0], atol=1e-6)
-    assert [r.getMessage() for r in caplog.records if r.name == "digest.embed_onnx"] == [
-        "embedding.precision int8: all-MiniLM-L6-v2 runs in float32: it is not usable: its int8 vectors differ "
-        "from float32's (mean cosine 0.9417 < 0.985)"]
+    assert lines == [f"embedding.precision int8: all-MiniLM-L6-v2 runs in float32: it is not usable: its int8 "
+                     f"vectors differ from float32's (mean cosine 0.9417 < 0.985) (delete {copy / 'int8.failed'} "
+                     "to try again)"]
     assert not (copy / "model.int8.onnx").exists()
+
+
+@pytest.mark.parametrize("child, said", [("#!/bin/sh\necho 'MemoryError: out of memory' >&2\nexit 1\n",
+                                          "MemoryError: out of memory"),
+                                         ("#!/bin/sh\nsleep 30\n", "took more than 1 s")])
+def test_a_quantiser_that_crashes_or_hangs_leaves_float32_this_time_and_is_tried_again(
+        embedder, tmp_path, monkeypatch, caplog, child, said):
+    from digest import embed_onnx
+
+    copy = export_copy(embedder, tmp_path, monkeypatch)
+    # A real child process that fails the way the quantiser may (out of memory, stuck), run in its place.
+    python = tmp_path / "python"
+    python.write_text(child)
+    python.chmod(0o755)
+    monkeypatch.setattr(embed_onnx.sys, "executable", str(python))
+    monkeypatch.setattr(embed_onnx, "INT8_TIMEOUT", 1)
+
+    quantised, lines = embed_in_int8(embedder, caplog)
+
+    assert quantised._model.graph == "model.onnx"
+    assert lines == ["embedding.precision int8: quantising all-MiniLM-L6-v2's ONNX export, once",
+                     f"embedding.precision int8: quantising all-MiniLM-L6-v2 failed ({said}); float32 this time"]
+    assert not (copy / "int8.failed").exists()  # a failure that may pass: the next process tries again
+
+
+def test_a_damaged_int8_graph_leaves_float32_and_is_made_again_next_time(embedder, tmp_path, monkeypatch, caplog):
+    copy = export_copy(embedder, tmp_path, monkeypatch)
+    (copy / "model.int8.onnx").write_bytes(b"not an onnx graph")
+
+    quantised, lines = embed_in_int8(embedder, caplog)
+
+    assert quantised._model.graph == "model.onnx"
+    assert len(lines) == 1 and lines[0].startswith("embedding.precision int8: cannot load all-MiniLM-L6-v2's int8 "
+                                                   "graph (")
+    assert lines[0].endswith("); float32 this time, and it is made again by the next process")
+    assert not (copy / "model.int8.onnx").exists()
+    again = embed.Embedder(EmbeddingSettings(precision="int8"))
+    assert again.uses_onnx() and again._model.graph == "model.int8.onnx"  # quantised again, for real
+    assert sorted(p.name for p in copy.iterdir()) == ["export.json", "int8.json", "model.int8.onnx", "model.onnx",
+                                                      "model.onnx.data", "tokenizer.json"]  # and nothing else left
 
 
 SEARCH_IN_A_NEW_PROCESS = """

@@ -85,6 +85,7 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
         filters = _filters(app, since, until, category, author, profile, liked)
         if semantic:
             rows = search.semantic_search(app.reader, app.settings, query, filters, limit)
+            _say_what_semantic_search_misses(app)
         else:
             rows = search.search(app.reader, query, filters, limit, raw=raw)
     if as_json or as_csv:
@@ -94,6 +95,16 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
         app.console.print("No paper matches.")
     else:
         app.console.print(views.results_view(rows))
+
+
+def _say_what_semantic_search_misses(app: App) -> None:
+    """One line on stderr when some stored papers have no vector for the configured model and precision."""
+    from ..embed import unembedded_ids
+
+    missing = len(unembedded_ids(app.reader, app.settings))
+    if missing:
+        click.echo(f"{missing:,} papers in the history have no vector for {app.settings.embedding.vectors_key} "
+                   "and are not searched by meaning: `digest embed` embeds them", err=True)
 
 
 @cli.command("show")
@@ -123,6 +134,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 
     with _history_errors():
         rows = search.related(app.reader, app.settings, paper_id, limit)
+        _say_what_semantic_search_misses(app)
     if as_json or as_csv:
         emit(app, rows, ["id", "announced", "score", "title", "authors", "categories"], as_json=as_json,
              as_csv=as_csv)
