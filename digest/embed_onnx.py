@@ -21,7 +21,7 @@ Layout, under ``cache_dir()/onnx/``::
     <key>/int8.json, int8.failed         how well the int8 graph agreed with model.onnx, or why there is none
     <key>.failed                         one line: why this model is embedded by sentence-transformers
 
-The int8 graph runs about twice as fast (integer dot products against float32 multiply-adds) and holds a
+The int8 graph runs 2.5-2.7x as fast here (integer dot products against float32 multiply-adds) and holds a
 quarter of the weights' memory. Its vectors are not the same: a cosine of 0.99 or more to the float32 ones
 on real abstracts, so they are stored under their own key (``EmbeddingSettings.vectors_key``)
 and the ranking bench measures what they cost (bench/bench_embed_speed.py).
