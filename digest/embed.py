@@ -259,12 +259,19 @@ def embed_papers(db: "sqlite_utils.Database", papers: list[Paper], settings: Set
     return vectors
 
 
+# Papers with no vector under a key: one primary-key lookup per paper, no scan of the vectors.
+UNEMBEDDED = ("FROM papers WHERE NOT EXISTS (SELECT 1 FROM embeddings "
+              "WHERE embeddings.paper_id = papers.id AND embeddings.model = ?)")
+
+
 def unembedded_ids(db: "sqlite_utils.Database", settings: Settings) -> list[str]:
     """Stored papers with no vector for the configured model and precision: fetched by a backfill and never
     ranked, or embedded only under another model or precision. Semantic search and related do not see them."""
-    return [row[0] for row in db.execute(
-        "SELECT id FROM papers WHERE id NOT IN (SELECT paper_id FROM embeddings WHERE model = ?) ORDER BY id",
-        [settings.embedding.vectors_key])]
+    return [row[0] for row in db.execute(f"SELECT id {UNEMBEDDED} ORDER BY id", [settings.embedding.vectors_key])]
+
+
+def count_unembedded(db: "sqlite_utils.Database", settings: Settings) -> int:
+    return db.execute(f"SELECT COUNT(*) {UNEMBEDDED}", [settings.embedding.vectors_key]).fetchone()[0]
 
 
 def embed_history(db: "sqlite_utils.Database", settings: Settings, advance=lambda count: None) -> int:
@@ -294,5 +301,5 @@ def _progress_bar(show: bool, total: int, model: str):
         yield lambda count: bar.advance(task, count)
 
 
-__all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "embed_history", "embed_papers", "load_vectors",
-           "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids", "vector_to_blob"]
+__all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "count_unembedded", "embed_history", "embed_papers",
+           "load_vectors", "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids", "vector_to_blob"]

@@ -99,9 +99,9 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
 
 def _say_what_semantic_search_misses(app: App) -> None:
     """One line on stderr when some stored papers have no vector for the configured model and precision."""
-    from ..embed import unembedded_ids
+    from ..embed import count_unembedded
 
-    missing = len(unembedded_ids(app.reader, app.settings))
+    missing = count_unembedded(app.reader, app.settings)
     if missing:
         click.echo(f"{missing:,} papers in the history have no vector for {app.settings.embedding.vectors_key} "
                    "and are not searched by meaning: `digest embed` embeds them", err=True)

@@ -190,7 +190,7 @@ def embed_command(app: App) -> None:
     from .. import embed
 
     key = app.settings.embedding.vectors_key
-    waiting = len(embed.unembedded_ids(app.db, app.settings))
+    waiting = embed.count_unembedded(app.db, app.settings)
     if not waiting:
         click.echo(f"Every paper in the history has a vector for {key}.")
         return
