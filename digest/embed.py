@@ -274,15 +274,19 @@ def count_unembedded(db: "sqlite_utils.Database", settings: Settings) -> int:
     return db.execute(f"SELECT COUNT(*) {UNEMBEDDED}", [settings.embedding.vectors_key]).fetchone()[0]
 
 
-def embed_history(db: "sqlite_utils.Database", settings: Settings, advance=lambda count: None) -> int:
+def embed_history(db: "sqlite_utils.Database", settings: Settings, *, progress: bool = False) -> int:
     """Embed every paper unembedded_ids names, CHUNK at a time (each chunk committed, so an interruption
-    keeps what was done, and memory holds one chunk of papers); ``advance(count)`` after each. How many."""
+    keeps what was done, and memory holds one chunk of papers), with a bar on stderr if ``progress``.
+    How many."""
     ids = unembedded_ids(db, settings)
+    if not ids:
+        return 0
     embedder = shared_embedder(settings.embedding)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
-        embed_papers(db, list(dbm.get_papers(db, chunk).values()), settings, progress=False, embedder=embedder)
-        advance(len(chunk))
+    with _progress_bar(progress, len(ids), settings.embedding.vectors_key) as advance:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            embed_papers(db, list(dbm.get_papers(db, chunk).values()), settings, progress=False, embedder=embedder)
+            advance(len(chunk))
     return len(ids)
 
 
@@ -302,4 +306,5 @@ def _progress_bar(show: bool, total: int, model: str):
 
 
 __all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "count_unembedded", "embed_history", "embed_papers",
-           "load_vectors", "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids", "vector_to_blob"]
+           "load_vectors", "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids",
+           "vector_to_blob"]

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import cache_dir
+from .locks import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,8 @@ def quantize(folder: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     for left in folder.glob(".int8.*"):  # a child killed at its timeout leaves its scratch folder
-        if not _alive(left.suffix.lstrip(".")):
+        pid = left.suffix.lstrip(".")
+        if not pid.isdigit() or not process_alive(int(pid)):
             shutil.rmtree(left, ignore_errors=True)
     scratch = folder / f".int8.{os.getpid()}"
     scratch.mkdir()
@@ -418,16 +420,6 @@ def quantize(folder: Path) -> None:
         os.replace(scratch / INT8_GRAPH, folder / INT8_GRAPH)  # last: its presence means "ready"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _write_json(path: Path, data: dict) -> None:

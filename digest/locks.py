@@ -12,6 +12,23 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (an outbox sender, a quantising child). A zombie is not: a
+    process SIGKILLed with its parent is re-parented to PID 1, and a container's PID 1 often never reaps it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):  # no procfs (not Linux): trust kill()
+        return True
+    return state not in ("Z", "X")
+
+
 class LockBusy(Exception):
     def __init__(self, path: Path, holder: str):
         super().__init__(f"{path} is held by pid {holder}")

@@ -413,7 +413,7 @@ def test_a_sender_left_a_zombie_counts_as_dead_so_its_delivery_is_sent_again():
     # it, and kill(pid, 0) still succeeds on the zombie. Its claim must be released, not held for the lease.
     import subprocess
 
-    from digest.deliver.outbox import _alive
+    from digest.locks import process_alive
 
     child = subprocess.Popen(["true"])
     deadline = time.monotonic() + 10
@@ -421,8 +421,8 @@ def test_a_sender_left_a_zombie_counts_as_dead_so_its_delivery_is_sent_again():
         assert time.monotonic() < deadline, "the child never exited"
         time.sleep(0.01)
     try:
-        assert not _alive(child.pid)
-        assert _alive(os.getpid())
+        assert not process_alive(child.pid)
+        assert process_alive(os.getpid())
     finally:
         child.wait()
-    assert not _alive(child.pid)
+    assert not process_alive(child.pid)

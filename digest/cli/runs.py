@@ -185,23 +185,17 @@ def fetch_command(app: App, since_text: str | None, until_text: str | None, from
 def embed_command(app: App) -> None:
     """Embed every stored paper that has no vector for embedding.model and embedding.precision yet (after
     changing either, or after `fetch --since`), so that semantic search and related see the whole history."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .. import embed
 
     key = app.settings.embedding.vectors_key
-    waiting = embed.count_unembedded(app.db, app.settings)
-    if not waiting:
-        click.echo(f"Every paper in the history has a vector for {key}.")
-        return
-    columns = (TextColumn(f"embedding with {key}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task("embed", total=waiting)
-            done = embed.embed_history(app.db, app.settings, lambda count: progress.advance(task, count))
+        done = embed.embed_history(app.db, app.settings, progress=sys.stderr.isatty())
     except embed.EmbeddingError as exc:
         raise RunFailure(str(exc)) from None
-    click.echo(f"Embedded {done:,} papers with {key}; every paper in the history has a vector for it.")
+    if done:
+        click.echo(f"Embedded {done:,} papers with {key}; every paper in the history has a vector for it.")
+    else:
+        click.echo(f"Every paper in the history has a vector for {key}.")
 
 
 def _backfill_with_progress(app: App, start: dt.date, end: dt.date) -> dict:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import socket
 from dataclasses import dataclass
 
 from ..db import chunks, transaction
+from ..locks import process_alive
 from ..render import Rendered
 
 log = logging.getLogger("digest.deliver")
@@ -151,29 +151,12 @@ def release_orphans(db) -> None:
     for row_id, claimed_by in db.execute("SELECT id, claimed_by FROM deliveries WHERE status = 'sending'").fetchall():
         host, _, rest = (claimed_by or "").partition(":")
         pid = rest.split(":")[0]
-        if host != here or not pid.isdigit() or _alive(int(pid)):
+        if host != here or not pid.isdigit() or process_alive(int(pid)):
             continue
         with transaction(db):
             db.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = NULL, claimed_by = NULL "
                        "WHERE id = ? AND status = 'sending' AND claimed_by = ?", [row_id, claimed_by])
         log.warning("delivery %s: its sender (pid %s) died while sending; it will be sent again", row_id, pid)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process. A zombie is not: a sender SIGKILLed with its daemon is
-    re-parented to PID 1, and a container's PID 1 often never reaps it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            state = stat.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):  # no procfs (not Linux): trust kill()
-        return True
-    return state not in ("Z", "X")
 
 
 def backoff(attempts: int) -> dt.timedelta:
