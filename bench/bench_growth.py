@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_run import known_categories  # noqa: E402
-from feeds import LISTING_DAYS, arxiv_section, feed_xml, listing_papers, serve_feeds  # noqa: E402
+from bench_run import known_categories, write_config  # noqa: E402
+from feeds import LISTING_DAYS, feed_xml, listing_papers, serve_feeds  # noqa: E402
 from loopback import LoopbackServer, Reply  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 
@@ -52,21 +52,6 @@ def llm_reply(request) -> Reply:
     return Reply(body=json.dumps(body), content_type="application/json")
 
 
-def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str]) -> Path:
-    config = folder / "config.toml"
-    config.write_text(
-        arxiv_section(http.url, categories="+".join(codes))
-        + f'\n[storage]\npath = "{folder / "digest.db"}"\n'
-        + f'\n[llm]\nbase_url = "{http.url}/v1"\nmodel = "bench-model"\napi_key = "sk-bench"\n'
-        + "summarize = 15\nconcurrency = 4\ntimeout = 30.0\n\n"
-        + smtp.settings_toml()
-        + '\n[schedule]\ncatch_up_days = 14\n'
-        + '\n[profiles.me]\ninterests = ["large language model agents", "vision-language models"]\n'
-        + 'email_to = ["reader@example.org"]\n',
-        encoding="utf-8")
-    return config
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", help="comma-separated feed days of the listing (default: all)")
@@ -77,7 +62,8 @@ def main() -> None:
         folder = Path(tmp)
         route = serve_feeds(http, {day: feed_xml(day, codes) for day in days}, day=days[0])
         http.routes["/v1/chat/completions"] = llm_reply
-        config = write_config(folder, http, smtp, codes)
+        config = write_config(folder, http, smtp, codes, files=False,
+                              sections="\n[schedule]\ncatch_up_days = 14\n")
         started = time.monotonic()
         for day in days:
             route.day = day

@@ -68,15 +68,19 @@ def known_categories(rows: list[dict]) -> list[str]:
     return valid
 
 
-def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str]) -> Path:
+def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str], *, files: bool = True,
+                 sections: str = "") -> Path:
+    """One profile over ``codes``, the LLM and SMTP servers on loopback; HTML files in ``folder`` too unless
+    ``files`` is false; ``sections``: more TOML, as is."""
     config = folder / "config.toml"
     config.write_text(
         arxiv_section(http.url, categories="+".join(codes))
         + f'\n[storage]\npath = "{folder / "digest.db"}"\n'
-        + f'\n[files]\ndir = "{folder / "digests"}"\n'
+        + (f'\n[files]\ndir = "{folder / "digests"}"\n' if files else "")
         + f'\n[llm]\nbase_url = "{http.url}/v1"\nmodel = "bench-model"\napi_key = "sk-bench"\n'
         + "summarize = 15\nconcurrency = 4\ntimeout = 30.0\n\n"
         + smtp.settings_toml()
+        + sections
         + '\n[profiles.me]\ninterests = ["large language model agents", "vision-language models"]\n'
         + 'email_to = ["reader@example.org"]\n',
         encoding="utf-8")
