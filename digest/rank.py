@@ -143,7 +143,7 @@ def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray]
 # -- the reason: the score's parts, in words ----------------------------------------------------------
 
 def reason_text(parts: list[Part], score: float) -> str:
-    """``about "X" +0.52, what all of today's papers share -0.21, keyword "RAG" +0.10``: every part of the
+    """``about "X" +0.52, common to today's papers -0.21, keyword "RAG" +0.10``: every part of the
     score with its value, rounded so that the shown values add up to the shown score exactly. A part too
     small to show (under 0.005) is left out unless it says what was not done; the rounding difference goes to the largest part."""
     shown = [p for p in parts if p.keep or abs(p.value) >= 0.005] or parts[:1]
@@ -240,7 +240,7 @@ class _Similarity:
         parts = [Part(labels[i], share * float(plain[i])) for share, plain, labels in self.terms]
         if self.background:
             shared = total - sum(p.value for p in parts)
-            parts.append(Part("what all of today's papers share" if shared < 0 else "unusual for today's papers",
+            parts.append(Part("common to today's papers" if shared < 0 else "distinct from today's papers",
                               shared))
         return parts
 

@@ -36,7 +36,7 @@ from .text import clean_untrusted, identifier_text
 MARKDOWN_BREAK = "\n---\n"
 
 FALLBACK_LABEL = "From the abstract (no LLM summary)"
-AUTHORS_SHOWN_TOP = 8
+AUTHORS_SHOWN_TOP = 6
 AUTHORS_SHOWN_REST = 3
 # Bytes of the email's HTML body, under Gmail's clipping point (about 102 KB) with room for the headers
 # and the quoted-printable lines Gmail may count.
