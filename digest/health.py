@@ -2,7 +2,9 @@
 --check` exits 0, 1 or 2), so a digest that stops arriving is noticed by something other than the reader.
 
 - ``failing``: the reader is missing something: a delivery failed for good, or the latest run failed
-  (arXiv unreachable past every retry, a day given up) and its day still has no digest.
+  (arXiv unreachable past every retry, a day given up) and its day still has no digest; or the database
+  holds a table, index, trigger or view digest does not write (a trigger acts on every write digest
+  makes: it can resend every email or rewrite the history).
 - ``degraded``: the reader gets digests, but not all is well: a delivery waits for a retry, the latest
   run was interrupted before its day was done, or the LLM summarized none of the run's papers (the
   digest showed abstracts).
@@ -17,6 +19,7 @@ import datetime as dt
 
 from . import ledger, runs
 from .config import Settings
+from .db import foreign_schema
 from .deliver import outbox
 from .text import plural
 
@@ -26,6 +29,7 @@ EXIT_CODES = {"ok": 0, "degraded": 1, "failing": 2}
 def assess(db, settings: Settings) -> dict:
     """``{"state": "ok" | "degraded" | "failing", "reasons": [...]}``, failing reasons first."""
     failing, degraded = [], []
+    failing += [f"the database's schema is not digest's: {line}" for line in foreign_schema(db)]
     not_sent = outbox.not_sent(db)
     failed = [d for d in not_sent if d["status"] == "failed"]
     if failed:

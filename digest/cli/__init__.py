@@ -95,13 +95,24 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an interrupt (`digest run` under the daemon or systemd), so a run unwinds and
+    records itself interrupted; unlike Ctrl-C it says nothing more: the run's log already did."""
+
+
 class DigestGroup(click.Group):
     """A database that stops accepting writes in the middle of a command (locked by another process,
-    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it."""
+    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it.
+    An interrupt is exit status 130, without click's "Aborted!" (which landed in the journal at every
+    stop of the service during a run)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            if not isinstance(exc, Terminated):
+                click.echo("Interrupted.", err=True)
+            ctx.exit(130)
         except sqlite3.Error as exc:
             app = ctx.obj
             where = app.settings.database_path() if isinstance(app, App) and app._settings else "the database"
