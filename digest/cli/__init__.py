@@ -48,6 +48,7 @@ class App:
         self.console = console
         self._settings: Settings | None = None
         self._db = None
+        self._db_in_memory = False
 
     @property
     def settings(self) -> Settings:
@@ -83,8 +84,14 @@ class App:
         return self._opened(open_db)
 
     def _opened(self, opener):
-        """One connection per command, opened by the first of ``db`` and ``reader`` it asks for."""
+        """One connection per command, opened by the first of ``db`` and ``reader`` it asks for; except that
+        a command which read first (a missing database: an empty one in memory) and then writes gets the
+        real file, created now."""
+        if self._db is not None and opener is open_db and self._db_in_memory:
+            self._db.conn.close()
+            self._db = None
         if self._db is None:
+            self._db_in_memory = opener is open_for_reading and not self.settings.database_path().exists()
             try:
                 self._db = opener(self.settings.database_path())
             except DatabaseError as exc:
@@ -186,7 +193,7 @@ def check_profile(app: App, profile: str | None) -> None:
     """A profile named in the configuration, or one that once had digests (since removed from it)."""
     from .. import ledger
 
-    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.db, profile) is not None:
+    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.reader, profile) is not None:
         return
     raise UsageProblem(f"--profile: no profile named {json.dumps(profile)} in {app.settings.source}")
 
