@@ -71,8 +71,10 @@ def test_the_service_is_a_notify_daemon_with_state_config_and_credentials():
     assert [c.split(":")[0] for c in unit["LoadCredential"]] == ["smtp-password", "openai-key"]
     assert unit["WatchdogSec"]
     # `systemctl reload` fails on a bad file: it is checked before the daemon is sent SIGHUP.
-    # ... with the credentials the daemon holds (%d), as root: systemd#35227 hides them from the service's user.
-    assert unit["ExecReload"] == [f"+/usr/bin/env CREDENTIALS_DIRECTORY=%d {INSTALLED_DIGEST} config --check",
+    # ... with the credentials the daemon holds (%d, in its mount namespace), as root: systemd#35227 hides
+    # them from the service's user.
+    assert unit["ExecReload"] == [f"+/usr/bin/nsenter --target $MAINPID --mount -- /usr/bin/env "
+                                  f"CREDENTIALS_DIRECTORY=%d {INSTALLED_DIGEST} config --check",
                                   "/bin/kill -HUP $MAINPID"]
     # SIGTERM reaches the daemon alone, which asks its running digest to checkpoint.
     assert unit["KillMode"] == ["mixed"]
