@@ -289,6 +289,19 @@ class Profile(Section):
     def _valid_expression(cls, value: str) -> str:
         return _check_expression(value) if value else value
 
+    @field_validator("seed_papers")
+    @classmethod
+    def _arxiv_ids(cls, value: list[str]) -> list[str]:
+        """Caught by `config --check`, not only warned about by the run that uses the profile."""
+        from .arxiv.ids import InvalidArxivId, normalize_id  # pure: no lxml or requests
+
+        for text in value:
+            try:
+                normalize_id(text)
+            except InvalidArxivId as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("email_to")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
