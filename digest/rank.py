@@ -114,7 +114,7 @@ def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray
     sections = [("top", head), ("rest", rest), ("replaced", replaced)]
     ordered = [(section, s) for section, items in sections for s in items]
     return [Ranked(paper=s.announcement.paper, rank=rank, score=round(s.score, 4),
-                   reason=reason_text(s.parts, s.score), section=section, kind=s.announcement.kind)
+                   reason=reason_text(s.parts, round(s.score, 4)), section=section, kind=s.announcement.kind)
             for rank, (section, s) in enumerate(ordered, start=1)]
 
 
