@@ -138,14 +138,17 @@ def _lines_within(lines: list[str], limit: int):
 
 
 def _pieces(line: str, limit: int):
-    """The line cut into pieces of at most ``limit`` bytes, never inside a character."""
+    """The line cut into pieces of at most ``limit`` bytes, between words where it can, never inside a
+    character."""
     while size(line) > limit:
         low, high = 1, min(len(line), limit)  # the longest prefix that fits, by bisection
         while low < high:
             middle = (low + high + 1) // 2
             low, high = (middle, high) if size(line[:middle]) <= limit else (low, middle - 1)
-        yield line[:low]
-        line = line[low:]
+        space = line.rfind(" ", 0, low + 1)  # between words, so no link or arXiv id is cut in two
+        cut = space + 1 if space > low // 2 else low
+        yield line[:cut]
+        line = line[cut:]
     yield line
 
 
@@ -162,7 +165,8 @@ def _notify(service: apprise.Apprise, name: str, body: str, attachment) -> None:
     if result:
         return
     problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
-    detail = " ".join((problems[-1] if problems else "the service did not accept the message").split())
+    # the cause and what it stopped (Matrix warns twice: "A Connection error ...", "Could not send ...")
+    detail = " ".join(" ".join(dict.fromkeys(problems[-2:])).split()) or "the service did not accept the message"
     codes = [int(code) for code in re.findall(r"error=(\d{3})", " ".join(problems))]
     status = codes[-1] if codes else None
     # Matrix's M_LIMIT_EXCEEDED: apprise waits its retry_after_ms and tries again, twice at most
@@ -180,6 +184,9 @@ def _rooms_exist(plugin, name: str, timeout: float) -> None:
     """Fail for good before anything is posted when a room alias names no room (apprise would create it)."""
     try:
         missing = matrix.missing_rooms(plugin, timeout)
+    except requests.exceptions.SSLError:
+        raise PermanentFailure(f"chat {name}: {plugin.host}: TLS certificate not trusted; for a private CA, set "
+                               f"REQUESTS_CA_BUNDLE in digest's environment") from None
     except requests.RequestException as exc:
         raise TransientFailure(f"chat {name}: {plugin.host}: the homeserver is not reachable: {_reason(exc)}") \
             from None

@@ -24,8 +24,13 @@ def is_matrix(url: str) -> bool:
 
 
 def _base(plugin) -> str:
-    """The homeserver's URL as apprise reaches it (``.well-known`` discovery included for matrixs://)."""
-    return plugin.base_url.rstrip("/")
+    """The homeserver's URL as apprise reaches it (``.well-known`` discovery included for matrixs://).
+    Where discovery fails, the URL's own host: asking it shows why (refused, an untrusted certificate)."""
+    try:
+        return plugin.base_url.rstrip("/")
+    except Exception:  # apprise's MatrixDiscoveryException, which says no more than "failed"
+        port = f":{plugin.port}" if plugin.port else ""
+        return f"{'https' if plugin.secure else 'http'}://{plugin.host}{port}"
 
 
 def _aliases(plugin) -> list[str]:
