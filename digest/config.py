@@ -168,6 +168,9 @@ class FilesSettings(Section):
 
 class DigestSettings(Section):
     top: int = Field(15, ge=0, description="papers in the top section, with summaries")
+    faq_in_email: int = Field(5, ge=0, description="top papers whose FAQ answers the email's body shows "
+                                                   "(collapsed where the mail client can); all are in the "
+                                                   "attached complete digest")
     rest_order: Literal["score", "arxiv"] = "score"
     include_replacements: bool = False
     send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")

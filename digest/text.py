@@ -7,6 +7,8 @@ import json
 import re
 import unicodedata
 
+from .taxonomy import CATEGORIES
+
 # Search hits in a snippet: control characters never appear in arXiv text, so they cannot be confused with it.
 HIT_START, HIT_END = "\x02", "\x03"
 
@@ -74,6 +76,9 @@ LINK = re.compile(
     re.I,
 )
 ARXIV_HOST = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)
+# An arXiv category code (cs.AI, math.CO) or an old-style id (cs.AI/0101001) looks like a host with a
+# top-level domain, but it is an identifier: written exactly as arXiv writes it, it stays.
+ARXIV_CODE = re.compile(r"^(?P<code>[a-z-]+\.[A-Za-z-]+)(?:/\d{7}(?:v\d+)?)?$")
 LINK_REMOVED = "[link removed]"
 
 
@@ -93,6 +98,13 @@ def clean_untrusted(text: str, max_chars: int | None = None, *, tags: bool = Fal
     return cap(text, max_chars) if max_chars else text
 
 
+def identifier_text(text: str) -> str:
+    """An identifier from the record (an author's name, category codes) as one line, shown as it is: only
+    the characters that hide or reorder text go. Never through the link cleaner, which would take
+    ``cs.AI`` for a web address."""
+    return " ".join("".join(_visible(ch) for ch in str(text)).split())
+
+
 def _visible(ch: str) -> str:
     """Format characters (bidi overrides and isolates, zero-width characters) go: they hide or reorder
     text. Control characters (a bell, a newline) become a space: they separate words."""
@@ -104,7 +116,12 @@ def _unless_arxiv(match: re.Match) -> str:
     link = match.group(0)
     trailing = len(link) - len(link.rstrip(".,;:!?"))  # sentence punctuation is not part of a link
     link, after = link[:len(link) - trailing], link[len(link) - trailing:]
-    return (link if ARXIV_HOST.match(link) else LINK_REMOVED) + after
+    return (link if ARXIV_HOST.match(link) or _is_arxiv_code(link) else LINK_REMOVED) + after
+
+
+def _is_arxiv_code(text: str) -> bool:
+    code = ARXIV_CODE.match(text)
+    return bool(code) and code["code"] in CATEGORIES
 
 
 def cap(text: str, max_chars: int) -> str:

@@ -87,7 +87,7 @@ def hosts(text: str) -> set[str]:
 def assert_safe_html(html: str) -> Markup:
     markup = Markup(html)
     assert set(markup.tags) <= {"html", "head", "meta", "title", "style", "body", "div", "h1", "h2", "h3", "p", "a",
-                                "span", "strong", "em", "br", "code"}
+                                "span", "strong", "b", "em", "br", "code", "details", "summary"}
     assert not [name for name, _ in markup.attributes if name.startswith("on")]
     hrefs = [value for name, value in markup.attributes if name in ("href", "src", "action")]
     assert hrefs and all(re.match(r"https://(arxiv\.org|papers\.cool)/", h) for h in hrefs), hrefs
