@@ -78,3 +78,11 @@ def test_readme_says_what_each_services_reader_gets(service, rendered):
     assert ("the top section, then the HTML file" if takes_file else f"{split} messages") in row[3]
     assert row[4] == f"{split} messages"
     assert re.fullmatch(r"[\d,]+ bytes", row[2])
+
+
+def test_a_line_longer_than_a_message_is_cut_between_words_in_bytes_never_inside_a_character():
+    line = " ".join(["µ-Transformer 𝜇Match `arXiv:2606.21605`"] * 400)  # 2- and 4-byte characters
+    parts = chat.split_message(line, 1000)
+    assert all(len(p.encode()) <= 1000 for p in parts) and len(parts) > 10
+    assert "".join(parts) == line
+    assert tagged_ids("\n".join(parts)) == ["2606.21605"] * 400  # no id cut in two

@@ -122,7 +122,7 @@ def test_without_the_file_every_paper_arrives_in_order_over_consecutive_formatte
 def test_matrixs_with_the_test_ca_in_requests_ca_bundle_delivers_and_without_it_fails_for_good(
         synapse, room, db, monkeypatch):
     room_id, alias = room
-    settings = settings_for(url(synapse, alias, port=synapse.tls_port, scheme="matrixs") + "?e2ee=no")
+    settings = settings_for(url(synapse, alias, port=synapse.tls_port, scheme="matrixs"))
     queue(db, settings, day_view(dt.date(2026, 6, 24)))
     [outcome] = deliver.deliver_due(db, settings)
     assert outcome.status == "failed"
