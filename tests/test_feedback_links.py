@@ -238,7 +238,7 @@ def key_errors(caplog) -> list[str]:
 
 
 @pytest.mark.parametrize("problem", ["empty", "short", "junk", "a folder", "0644"])
-def test_a_key_file_that_is_empty_short_junk_not_a_file_or_readable_by_others_is_refused_in_one_line_and_the_digest_has_no_links(
+def test_a_key_that_is_empty_short_junk_not_a_file_or_readable_by_others_is_refused_in_one_line_and_no_link_is_made(
         problem, tmp_path, caplog):
     from test_render import day_view, settings_for
 

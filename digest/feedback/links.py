@@ -122,10 +122,15 @@ def _log_once(line: str) -> None:
     log.error("%s", line)
 
 
-def reply_key(key: bytes) -> bytes:
-    """The key of the Message-IDs digest's emails go out with (deliver/email.py), derived from the links'
-    key so that one secret serves both, and a Message-ID reveals nothing a link could be forged with."""
-    return hmac.new(key, b"digest reply message-id v1", hashlib.sha256).digest()
+def message_key(settings: Settings) -> bytes | None:
+    """The key the Message-IDs of digest's emails are signed with (deliver/email.py), so that a reply is
+    matched to a digest only by someone who saw that email. Derived from the links' key, so one secret
+    serves both and a Message-ID reveals nothing a link could be forged with. None when replies are not
+    read (no key file is made for them) or the key is refused."""
+    if not settings.feedback.imap.enabled:
+        return None
+    key = signing_key(settings)
+    return hmac.new(key, b"digest reply message-id v1", hashlib.sha256).digest() if key else None
 
 
 def vote_of(settings: Settings, token: str, now: dt.datetime | None = None) -> Vote:
