@@ -252,3 +252,43 @@ def test_a_20_mb_mail_from_a_stranger_naming_a_digest_is_marked_and_never_downlo
     assert flags[str(huge["Message-ID"])] == flags[str(too_big["Message-ID"])] == {"$DigestRead"}  # still unread
     assert len(sessions) >= 2 and max(sessions) < 100_000, sessions
     assert caplog.text.count("more than 1048576; skipped") == 1
+
+
+def test_an_imap_server_that_echoes_the_password_in_its_refusal_has_it_redacted(tmp_path):
+    """A scripted IMAP server over TLS on loopback (dovecot never echoes a password; a broken server might)."""
+    import socket
+    import ssl
+    import threading
+
+    import trustme
+
+    from digest.config import parse_settings
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        with listener, context.wrap_socket(listener.accept()[0], server_side=True) as conn:
+            lines = conn.makefile("rwb")
+            lines.write(b"* OK ready\r\n")
+            lines.flush()
+            while line := lines.readline():
+                tag, command = line.split()[:2]
+                if command.upper() == b"CAPABILITY":
+                    lines.write(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+                else:
+                    lines.write(tag + b" NO [AUTHENTICATIONFAILED] no such login: " + line.strip() + b"\r\n")
+                lines.flush()
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings = parse_settings(
+        f'[storage]\npath = "{tmp_path / "d.db"}"\n[feedback.imap]\nhost = "127.0.0.1"\n'
+        f'port = {listener.getsockname()[1]}\nsecurity = "ssl"\nuser = "{IMAP_USER}"\npassword_env = "IMAP_PASSWORD"\n'
+        f'ca_file = "{ca_file}"\n[profiles.me]\ninterests = ["x"]\n', environ={"IMAP_PASSWORD": "echoed-pass-77"})
+    with pytest.raises(ImapError) as caught:
+        check_replies(settings)
+    assert "no such login" in str(caught.value) and "echoed-pass-77" not in str(caught.value)
