@@ -149,6 +149,36 @@ def recorded_migrations(db: sqlite_utils.Database) -> set[str]:
     return {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
 
 
+def schema_entries(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
+    """Every table, index, trigger and view of ``db`` by (type, name), with its SQL in one line (SQLite's
+    own ``sqlite_*`` tables, made on demand, left out)."""
+    return {(kind, name): " ".join((sql or "").split()) for kind, name, sql in db.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+
+
+def _written_by_digest() -> dict[tuple[str, str], str]:
+    """The schema this digest's migrations write, read from a database freshly migrated in memory."""
+    fresh = open_db(":memory:")
+    try:
+        return schema_entries(fresh)
+    finally:
+        fresh.conn.close()
+
+
+def foreign_schema(db: sqlite_utils.Database) -> list[str]:
+    """One line per table, index, trigger or view in ``db`` that digest's migrations did not write, or
+    wrote otherwise: a trigger added to a database (by hand, or in a restored file) acts on every write
+    digest makes, so a file holding one is not digest's, whatever else it passes. Empty when the schema
+    is exactly digest's. Call on a database whose migrations are all applied."""
+    expected = _written_by_digest()
+    found = schema_entries(db)
+    lines = [f"a {kind} digest does not write: {name}" for kind, name in sorted(found.keys() - expected.keys())]
+    lines += [f"the {kind} {name} differs from the one digest writes" for (kind, name), sql in sorted(found.items())
+              if (kind, name) in expected and expected[kind, name] != sql]
+    lines += [f"the {kind} {name} that digest writes is missing" for kind, name in sorted(expected.keys() - found.keys())]
+    return lines
+
+
 class transaction:
     """BEGIN IMMEDIATE ... COMMIT, so a writer takes the lock up front and never deadlocks on upgrade."""
 

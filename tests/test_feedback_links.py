@@ -104,7 +104,7 @@ def test_links_are_off_by_default_and_on_with_listen_and_public_url(tmp_path):
     linked = render.render_digest(view, settings_for(feedback_toml(8425)))
     assert linked.html.count("http://127.0.0.1:8425/feedback/") == 2 * len(view.items)
     assert linked.markdown.count("http://127.0.0.1:8425/feedback/") == 2 * len(view.items)
-    assert "More like this: http://127.0.0.1:8425/feedback/" in linked.text
+    assert "      More like this:\nhttp://127.0.0.1:8425/feedback/" in linked.text  # a URL on a line of its own
 
 
 # -- the endpoint ----------------------------------------------------------------------------------
@@ -168,7 +168,11 @@ def test_more_like_this_in_the_received_email_records_a_like_from_chromium(templ
         world.configure(extra=feedback_toml(port, key=None))
         db, result = world.run()
         assert result.status == "sent", result.error
-        email_html = smtp.messages[0].part("html")
+        mail = smtp.messages[0]
+        top = db.execute("SELECT paper_id FROM digest_items WHERE rank = 1").fetchone()[0]
+        assert f'id="arxiv-{top}"' in mail.part("html") and "More like this</a>" in mail.part("html")
+        # A paper down the list: its buttons are in the complete digest, attached when the body leaves them out.
+        email_html = mail.attachments().get(f"digest-me-{DAY}.html", mail.part("html"))
         liked = db.execute("SELECT paper_id FROM digest_items WHERE rank = 40").fetchone()[0]
         neighbour = nearest_neighbour(db, world.settings, liked)
         before = ranks_now(db, world.settings)
@@ -181,7 +185,9 @@ def test_more_like_this_in_the_received_email_records_a_like_from_chromium(templ
             page = browser.new_page()
             page.goto(page_file.as_uri())
             card = page.locator(f"[id='arxiv-{liked}']")  # the 40th paper's line: a neighbour has room to rise
-            link = card.get_by_role("link", name="more like this")
+            link = card.get_by_role("link", name="More like this")
+            box = link.bounding_box()
+            assert box["width"] >= 44 and box["height"] >= 44, f"not a tap target: {box}"
             link.click()
             page.wait_for_url(f"http://127.0.0.1:{port}/feedback/*")
             assert page.get_by_role("button", name="More like this").is_visible()

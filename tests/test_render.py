@@ -151,7 +151,8 @@ def test_a_top_paper_shows_links_authors_score_reason_tldr_and_faq():
     for url in (f"https://arxiv.org/abs/{first.paper.id}", f"https://arxiv.org/pdf/{first.paper.id}",
                 f"https://arxiv.org/html/{first.paper.id}", f"https://papers.cool/arxiv/{first.paper.id}"):
         assert f'href="{url}"' in card
-    assert "score 0.85" in card and "close to interest #2" in card
+    assert '<strong class="score" style="color:#1f2328;font-size:15px;">0.85</strong>' in card
+    assert "close to interest #2" in card
     assert "What problem does the paper try to solve?" in card and "The method." in card
     assert "TL;DR" in card
     assert "From the abstract (no LLM summary)" not in card
@@ -164,7 +165,7 @@ def test_fallback_summaries_are_labelled_and_the_rest_is_compact():
     assert rendered.markdown.count("From the abstract (no LLM summary)") == 3
     rest = view.rest[0]
     line = next(l for l in rendered.markdown.splitlines() if f"arXiv:{rest.paper.id}" in l)
-    assert line.startswith(f"{rest.rank}. [") and f"(https://arxiv.org/abs/{rest.paper.id})" in line
+    assert line.startswith(f"**{rest.score:.2f}** [") and f"(https://arxiv.org/abs/{rest.paper.id})" in line
     assert "TL;DR" not in line
 
 

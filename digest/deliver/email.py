@@ -1,5 +1,6 @@
 """Email over SMTP with the standard library: SSL or STARTTLS with certificate verification, AUTH,
-one message per recipient (one outbox row each), multipart text + HTML."""
+one message per recipient (one outbox row each), multipart text + HTML, and the complete digest attached
+as an HTML file when the body, kept under Gmail's clipping size, leaves something out (render.py)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def send_text(settings: Settings, recipient: str, subject: str, body: str) -> No
 
 def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient: str,
                   key: bytes | None = None) -> EmailMessage:
-    """multipart/alternative, text first. Quoted-printable keeps every line under SMTP's 998-octet limit,
+    """multipart/alternative, text first, inside multipart/mixed with the complete digest attached when
+    the HTML body does not hold all of it. Quoted-printable keeps every line under SMTP's 998-octet limit,
     however long a digest's lines are."""
     message = EmailMessage()
     message["Subject"] = rendered.subject
@@ -69,7 +71,10 @@ def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient:
     message["Message-ID"] = message_id(digest, recipient, sender, key=key)
     message["Auto-Submitted"] = "auto-generated"  # auto-responders should not answer a digest
     message.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(rendered.email_body, subtype="html", charset="utf-8", cte="quoted-printable")
+    if rendered.attaches:
+        message.add_attachment(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable",
+                               filename=rendered.attachment)
     return message
 
 
