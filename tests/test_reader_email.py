@@ -119,7 +119,7 @@ def test_each_reason_adds_up_to_the_score_shown(big_day):
     assert len(items) == 602
     for score, reason in items:
         assert sum(reason_values(reason)) == pytest.approx(float(f"{score:.2f}"), abs=1e-9), reason
-    shown = {paper_id: text for paper_id, text in entries(mail.part("html"))}
+    shown = {paper_id: text for paper_id, text in entries(mail.attachments()[f"digest-me-{DAY}.html"])}
     assert not any(re.search(r'about "[^"]+" \+0\.0\d\b', text) for text in shown.values()), \
         "a paper close to nothing says so instead of 'about X (0.03)'"
     assert any("close to none of your interests or papers" in text for text in shown.values())
