@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run demo test bench install install-service clean
+.PHONY: run demo test bench docs install install-service clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# The generated reference pages (docs/cli.md, docs/config.md), rewritten from the code; tests/test_docs.py
+# fails while they are out of date.
+docs: $(STAMP)
+	$(BIN)/cog -r -I docs docs/cli.md docs/config.md
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
