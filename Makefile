@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The service's venv (README.md, "Installing the service"). digest.service runs as a DynamicUser= with
+# The service's venv (docs/operations.md, "Installing the service"). digest.service runs as a DynamicUser= with
 # ProtectHome=, so it can execute neither an interpreter under /root or /home (pyenv, conda: status=203/EXEC)
 # nor a venv made from one: build it from the system python, and refuse when there is none.
 SERVICE_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(shell command -v python3))

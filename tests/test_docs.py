@@ -83,3 +83,13 @@ def test_readme_stays_a_front_door():
                           "make run     # set up .venv (CPU torch), write a starter config if there is none, and "
                           "run today's digest",
                           "make test    # set up .venv and run the test suite", "```"]
+
+
+def test_readmes_minimal_configuration_is_valid():
+    from digest.config import parse_settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## A minimal configuration\n.*?```toml\n(.*?)```", readme, re.S)
+    assert block, "README lost its minimal configuration"
+    settings = parse_settings(block[1], "README.md", environ={}, resolve=False)
+    assert settings.profiles["me"].email_to and settings.llm.enabled
