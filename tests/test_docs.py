@@ -55,25 +55,43 @@ def test_the_config_reference_shows_each_secret_with_its_env_and_file_spellings(
 
 
 def links(path) -> list[str]:
-    """Every relative link of a Markdown file, without its #anchor; code blocks are not links."""
+    """Every relative link of a Markdown file (``file#anchor``, or ``#anchor`` within it); code is not links."""
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
     found = [a or b for a, b in LINK.findall(text)]
-    return [target.split("#", 1)[0] for target in found
-            if not re.match(r"[a-z]+:", target) and not target.startswith("#")]
+    return [target for target in found if not re.match(r"[a-z]+:", target)]
 
 
-def test_every_relative_link_in_readme_and_docs_points_at_a_file_that_exists():
+def anchors(path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings: lower case, punctuation dropped, spaces to -."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def broken_links(page) -> list[str]:
+    broken = []
+    for target in links(page):
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file) if file else page
+        if not path.exists():
+            broken.append(f"{page.name}: {target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+            broken.append(f"{page.name}: {target}: no such heading in {path.name}")
+    return broken
+
+
+def test_every_relative_link_in_readme_and_docs_points_at_a_file_and_heading_that_exist():
     pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
     assert len(pages) > 5
-    broken = [f"{page.relative_to(ROOT)}: {target}" for page in pages for target in links(page)
-              if not (page.parent / target).exists()]
-    assert broken == []
+    assert [problem for page in pages for problem in broken_links(page)] == []
 
 
 def test_the_link_check_sees_a_broken_link(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("[ok](page.md) [gone](gone.md#x) [web](https://x.org) [here](#top)\n```\n[code](no.md)\n```\n")
-    assert links(page) == ["page.md", "gone.md"]
+    page.write_text("# The model's top\n[ok](page.md#the-models-top) [gone](gone.md#x) [web](https://x.org) "
+                    "[here](#nowhere)\n```\n[code](no.md)\n```\n")
+    assert broken_links(page) == ["page.md: gone.md#x: no such file",
+                                  "page.md: #nowhere: no such heading in page.md"]
 
 
 def test_readme_stays_a_front_door():
