@@ -102,17 +102,19 @@ class EmbeddingSettings(Section):
 
 
 class LLMSettings(Section):
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible server: OpenAI, "
+                                                                   "DeepSeek, Moonshot, Ollama, vLLM, llama.cpp")
     model: str = Field("", description="empty: no LLM, the digest shows abstracts instead")
-    api_key: Secret | None = None
-    language: str = "English"
-    summarize: int | Literal["all"] = 15
-    concurrency: int = Field(4, ge=1, le=64)
-    daily_token_budget: int = Field(300_000, ge=0)
-    timeout: float = Field(60.0, gt=0)
+    api_key: Secret | None = Field(None, description="the server's key; a local server needs none")
+    language: str = Field("English", description="the language summaries are written in")
+    summarize: int | Literal["all"] = Field(15, description="how many of the top papers get a summary")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    daily_token_budget: int = Field(300_000, ge=0, description="tokens per UTC day; past it, papers get their "
+                                                               "abstract; 0 sends no request")
+    timeout: float = Field(60.0, gt=0, description="seconds one request may take")
     deadline: float = Field(900.0, gt=0, description="seconds all summaries of one run may take")
     full_text: int = Field(0, ge=0, description="how many top papers are summarized from their full text")
-    full_text_max_tokens: int = Field(12_000, ge=1000)
+    full_text_max_tokens: int = Field(12_000, ge=1000, description="the full text is cut to this many tokens")
 
     @field_validator("summarize")
     @classmethod
