@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import types
 import typing
 
 import annotated_types
@@ -115,7 +116,7 @@ def _type_name(annotation) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         return " or ".join(f"`{json.dumps(a)}`" for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(names)
     if origin is list:
