@@ -1,7 +1,7 @@
 """Vectors + profile -> ordered list with a reason per paper. Pure: no I/O, no model, no database.
 
 Rank, never drop: every announced paper comes back exactly once with a rank. Negative signals lower a
-paper's score; they never remove it. The score (documented in README.md, "Ranking"):
+paper's score; they never remove it. The score (documented in docs/ranking.md):
 
     c(p, x)    = cos(p - m, x - m)          # m: the mean vector of the day's papers, what they all share
                                             #    (0 on a day of fewer than BACKGROUND_MIN papers)

@@ -1,8 +1,8 @@
-"""Issue 26: each chat service's limits as data. For every apprise service README's chat table lists, a
+"""Issue 26: each chat service's limits as data. For every apprise service docs/delivery.md's chat table lists, a
 500-paper digest of real records is planned as digest would send it (apprise's own plugin object, built
 from a URL of that service; nothing is sent, no network): every message fits the service's ``body_maxlen``
 (Matrix: the whole event, as apprise builds it, under 64 KiB), every paper reaches the reader, in order,
-and README says what that reader gets."""
+and docs/delivery.md says what that reader gets."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from test_render import all_papers, html_ids, make_view, settings_for, tagged_id
 from digest import render
 from digest.deliver import chat
 
-# service (as README's table names it) -> a URL of that service, the shape apprise parses (the tokens are
+# service (as docs/delivery.md's table names it) -> a URL of that service, the shape apprise parses (the tokens are
 # apprise's own documentation examples)
 SERVICES = {
     "Slack (bot token)": "slack://xoxb-1234-1234-4ddbc191d40ee098cbaae6f3523ada2d/#digest",
@@ -40,7 +40,7 @@ def rendered():
 
 
 def readme_rows() -> dict[str, list[str]]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "delivery.md").read_text()
     table = text[text.index("| service | apprise URL |"):].split("\n\n", 1)[0]
     return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
                                           for line in table.splitlines()[2:])}
