@@ -7,15 +7,21 @@ WAL. Readers never block writers in WAL mode, so a run goes on while the copy is
 to a temporary name beside the target and is renamed when complete: a backup cut short never replaces
 the previous one.
 
+A backup never replaces a file that is not itself a digest database (a mistyped name would otherwise
+lose it), and is written 0600 whatever the umask: it holds the reader's feedback and reading habits.
+
 A restore checks the file before anything is replaced (it opens, passes ``integrity_check``, records no
-migration this digest does not know, upgrades to the current schema, and passes the coverage proof of
-`digest doctor`), keeps the current database as ``<db>.before-restore``, and then copies the checked
-file into the live database through SQLite's backup API, under the run lock, so no run writes meanwhile
-and no open connection ever sees a half-replaced file.
+migration this digest does not know, upgrades to the current schema, holds exactly the tables, indexes,
+triggers and views digest's migrations write (a trigger in a restored file would act on every write
+digest makes: resend every sent email, rewrite titles), and passes the coverage proof of `digest
+doctor`), keeps the current database as ``<db>.before-restore-<UTC time>`` (every earlier one stays),
+and then copies the checked file into the live database through SQLite's backup API, under the run
+lock, so no run writes meanwhile and no open connection ever sees a half-replaced file.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sqlite3
@@ -26,25 +32,52 @@ import sqlite_utils
 
 from . import ledger
 from .config import Settings
-from .db import MIGRATIONS, DatabaseError, apply_migrations, open_db, recorded_migrations
+from .db import MIGRATIONS, DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
 
 
 class BackupError(Exception):
     """A backup that could not be written, or a file that is not fit to restore, phrased for the user."""
 
 
+class NotABackup(BackupError):
+    """A backup's target that exists and is not a digest database: the user's mistake, never overwritten."""
+
+
 def backup(db, target: Path) -> int:
-    """Write a consistent copy of ``db`` to ``target`` (replaced atomically). Returns its size in bytes."""
+    """Write a consistent copy of ``db`` to ``target`` (replaced atomically, mode 0600). Returns its size
+    in bytes. A ``target`` that exists and is not a digest database is refused, never replaced."""
     target = Path(target)
+    if target.exists() or target.is_symlink():
+        _refuse_to_replace(target)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         partial.unlink(missing_ok=True)
+        # Made empty and 0600 first: VACUUM INTO fills an empty file, and the copy is never readable by others.
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         db.execute("VACUUM INTO ?", [str(partial)])
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)
         raise BackupError(f"{target}: cannot write the backup: {getattr(exc, 'strerror', None) or exc}") from None
     return target.stat().st_size
+
+
+def _refuse_to_replace(target: Path) -> None:
+    """Raise unless ``target`` is a regular file holding a digest database (an earlier backup)."""
+    refusal = NotABackup(f"{target}: exists and is not a digest backup; name a new file (or remove it first)")
+    if target.is_symlink() or not target.is_file():
+        raise refusal
+    with open(target, "rb") as handle:
+        if handle.read(16) != b"SQLite format 3\0":
+            raise refusal
+    try:
+        with closing(sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            digest_wrote_it = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                           "AND name = '_migrations'").fetchone()
+    except sqlite3.Error:
+        raise refusal from None
+    if not digest_wrote_it:
+        raise refusal
 
 
 def verify(source: Path, settings: Settings, workdir: Path) -> tuple[Path, list[str]]:
@@ -66,17 +99,20 @@ def verify(source: Path, settings: Settings, workdir: Path) -> tuple[Path, list[
 def _check(copy: Path, source: Path, settings: Settings) -> list[str]:
     try:
         with closing(sqlite3.connect(copy)) as conn:
-            found = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            found = [line for row in conn.execute("PRAGMA integrity_check") for line in row[0].splitlines()
+                     if not line.startswith("***")]
     except sqlite3.DatabaseError as exc:
         what = "damaged" if "malformed" in str(exc) else "not a digest database"
         raise BackupError(f"{source}: {what} ({exc})") from None
-    if found != "ok":
-        raise BackupError(f"{source}: damaged: integrity_check says {found}")
+    if found != ["ok"]:  # one line, however many integrity_check wrote
+        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+        raise BackupError(f"{source}: damaged: integrity_check says {found[0] if found else 'nothing'}{more}")
     try:
         with closing(open_db(copy, migrate=False).conn) as conn:
             checked = sqlite_utils.Database(conn)
             _check_schema(checked, source)
             apply_migrations(checked, label=source.name)
+            _check_exact_schema(checked, source)
             reports = ledger.check(checked, settings)
             checked.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except (DatabaseError, sqlite3.DatabaseError) as exc:
@@ -103,9 +139,28 @@ def _check_schema(db, source: Path) -> None:
                           f"before restoring it")
 
 
-def restore(source: Path, settings: Settings) -> list[str]:
+def _check_exact_schema(db, source: Path) -> None:
+    foreign = foreign_schema(db)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise BackupError(f"{source}: not the schema digest writes: {foreign[0]}{more}; refused")
+
+
+def kept_name(path: Path, now: dt.datetime | None = None) -> Path:
+    """Where a restore keeps the database it replaces: a name no earlier restore used."""
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"{path.name}.before-restore-{stamp}")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.name}.before-restore-{stamp}-{n}")
+    return kept
+
+
+def restore(source: Path, settings: Settings) -> tuple[list[str], Path | None]:
     """Replace the database with ``source`` once it passed :func:`verify`; the database it replaces is
-    kept as ``<db>.before-restore``. Returns the coverage proof's lines."""
+    kept as ``<db>.before-restore-<UTC time>``, beside every earlier one. Returns the coverage proof's
+    lines and where the replaced database was kept (None when there was none)."""
     from .pipeline import run_lock  # the pipeline's lock: a run waits for the restore, and the other way round
 
     path = settings.database_path()
@@ -115,8 +170,9 @@ def restore(source: Path, settings: Settings) -> list[str]:
         with run_lock(settings), closing(sqlite3.connect(copy)) as checked:
             live = open_db(path, migrate=False)
             try:
-                if recorded_migrations(live):
-                    backup(live, path.with_name(path.name + ".before-restore"))
+                kept = kept_name(path) if recorded_migrations(live) else None
+                if kept:
+                    backup(live, kept)
                 checked.backup(live.conn)
             finally:
                 live.conn.close()
@@ -124,4 +180,4 @@ def restore(source: Path, settings: Settings) -> list[str]:
         _remove(copy)
     # The memory-mapped vectors beside the database describe the old rows: rebuilt on next use.
     shutil.rmtree(path.with_name(path.name + ".vectors"), ignore_errors=True)
-    return proof
+    return proof, kept

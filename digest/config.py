@@ -168,6 +168,9 @@ class FilesSettings(Section):
 
 class DigestSettings(Section):
     top: int = Field(15, ge=0, description="papers in the top section, with summaries")
+    faq_in_email: int = Field(5, ge=0, description="top papers whose FAQ answers the email's body shows "
+                                                   "(collapsed where the mail client can); all are in the "
+                                                   "attached complete digest")
     rest_order: Literal["score", "arxiv"] = "score"
     include_replacements: bool = False
     send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")
@@ -285,6 +288,19 @@ class Profile(Section):
     @classmethod
     def _valid_expression(cls, value: str) -> str:
         return _check_expression(value) if value else value
+
+    @field_validator("seed_papers")
+    @classmethod
+    def _arxiv_ids(cls, value: list[str]) -> list[str]:
+        """Caught by `config --check`, not only warned about by the run that uses the profile."""
+        from .arxiv.ids import InvalidArxivId, normalize_id  # pure: no lxml or requests
+
+        for text in value:
+            try:
+                normalize_id(text)
+            except InvalidArxivId as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("email_to")
     @classmethod

@@ -149,6 +149,36 @@ def recorded_migrations(db: sqlite_utils.Database) -> set[str]:
     return {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
 
 
+def schema_entries(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
+    """Every table, index, trigger and view of ``db`` by (type, name), with its SQL in one line (SQLite's
+    own ``sqlite_*`` tables, made on demand, left out)."""
+    return {(kind, name): " ".join((sql or "").split()) for kind, name, sql in db.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+
+
+def _written_by_digest() -> dict[tuple[str, str], str]:
+    """The schema this digest's migrations write, read from a database freshly migrated in memory."""
+    fresh = open_db(":memory:")
+    try:
+        return schema_entries(fresh)
+    finally:
+        fresh.conn.close()
+
+
+def foreign_schema(db: sqlite_utils.Database) -> list[str]:
+    """One line per table, index, trigger or view in ``db`` that digest's migrations did not write, or
+    wrote otherwise: a trigger added to a database (by hand, or in a restored file) acts on every write
+    digest makes, so a file holding one is not digest's, whatever else it passes. Empty when the schema
+    is exactly digest's. Call on a database whose migrations are all applied."""
+    expected = _written_by_digest()
+    found = schema_entries(db)
+    lines = [f"a {kind} digest does not write: {name}" for kind, name in sorted(found.keys() - expected.keys())]
+    lines += [f"the {kind} {name} differs from the one digest writes" for (kind, name), sql in sorted(found.items())
+              if (kind, name) in expected and expected[kind, name] != sql]
+    lines += [f"the {kind} {name} that digest writes is missing" for kind, name in sorted(expected.keys() - found.keys())]
+    return lines
+
+
 class transaction:
     """BEGIN IMMEDIATE ... COMMIT, so a writer takes the lock up front and never deadlocks on upgrade."""
 
@@ -429,6 +459,27 @@ def m006_library_titles(db: sqlite_utils.Database) -> None:
             title TEXT PRIMARY KEY,          -- lower case, words only (library.title_key)
             paper_id TEXT,                   -- NULL: arXiv has no paper of exactly this title
             looked_up_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+@migration
+def m007_arxiv_missing_and_library_files(db: sqlite_utils.Database) -> None:
+    """Ids arXiv has no paper for (profiles.py), so each is asked again only after a while; and each library
+    file as last read (library.py), so a large export is parsed again only when it changes."""
+    db.executescript(
+        """
+        CREATE TABLE arxiv_missing (
+            paper_id TEXT PRIMARY KEY,       -- as normalised, without version
+            asked_at TEXT NOT NULL           -- when arXiv's API last answered that it has no such paper
+        );
+        CREATE TABLE library_files (
+            path TEXT PRIMARY KEY,           -- as configured, ~ expanded
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            entries TEXT NOT NULL,           -- JSON: [[arXiv id or null, title], ...] in the file's order
+            read_at TEXT NOT NULL
         );
         """
     )

@@ -3,8 +3,10 @@
 A recorded real arXiv day (cs.CL, 2026-06-30, 136 papers; demo_data/README.md says where it comes from)
 is served over HTTP as rss.arxiv.org serves it; an OpenAI-compatible stub answers summaries from each
 paper's own abstract; an SMTP sink keeps what it receives as .eml files. Then `digest run` runs as a
-separate process with a throw-away configuration pointing at them: the same code as production, only the
-URLs differ. Nothing leaves the machine.
+separate process with a throw-away configuration pointing at them: the same code as production, with the
+URLs pointed at loopback, arXiv's politeness delay and retries shortened, ten summaries, and feedback links
+on (their signing key in the demo's folder), so the first digest a newcomer sees has its like/dislike
+buttons. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import json
 import os
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -114,20 +117,35 @@ def _smtp_sink(folder: Path):
             (folder / f"{count:03d}.eml").write_bytes(envelope.original_content or envelope.content)
             return "250 OK"
 
-    with socket.socket() as probe:  # aiosmtpd needs a port number before it listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller = Controller(Keep(), hostname="127.0.0.1", port=free_port())  # aiosmtpd needs a port first
     controller.start()
     return controller
 
 
-def config_text(folder: Path, http_url: str, smtp_port: int | None, llm: bool) -> str:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def feedback_key(folder: Path) -> Path:
+    """The demo's own link-signing key, so the demo writes nothing outside its folder."""
+    path = folder / "feedback.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def config_text(folder: Path, http_url: str, smtp_port: int | None, llm: bool, feedback_port: int) -> str:
     text = (f'[arxiv]\ncategories = "{CATEGORIES}"\ncontact = "demo@localhost"\n'
             f'feed_url = "{http_url}/atom/"\napi_url = "{http_url}/api/query"\noai_url = "{http_url}/oai"\n'
             f'html_url = "{http_url}/html/"\nmin_interval = 0.0\ntimeout = 10.0\nretries = 1\n\n'
             f'[storage]\npath = "{folder / "digest.db"}"\n\n'
-            f'[files]\ndir = "{folder / "digests"}"\nalways = true\n\n')
+            f'[files]\ndir = "{folder / "digests"}"\nalways = true\n\n'
+            f'[feedback]\nlisten = "127.0.0.1:{feedback_port}"\npublic_url = "http://127.0.0.1:{feedback_port}"\n'
+            f'key_file = "{feedback_key(folder)}"\n\n')
     if llm:
         text += (f'[llm]\nbase_url = "{http_url}/v1"\nmodel = "demo-stub"\napi_key = "demo-key"\n'
                  f"summarize = 10\n\n")
@@ -149,7 +167,7 @@ def run_demo(folder: Path, llm: bool = True, echo=print) -> Demo:
     try:
         url = f"http://127.0.0.1:{http.server_address[1]}"
         config = folder / "config.toml"
-        config.write_text(config_text(folder, url, smtp.port if smtp else None, llm), encoding="utf-8")
+        config.write_text(config_text(folder, url, smtp.port if smtp else None, llm, free_port()), encoding="utf-8")
         echo(f"Serving arXiv's recorded {CATEGORIES} announcement of {DAY} at {url}"
              + (", an LLM stub" if llm else "") + (f", and an SMTP sink on 127.0.0.1:{smtp.port}" if smtp else ""))
         echo(f"Running: digest --config {config} run\n")
@@ -176,6 +194,8 @@ def describe(demo: Demo) -> list[str]:
     elif demo.mail is None:
         lines.append("(no email: install aiosmtpd to see the message the SMTP sink receives)")
     command = demo.digest_command()
+    lines += ["", "Its like/dislike buttons point at this machine, where `digest daemon` serves them in a real",
+              "installation ([feedback] listen and public_url); here, `digest like <arXiv id>` does the same."]
     lines += ["", "Try the history it kept:",
               f'  {command} search "hallucination"',
               f"  {command} digests --day {DAY}",

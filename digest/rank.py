@@ -47,6 +47,7 @@ KEYWORD_BONUS = 0.10
 NEGATIVE_KEYWORD_PENALTY = 0.20
 AUTHOR_BONUS = 1.0
 REPLACEMENTS = ("replace", "replace-cross")
+CLOSE_TO_NOTHING = 0.10  # a similarity below this is about nothing the profile names
 
 
 @dataclass
@@ -74,10 +75,19 @@ class Signals:
 
 
 @dataclass
+class Part:
+    """One term of a paper's score, as its reason names it: the parts of a reason add up to the score."""
+
+    label: str
+    value: float
+    keep: bool = False  # shown even at 0: it says what was not done ("not embedded yet")
+
+
+@dataclass
 class _Scored:
     announcement: Announcement
     score: float
-    reason: str
+    parts: list[Part]
     followed: bool
 
 
@@ -85,10 +95,11 @@ def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray
                 top: int, rest_order: str = "score", words: learn.Words | None = None) -> list[Ranked]:
     """Every input paper exactly once, ranked 1..n: the top section, the rest, then replacements.
 
-    ``top`` papers (and every paper by a followed author, which can make the section larger) form the
-    top section; the rest follow by score, or in arXiv's listing order when ``rest_order`` is "arxiv".
-    Ties are broken by arXiv's position, then by id, so the same input always gives the same order.
-    ``words``: one :class:`learn.Words` for every profile of a run, so the learned models read each text once.
+    The top section is the first ``top`` papers by score, longer when a paper by a followed author ranks
+    below them (it then takes every paper down to that one, so scores never rise down the page); the rest
+    follow by score, or in arXiv's listing order when ``rest_order`` is "arxiv". Ties are broken by
+    arXiv's position, then by id, so the same input always gives the same order. ``words``: one
+    :class:`learn.Words` for every profile of a run, so the learned models read each text once.
     """
     if rest_order not in ("score", "arxiv"):
         raise ValueError(f"rest_order must be \"score\" or \"arxiv\", got {rest_order!r}")
@@ -96,16 +107,15 @@ def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray
     by_score = sorted(scored, key=_score_key)
     listed = [s for s in by_score if s.announcement.kind not in REPLACEMENTS]
     replaced = [s for s in by_score if s.announcement.kind in REPLACEMENTS]
-    head = [s for i, s in enumerate(listed) if i < top or s.followed]
-    chosen = {id(s) for s in head}
-    rest = [s for s in listed if id(s) not in chosen]
+    cut = max([min(top, len(listed))] + [i + 1 for i, s in enumerate(listed) if s.followed])
+    head, rest = listed[:cut], listed[cut:]
     if rest_order == "arxiv":
         rest.sort(key=_listing_key)
         replaced.sort(key=_listing_key)
     sections = [("top", head), ("rest", rest), ("replaced", replaced)]
     ordered = [(section, s) for section, items in sections for s in items]
-    return [Ranked(paper=s.announcement.paper, rank=rank, score=round(s.score, 4), reason=s.reason,
-                   section=section, kind=s.announcement.kind)
+    return [Ranked(paper=s.announcement.paper, rank=rank, score=round(s.score, 4),
+                   reason=reason_text(s.parts, round(s.score, 4)), section=section, kind=s.announcement.kind)
             for rank, (section, s) in enumerate(ordered, start=1)]
 
 
@@ -126,18 +136,42 @@ def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray]
     followed = {_person(name): name for name in signals.authors}
     out = []
     for a in announcements:
-        score, parts = embedded.terms.get(a.paper.id, (0.0, ["not embedded"]))
-        bonus, more, by_followed = _text_terms(a.paper, keywords, negatives, followed)
-        out.append(_Scored(a, score + bonus, "; ".join(parts + more) or "no interest to compare with", by_followed))
+        parts = embedded.parts.get(a.paper.id) or [Part("not embedded yet, so not compared", 0.0, keep=True)]
+        more, by_followed = _text_terms(a.paper, keywords, negatives, followed)
+        out.append(_Scored(a, sum(p.value for p in parts + more), parts + more, by_followed))
     return out
+
+
+# -- the reason: the score's parts, in words ----------------------------------------------------------
+
+def reason_text(parts: list[Part], score: float) -> str:
+    """``about "X" +0.52, common to today's papers -0.21, keyword "RAG" +0.10``: every part of the
+    score with its value, rounded so that the shown values add up to the shown score exactly. A part too
+    small to show (under 0.005) is left out unless it says what was not done; the rounding difference goes to the largest part."""
+    shown = [p for p in parts if p.keep or abs(p.value) >= 0.005] or parts[:1]
+    if not shown:
+        return ""
+    cents = [round(p.value * 100) for p in shown]
+    largest = max(range(len(shown)), key=lambda i: abs(shown[i].value))
+    cents[largest] += round(float(f"{score:.2f}") * 100) - sum(cents)
+    return ", ".join(f"{p.label} {_signed(c)}" for p, c in zip(shown, cents))
+
+
+def reason_values(reason: str) -> list[float]:
+    """The values of a reason's parts, as :func:`reason_text` writes them (for tests and readers' tools)."""
+    return [float(v) for v in re.findall(r"(?<= )([+-]\d+\.\d\d)(?=, |$)", reason)]
+
+
+def _signed(cents: int) -> str:
+    return f"{'-' if cents < 0 else '+'}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
 @dataclass
 class _Embedded:
-    """The vector part of every embedded paper's score, computed for the whole day at once: the background,
-    the learned model and the spread are properties of the day, not of one paper."""
+    """The vector parts of every embedded paper's score, computed for the whole day at once: the
+    background, the learned model and the spread are properties of the day, not of one paper."""
 
-    terms: dict[str, tuple[float, list[str]]]
+    parts: dict[str, list[Part]]
 
     @classmethod
     def of(cls, announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals,
@@ -150,42 +184,74 @@ class _Embedded:
         day = np.vstack([vectors[a.paper.id] for a in papers]).astype(np.float32)
         # Fewer papers than that say too little about what a day's papers share: plain cosines then.
         background = day.mean(axis=0) if len(day) >= BACKGROUND_MIN else np.zeros(day.shape[1], np.float32)
-        similarity = _similarity(day, background, signals)
-        learned = _learned(day, background, [a.paper for a in papers], signals, similarity, words)
-        closest = _closest(day, signals)
-        terms = {}
+        similarity = _Similarity.of(day, background, signals)
+        learned = _learned(day, background, [a.paper for a in papers], signals, similarity.total, words)
+        parts = {}
         for i, a in enumerate(papers):
-            score, parts = float(similarity[i]), []
-            if closest is not None:
-                parts.append(closest[i])
+            paper_parts = similarity.parts(i)
             if learned is not None and abs(learned[i]) >= 0.005:
-                score += float(learned[i])
-                parts.append(f"{'like' if learned[i] > 0 else 'unlike'} papers you liked {learned[i]:+.2f}")
+                paper_parts.append(Part("learned from your likes and dislikes", float(learned[i])))
             if signals.disliked:
-                penalty, part = _dislike_penalty(day[i], signals)
-                score -= penalty
-                parts += part
-            terms[a.paper.id] = (score, parts)
-        return cls(terms)
+                paper_parts += _dislike_penalty(day[i], signals)
+            parts[a.paper.id] = paper_parts
+        return cls(parts)
 
 
-def _similarity(day: np.ndarray, background: np.ndarray, signals: Signals) -> np.ndarray:
-    """The formula's similarity for every paper of the day, with the day's background removed."""
-    papers = learn.centred(day, background)
-    terms = []
-    if signals.interests:
-        interests = learn.centred(np.vstack([a.vector for a in signals.interests]), background)
-        weights = np.array([a.weight for a in signals.interests], dtype=np.float32)
-        terms.append((1.0, (papers @ interests.T * weights).max(axis=1)))
-    examples = signals.seeds + signals.liked
-    if examples:
-        # Weighted: a library's older entries count less (library.py); seeds and likes weigh 1 each.
-        centroid = learn.centred(np.average([a.vector for a in examples], axis=0,
-                                            weights=[a.weight for a in examples]), background)[0]
-        terms.append((EXAMPLE_SHARE if terms else 1.0, papers @ centroid))
-    if not terms:
-        return np.zeros(len(day), dtype=np.float32)
-    return sum(share * values for share, values in terms) / sum(share for share, _ in terms)
+@dataclass
+class _Similarity:
+    """The formula's similarity for every paper of the day, and what a reader is told of it: the closest
+    interest and the seed and liked papers, each by its plain cosine, and what all of the day's papers
+    share (the background) taken off. Below CLOSE_TO_NOTHING a paper is close to nothing the profile names."""
+
+    total: np.ndarray  # the similarity term of each paper's score
+    terms: list[tuple[float, np.ndarray, list[str]]]  # each term's share, plain cosine and label, per paper
+    background: bool
+
+    @classmethod
+    def of(cls, day: np.ndarray, background: np.ndarray, signals: Signals) -> "_Similarity":
+        papers = learn.centred(day, background)
+        terms = []
+        if signals.interests:
+            interests = np.vstack([a.vector for a in signals.interests])
+            weights = np.array([a.weight for a in signals.interests], dtype=np.float32)
+            centred = papers @ learn.centred(interests, background).T * weights
+            best = centred.argmax(axis=1)
+            rows = np.arange(len(day))
+            plain = (day @ interests.T * weights)[rows, best]
+            terms.append((1.0, centred[rows, best], plain, [f'about "{signals.interests[j].label}"' for j in best]))
+        examples = signals.seeds + signals.liked
+        if examples:
+            # Weighted: a library's older entries count less (library.py); seeds and likes weigh 1 each.
+            mean = np.average([a.vector for a in examples], axis=0, weights=[a.weight for a in examples])
+            plain = day @ learn.centred(mean, np.zeros_like(mean))[0]
+            label = f"like your {_example_kinds(examples)} papers"
+            terms.append((EXAMPLE_SHARE if terms else 1.0, papers @ learn.centred(mean, background)[0], plain,
+                          [label] * len(day)))
+        if not terms:
+            return cls(np.zeros(len(day), dtype=np.float32), [], False)
+        shares = sum(share for share, *_ in terms)
+        total = sum(share * centred for share, centred, *_ in terms) / shares
+        return cls(total, [(share / shares, plain, labels) for share, _, plain, labels in terms],
+                   bool(background.any()))
+
+    def parts(self, i: int) -> list[Part]:
+        if not self.terms:
+            return [Part("no interest or paper to compare with", 0.0, keep=True)]
+        total = float(self.total[i])
+        if total < CLOSE_TO_NOTHING:
+            return [Part("close to none of your interests or papers", total, keep=True)]
+        parts = [Part(labels[i], share * float(plain[i])) for share, plain, labels in self.terms]
+        if self.background:
+            shared = total - sum(p.value for p in parts)
+            parts.append(Part("common to today's papers" if shared < 0 else "distinct from today's papers",
+                              shared))
+        return parts
+
+
+def _example_kinds(examples: list[Anchor]) -> str:
+    """"seed", "seed and liked", "seed, library and liked": the kinds of paper that make the profile's taste."""
+    kinds = list(dict.fromkeys(a.label.split(" ", 1)[0] for a in examples))
+    return kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} and {kinds[-1]}"
 
 
 def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signals: Signals,
@@ -204,57 +270,32 @@ def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signa
     return FEEDBACK_WEIGHT * feedback / (feedback + FEEDBACK_RAMP) * spread * z
 
 
-def _closest(day: np.ndarray, signals: Signals) -> list[str] | None:
-    """What a person would call each paper closest to: the interest (by weighted cosine) or the seed or
-    liked paper with the highest cosine, as "about ..." or "like ..."; an interest wins a tie."""
-    anchors = signals.interests + signals.seeds + signals.liked
-    if not anchors:
-        return None
-    weights = np.array([a.weight for a in signals.interests] + [1.0] * (len(anchors) - len(signals.interests)))
-    cosines = day @ np.vstack([a.vector for a in anchors]).T
-    best = np.argmax(cosines * weights, axis=1)
-    return [f"{_name(anchors[j])} ({cosines[i, j]:.2f})" for i, j in enumerate(best)]
-
-
-def _dislike_penalty(vector: np.ndarray, signals: Signals) -> tuple[float, list[str]]:
+def _dislike_penalty(vector: np.ndarray, signals: Signals) -> list[Part]:
     """A paper close to a disliked one goes down at once, by how much closer than DISLIKE_NEAR it is: the
     learned model weighs a first dislike lightly, and a reader who dislikes a paper expects its twins to
     sink in the next digest."""
     cosines = np.vstack([a.vector for a in signals.disliked]) @ vector
     worst = int(np.argmax(cosines))
     if cosines[worst] <= DISLIKE_NEAR:
-        return 0.0, []
-    penalty = DISLIKE_WEIGHT * float(cosines[worst] - DISLIKE_NEAR)
-    return penalty, [f"like your {signals.disliked[worst].label} ({cosines[worst]:.2f}) -{penalty:.2f}"]
+        return []
+    return [Part(f"close to your {signals.disliked[worst].label}", -DISLIKE_WEIGHT * float(cosines[worst] - DISLIKE_NEAR))]
 
 
 def _text_terms(paper: Paper, keywords: list, negatives: list,
-                followed: dict[str, str]) -> tuple[float, list[str], bool]:
-    """Keywords, negative keywords and followed authors: (score change, reason parts, by a followed author)."""
-    score, parts = 0.0, []
+                followed: dict[str, str]) -> tuple[list[Part], bool]:
+    """Keywords, negative keywords and followed authors: (reason parts, by a followed author)."""
+    parts = []
     text = f"{paper.title}\n{paper.abstract}"
     for word, pattern in keywords:
         if pattern.search(text):
-            score += KEYWORD_BONUS
-            parts.append(f'keyword "{word}" +{KEYWORD_BONUS:.2f}')
+            parts.append(Part(f'keyword "{word}"', KEYWORD_BONUS))
     for word, pattern in negatives:
         if pattern.search(text):
-            score -= NEGATIVE_KEYWORD_PENALTY
-            parts.append(f'negative keyword "{word}" -{NEGATIVE_KEYWORD_PENALTY:.2f}')
+            parts.append(Part(f'negative keyword "{word}"', -NEGATIVE_KEYWORD_PENALTY))
     authors = [followed[_person(n)] for n in paper.authors if _person(n) in followed]
     if authors:
-        score += AUTHOR_BONUS
-        parts.append(f'followed author "{authors[0]}" +{AUTHOR_BONUS:.2f}')
-    return score, parts, bool(authors)
-
-
-def _name(anchor: Anchor) -> str:
-    """Interests are quoted topics ("about ..."); papers are named by what they are ("like seed paper ...")."""
-    if anchor.label.startswith("liked paper "):
-        return f"like your {anchor.label}"
-    if anchor.label.startswith("seed paper "):
-        return f"like {anchor.label}"
-    return f'about "{anchor.label}"'
+        parts.append(Part(f'followed author "{authors[0]}"', AUTHOR_BONUS))
+    return parts, bool(authors)
 
 
 def _word_pattern(word: str) -> re.Pattern:

@@ -1,9 +1,17 @@
-"""Records -> the digest as an HTML email, its plain-text alternative, Markdown for chat, and JSON.
+"""Records -> the digest as HTML, the email's own HTML body, its plain-text alternative, Markdown for chat,
+and JSON.
 
 Paper text is untrusted: the HTML template autoescapes everything, Markdown escapes its own punctuation
 (so a title cannot inject a link or raw HTML), and the only links generated point at arxiv.org and
-papers.cool, built from the paper's id, and at ``[feedback] public_url`` (signed feedback links). Every item
-of the view appears in every format: rank, never drop.
+papers.cool, built from the paper's id, and at ``[feedback] public_url`` (signed feedback links). Titles and
+abstracts go through the untrusted-text cleaner; identifiers (ids, categories, author names) are shown as
+the record has them. Every item of the view appears in every format: rank, never drop.
+
+The email's HTML body has a size budget (EMAIL_HTML_BUDGET): Gmail hides everything past about 102 KB of
+HTML behind "[Message clipped]", which most readers never open. When the complete digest is larger, the
+body keeps the whole top section (with the FAQ answers of the first ``digest.faq_in_email`` papers) and as
+many of the other papers, in order, as fit; the complete digest is attached as an HTML file, and the body
+names what is only there. The text part always lists every paper.
 """
 
 from __future__ import annotations
@@ -21,42 +29,124 @@ import jinja2
 from .config import Settings
 from .feedback.links import link_maker
 from .records import DigestView, Ranked, Summary
-from .text import clean_untrusted
+from .text import clean_untrusted, identifier_text
 
 # The line between the Markdown's top section and the rest: chat sends what comes before it as the
 # message that must fit. Paper text cannot forge it: Markdown escaping turns "-" into "\-".
 MARKDOWN_BREAK = "\n---\n"
 
 FALLBACK_LABEL = "From the abstract (no LLM summary)"
-AUTHORS_SHOWN_TOP = 12
+AUTHORS_SHOWN_TOP = 6
 AUTHORS_SHOWN_REST = 3
+# Bytes of the email's HTML body, under Gmail's clipping point (about 102 KB) with room for the headers
+# and the quoted-printable lines Gmail may count.
+EMAIL_HTML_BUDGET = 95_000
 
 
 @dataclass
 class Rendered:
-    """One digest in every format it is delivered in; stored as-is so a retry sends what was built."""
+    """One digest in every format it is delivered in; stored as-is so a retry sends what was built.
+
+    ``html`` is the complete digest (files, chat attachments, the email's attachment); ``email_html`` the
+    email's own body within EMAIL_HTML_BUDGET, the same as ``html`` when the complete digest fits, and
+    empty in digests stored before it existed (sent as ``html``). ``attachment`` names the file the email
+    attaches ``html`` as when the two differ."""
 
     subject: str
     html: str
     text: str
     markdown: str
     json: str
+    email_html: str = ""
+    attachment: str = ""
+
+    OPTIONAL = ("email_html", "attachment")
 
     @classmethod
     def formats(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @property
+    def email_body(self) -> str:
+        return self.email_html or self.html
+
+    @property
+    def attaches(self) -> bool:
+        """Whether the email must carry the complete digest: its body leaves something out."""
+        return bool(self.email_html) and self.email_html != self.html
+
 
 def render_digest(view: DigestView, settings: Settings) -> Rendered:
     """Every format of one profile's digest. ``view.items`` must hold every paper announced for it."""
     context = _context(view, settings)
+    html = _render_html(context)
+    faq_shown = min(settings.digest.faq_in_email, len(context["top"]))
+    if not any(p["summary"] and p["summary"]["faq"] for p in context["top"][faq_shown:]):
+        faq_shown = len(context["top"])  # nothing to leave out (no LLM): no attachment for it
+    email_html = _render_html(context, faq_shown=faq_shown)  # every paper, with its links
+    if not _fits(email_html):
+        email_html = _email_html(context, faq_shown)
     return Rendered(
         subject=context["subject"],
-        html=_environment(html=True).get_template("digest.html").render(context),
-        text=_environment(html=False).get_template("digest.txt").render(context).strip() + "\n",
+        html=html,
+        text=_environment(html=False).get_template("digest.txt").render(
+            context, attachment=context["attachment"] if email_html != html else "").strip() + "\n",
         markdown=_environment(html=False).get_template("digest.md").render(context).strip() + "\n",
         json=_as_json(view, context["subject"]),
+        email_html=email_html,
+        attachment=context["attachment"],
     )
+
+
+def attachment_name(profile: str, day: str) -> str:
+    """``digest-<profile>-<day>.html``: the complete digest's file name in an email or a chat message."""
+    return f"digest-{re.sub(r'[^A-Za-z0-9._-]', '-', profile)}-{day}.html"
+
+
+# -- the email's body within its budget -----------------------------------------------------------------
+
+def _render_html(context: dict, **email) -> str:
+    """The HTML digest; with ``email`` options (faq_shown, later_shown), the email's budgeted body."""
+    options = {"email": bool(email), "faq_shown": len(context["top"]), "later_shown": None, **email}
+    return _environment(html=True).get_template("digest.html").render(context, **options)
+
+
+def _fits(html: str) -> bool:
+    return len(html.encode("utf-8")) <= EMAIL_HTML_BUDGET
+
+
+def _email_html(context: dict, faq_shown: int) -> str:
+    """The largest body that fits: the whole top section, the FAQ answers of ``faq_shown`` top papers, then
+    as many of the other papers, in order and without their like/dislike links, as the budget holds. The
+    top section is cut only when it cannot fit on its own, even without FAQ answers."""
+    later = len(context["rest"]) + len(context["replaced"])
+    for faq_shown in dict.fromkeys((faq_shown, 0)):
+        body = _most_that_fits(lambda shown: _render_html(context, faq_shown=faq_shown, later_shown=shown), later)
+        if body is not None:
+            return body
+    top = context["top"]
+    shown = _largest(lambda n: _fits(_render_html({**context, "top": top[:n]}, faq_shown=0, later_shown=0)),
+                     len(top))
+    return _render_html({**context, "top": top[:shown], "top_cut": len(top) - shown}, faq_shown=0, later_shown=0)
+
+
+def _most_that_fits(render, count: int) -> str | None:
+    if not _fits(render(0)):
+        return None
+    return render(_largest(lambda n: _fits(render(n)), count))
+
+
+def _largest(fits, upper: int) -> int:
+    """The largest n in 0..upper for which ``fits(n)`` holds, given that it holds for 0 and fails past
+    some point: a binary search, so a 500-paper day renders the body about ten times, not 500."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def render_empty(day: dt.date, settings: Settings) -> Rendered:
@@ -95,6 +185,8 @@ def _context(view: DigestView, settings: Settings) -> dict:
         "replacements_enabled": settings.digest.include_replacements,
         "fallback_label": FALLBACK_LABEL,
         "caught_up": [clean_untrusted(line) for line in view.caught_up],
+        "attachment": attachment_name(view.profile, days[-1]),
+        "top_cut": 0,
     }
 
 
@@ -121,18 +213,24 @@ def _item(ranked: Ranked, votes=None) -> dict:
     return {
         "id": paper.id,
         "rank": ranked.rank,
-        "score": f"{ranked.score:.2f}",
+        "score": shown_score(ranked.score),
         "reason": ranked.reason,
         "kind": ranked.kind,
         "title": clean_untrusted(paper.title),
-        "authors": clean_untrusted(_authors(paper.authors, AUTHORS_SHOWN_TOP)),
-        "authors_short": clean_untrusted(_authors(paper.authors, AUTHORS_SHOWN_REST)),
-        "categories": clean_untrusted(", ".join(paper.categories)),
+        "authors": identifier_text(_authors(paper.authors, AUTHORS_SHOWN_TOP)),
+        "authors_short": identifier_text(_authors(paper.authors, AUTHORS_SHOWN_REST)),
+        "categories": identifier_text(", ".join(paper.categories)),
         "links": paper_links(paper.id),
         "summary": _summary(ranked.summary),
         "note": ranked.note,
         "votes": votes(paper.id) if votes else None,
     }
+
+
+def shown_score(score: float) -> str:
+    """A score as every format shows it, two decimals; the reason's parts add up to exactly this."""
+    text = f"{score:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def paper_links(paper_id: str) -> dict[str, str]:
@@ -199,10 +297,11 @@ def markdown_escape(text: str) -> str:
 
 
 def _wrap(text: str, width: int = 78, indent: str = "", first: str | None = None) -> str:
-    """Plain-text paragraphs wrapped for the text/plain part; ``first`` indents the first line."""
+    """Plain-text paragraphs wrapped for the text/plain part; ``first`` indents the first line. A word
+    longer than a line is broken: the text part keeps to 80 columns (a URL gets a line of its own)."""
     paragraphs = [p for p in str(text).split("\n") if p.strip()]
     return "\n".join(textwrap.fill(p, width, initial_indent=indent if first is None or n else first,
-                                   subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+                                   subsequent_indent=indent, break_long_words=True, break_on_hyphens=False)
                      for n, p in enumerate(paragraphs))
 
 

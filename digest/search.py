@@ -265,14 +265,40 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
 
 
 def _fetch_one(settings: Settings, paper_id: str, fetch) -> Paper:
+    return _from_arxiv(settings, [paper_id], fetch)[0]
+
+
+def _from_arxiv(settings: Settings, paper_ids: list[str], fetch, after: str = "") -> list[Paper]:
+    """``paper_ids`` (none of them in the history) from the arXiv API, in order. arXiv lacking one is the
+    user's mistake (HistoryError); arXiv unreachable is an ArxivError (exit 1). Each message starts with
+    the id and "not in your history", whatever failed, never a bare "connection refused"."""
+    from .arxiv.http import ArxivError
+
     if fetch is None:
         from .arxiv.api import fetch_papers
 
-        fetch = functools.partial(fetch_papers, raise_errors=True)  # ArxivError: a RunFailure, not "no such paper"
-    papers, _ = fetch(settings, [paper_id])
-    if not papers:
-        raise HistoryError(f"{paper_id}: not in your history, and arXiv has no such paper")
-    return papers[0]
+        fetch = functools.partial(fetch_papers, raise_errors=True)
+    try:
+        papers, _ = fetch(settings, paper_ids)
+    except ArxivError as exc:
+        raise ArxivError(f"{paper_ids[0]}: not in your history, and arXiv cannot be reached to look it up "
+                         f"({exc}){after}") from None
+    found = {p.id: p for p in papers}
+    gone = [i for i in paper_ids if i not in found]
+    if gone:
+        raise HistoryError(f"{gone[0]}: not in your history, and arXiv has no such paper{after}")
+    return [found[i] for i in paper_ids]
+
+
+def papers_to_judge(db, settings: Settings, paper_ids: list[str], fetch=None) -> None:
+    """Before `digest like` records anything: every paper of ``paper_ids`` in the history, those it lacks
+    fetched from arXiv and stored (a like counts only for a paper that can be embedded). One arXiv does
+    not have, or arXiv unreachable, refuses the whole command: nothing is recorded."""
+    from .db import save_papers
+
+    missing = [i for i in dict.fromkeys(paper_ids) if get_paper(db, i) is None]
+    if missing:
+        save_papers(db, _from_arxiv(settings, missing, fetch, after="; nothing recorded"))
 
 
 def _paper_fields(paper: Paper) -> dict:

@@ -59,6 +59,20 @@ def _unreachable(path: Path) -> str | None:
     return None
 
 
+# -- asking the service ----------------------------------------------------------------------------
+
+SERVICE_PROPERTIES = ("User=digest", "DynamicUser=yes", "StateDirectory=digest", "CacheDirectory=digest",
+                      "ConfigurationDirectory=digest", "ProtectHome=yes", "ProtectSystem=strict", "UMask=0077")
+
+
+def as_the_service(args: list[str]) -> list[str]:
+    """The command line that runs ``digest ARGS`` as digest.service does: its (dynamic) user, its state,
+    cache and configuration directories; so an administrator reads the service's database, and root
+    creates or upgrades nothing under /var/lib/digest. The properties are those of systemd/*.service."""
+    return ["systemd-run", "--quiet", "--pipe", "--wait", "--collect",
+            *(f"--property={p}" for p in SERVICE_PROPERTIES), sys.executable, "-m", "digest", *args]
+
+
 # -- the notify protocol ------------------------------------------------------------------------
 
 def sd_notify(message: str, environ=None) -> bool:

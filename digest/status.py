@@ -42,9 +42,10 @@ def storage(db) -> dict:
 
 # -- status ----------------------------------------------------------------------------------------
 
-def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
+def status(db, settings: Settings, now: dt.datetime | None = None, database_exists: bool = True) -> dict:
     """What a user asks when a digest did not arrive: the last run and its stages, the next run, the
-    deliveries still waiting or failed, and the most recent error anywhere."""
+    deliveries still waiting or failed, and the most recent error anywhere. ``database_exists`` False:
+    ``db`` stands in for a database that is not there (health says so)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     not_sent = outbox.not_sent(db)
     return {
@@ -56,7 +57,7 @@ def status(db, settings: Settings, now: dt.datetime | None = None) -> dict:
         "failed": [o for o in not_sent if o["status"] == "failed"],
         "waiting_papers": ledger.waiting(db, settings),
         "last_error": last_error(db),
-        "health": health.assess(db, settings),
+        "health": health.assess(db, settings, database_exists),
     }
 
 

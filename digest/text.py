@@ -7,6 +7,8 @@ import json
 import re
 import unicodedata
 
+from .taxonomy import CATEGORIES
+
 # Search hits in a snippet: control characters never appear in arXiv text, so they cannot be confused with it.
 HIT_START, HIT_END = "\x02", "\x03"
 
@@ -70,27 +72,40 @@ LINK = re.compile(
     r"(?:\b[A-Za-z][A-Za-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`)\]]+"
     r"|\b(?:javascript|vbscript|data):[^\s<>\"'`)\]]+"
     r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|io|ai|dev|app|co|info|biz|xyz|me|ly|gl|link|site|online|top|ru|cn|tk"
-    r"|example)\b(?:/[^\s<>\"'`)\]]*)?",
+    r"|example)(?![\w-])(?:/[^\s<>\"'`)\]]*)?",
     re.I,
 )
 ARXIV_HOST = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)
+# An arXiv category code (cs.AI, math.CO) or an old-style id (cs.AI/0101001) looks like a host with a
+# top-level domain, but it is an identifier: written exactly as arXiv writes it, it stays.
+ARXIV_CODE = re.compile(r"^(?P<code>[a-z-]+\.[A-Za-z-]+)(?:/\d{7}(?:v\d+)?)?$")
+SCRIPT_URI = re.compile(r"^(?:javascript|vbscript|data):", re.I)
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 LINK_REMOVED = "[link removed]"
 
 
 def clean_untrusted(text: str, max_chars: int | None = None, *, tags: bool = False) -> str:
     """Untrusted text (a paper's title, authors or abstract; with ``tags``, an LLM's answer) as one line a
     reader sees as it is: no character that hides or reorders text (bidi overrides, zero-width
-    characters), no link but arXiv's (mail clients and chat apps make bare URLs clickable), whitespace
-    collapsed, and at most ``max_chars``, cut at a word. ``tags``: HTML tags are removed too, for text
+    characters), no link but arXiv's (mail clients and chat apps make bare URLs clickable: any other
+    address is shown defanged, ``github[.]com/x/y``, readable but never a link; a script or data URI is
+    removed), whitespace collapsed, and at most ``max_chars``, cut at a word. ``tags``: HTML tags are removed too, for text
     that is not escaped where it is shown. The one cleaning for the email, chat, files, feed and LLM."""
     text = str(text)
     if tags:
         text = HTML_TAG.sub(" ", text)
     text = "".join(_visible(ch) for ch in text)
-    text = " ".join(LINK.sub(_unless_arxiv, text).split())
+    text = " ".join(LINK.sub(_shown_link, text).split())
     if tags:
         text = re.sub(r" +([.,;:!?])", r"\1", text)  # where a removed tag left a gap
     return cap(text, max_chars) if max_chars else text
+
+
+def identifier_text(text: str) -> str:
+    """An identifier from the record (an author's name, category codes) as one line, shown as it is: only
+    the characters that hide or reorder text go. Never through the link cleaner, which would take
+    ``cs.AI`` for a web address."""
+    return " ".join("".join(_visible(ch) for ch in str(text)).split())
 
 
 def _visible(ch: str) -> str:
@@ -100,11 +115,26 @@ def _visible(ch: str) -> str:
     return "" if category == "Cf" else " " if category == "Cc" else ch
 
 
-def _unless_arxiv(match: re.Match) -> str:
+def _shown_link(match: re.Match) -> str:
     link = match.group(0)
     trailing = len(link) - len(link.rstrip(".,;:!?"))  # sentence punctuation is not part of a link
     link, after = link[:len(link) - trailing], link[len(link) - trailing:]
-    return (link if ARXIV_HOST.match(link) else LINK_REMOVED) + after
+    if ARXIV_HOST.match(link) or _is_arxiv_code(link):
+        return link + after
+    if SCRIPT_URI.match(link):
+        return LINK_REMOVED + after
+    return defanged(link) + after
+
+
+def defanged(link: str) -> str:
+    """``https://github.com/x/y.git`` -> ``github[.]com/x/y[.]git``: the address stays readable (a
+    product named after its domain, a paper's code) but no mail client or chat app makes it a link."""
+    return SCHEME.sub("", link).replace(".", "[.]")
+
+
+def _is_arxiv_code(text: str) -> bool:
+    code = ARXIV_CODE.match(text)
+    return bool(code) and code["code"] in CATEGORIES
 
 
 def cap(text: str, max_chars: int) -> str:

@@ -42,11 +42,15 @@ class Received:
     authenticated_as: str | None
 
     def part(self, subtype: str) -> str:
-        """The decoded text of the text/<subtype> part."""
+        """The decoded text of the message's own text/<subtype> part (its body, never an attachment)."""
         for part in self.message.walk():
-            if part.get_content_type() == f"text/{subtype}":
+            if part.get_content_type() == f"text/{subtype}" and not part.is_attachment():
                 return part.get_content()
         raise KeyError(f"no text/{subtype} part")
+
+    def attachments(self) -> dict[str, str]:
+        """The decoded text of each attached file, by file name."""
+        return {part.get_filename(): part.get_content() for part in self.message.walk() if part.is_attachment()}
 
 
 class _Handler:

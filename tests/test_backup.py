@@ -62,13 +62,14 @@ def test_a_backup_taken_while_a_run_writes_restores_and_passes_the_coverage_chec
 
     restored = digest(world, "restore", str(chosen))
     assert restored.exit_code == 0, restored.output
+    (kept,) = world.db_path.parent.glob("digest.db.before-restore-*")
     assert restored.stdout.endswith(f"Restored {chosen} into {world.db_path} (the one it replaced: "
-                                    f"digest.db.before-restore).\n")
+                                    f"{kept.name}).\n")
     assert rows(world.db_path, "SELECT status FROM runs") == [("running",)]
     doctor = digest(world, "doctor")
     assert doctor.exit_code == 0, doctor.output
     # the database it replaced is kept, complete
-    assert rows(world.db_path.with_name("digest.db.before-restore"), "SELECT status FROM runs") == [("done",)]
+    assert rows(kept, "SELECT status FROM runs") == [("done",)]
 
 
 def test_a_backup_is_written_whole_or_not_at_all(world, tmp_path):
@@ -109,7 +110,38 @@ def _not_a_database(path):
     path.write_text("hello\n")
 
 
+def _a_trigger_that_resends_every_email(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TRIGGER resend AFTER UPDATE OF status ON deliveries WHEN NEW.status = 'sent' "
+                     "BEGIN UPDATE deliveries SET status = 'pending', attempts = 0 WHERE id = NEW.id; END")
+
+
+def _a_view(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE VIEW everything AS SELECT * FROM papers")
+
+
+def _a_changed_table(path):
+    """A table of digest's name whose definition differs (its CHECK removed), same columns."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_master SET sql = replace(sql, \"CHECK (value IN (-1, 1))\", '') "
+                     "WHERE name = 'feedback'")
+
+
+def _many_damaged_pages(path):
+    data = bytearray(path.read_bytes())
+    for page in range(2, len(data) // 4096 - 1, 2):
+        data[4096 * page + 8: 4096 * page + 40] = b"\x07" * 32  # cell pointers of every other page
+    path.write_bytes(bytes(data))
+
+
 REFUSALS = {
+    "a trigger": (_a_trigger_that_resends_every_email, "not the schema digest writes: a trigger digest does not "
+                                                       "write: resend; refused"),
+    "a view": (_a_view, "not the schema digest writes: a view digest does not write: everything; refused"),
+    "a changed table": (_a_changed_table, "the table feedback differs from the one digest writes"),
+    "many damaged pages": (_many_damaged_pages, "damaged"),
     "damaged": (_damage, "damaged"),
     "newer schema": (_from_the_future, "was written by a newer digest (migration m999_future); upgrade digest"),
     "fails the coverage check": (_a_paper_in_two_digests, "fails the coverage check: me:"),
@@ -130,7 +162,7 @@ def test_restore_refuses_a_bad_file_in_one_line_and_changes_nothing(world, smtp,
     assert refused.exit_code == 2, refused.output
     assert refused.output.startswith(f"Error: {bad}") and words in refused.output
     assert len(refused.output.strip().splitlines()) == 1
-    assert not world.db_path.with_name("digest.db.before-restore").exists()
+    assert list(world.db_path.parent.glob("*before-restore*")) == []
     assert rows(world.db_path, "SELECT COUNT(*), MAX(id) FROM runs") + rows(
         world.db_path, "SELECT COUNT(*) FROM coverage") == before
     assert sorted(p.name for p in world.db_path.parent.iterdir() if "restoring" in p.name) == []
@@ -146,3 +178,63 @@ def test_a_backup_made_by_an_older_schema_is_upgraded_as_it_is_restored(world, t
     assert restored.exit_code == 0, restored.output
     names = {r[0] for r in rows(world.db_path, "SELECT name FROM _migrations")}
     assert names == {fn.__name__ for fn in dbm.MIGRATIONS}
+
+
+# -- issue 24 ------------------------------------------------------------------------------------------
+
+def test_every_restore_keeps_the_database_it_replaced_under_its_own_name(world, tmp_path):
+    world.run()
+    first = tmp_path / "first.db"
+    assert digest(world, "backup", str(first)).exit_code == 0
+    kept = []
+    for n in range(3):
+        with sqlite3.connect(world.db_path) as conn:  # each database replaced is told apart by this row
+            conn.execute("INSERT INTO notices (problem, day, summary, created_at) VALUES (?, '2026-06-23', 'x', 'y')",
+                         [f"before restore {n}"])
+        restored = digest(world, "restore", str(first))
+        assert restored.exit_code == 0, restored.output
+        kept.append(restored.stdout.rsplit("(the one it replaced: ", 1)[1].rstrip(").\n"))
+    assert len(set(kept)) == 3
+    assert sorted(p.name for p in world.db_path.parent.glob("digest.db.before-restore*")) == sorted(kept)
+    for n, name in enumerate(kept):
+        problems = {p for (p,) in rows(world.db_path.with_name(name), "SELECT problem FROM notices")}
+        assert f"before restore {n}" in problems
+
+
+def test_backup_refuses_to_overwrite_a_file_that_is_not_a_digest_backup(world, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my thesis notes\n")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    for precious in (notes, other):
+        before = precious.read_bytes()
+        refused = digest(world, "backup", str(precious))
+        assert (refused.exit_code, refused.output) == (
+            2, f"Error: {precious}: exists and is not a digest backup; name a new file (or remove it first)\n")
+        assert precious.read_bytes() == before
+    earlier = tmp_path / "digest-backup.db"
+    assert digest(world, "backup", str(earlier)).exit_code == 0
+    assert digest(world, "backup", str(earlier)).exit_code == 0  # an earlier backup is replaced
+
+
+def test_a_backup_is_readable_by_its_owner_alone_whatever_the_umask(world, tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "backup.db"
+        assert digest(world, "backup", str(target)).exit_code == 0
+    finally:
+        os.umask(old)
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_doctor_and_status_check_name_a_trigger_digest_did_not_write(world):
+    world.run()
+    _a_trigger_that_resends_every_email(world.db_path)
+    doctor = digest(world, "doctor")
+    assert doctor.exit_code == 1
+    assert "schema: a trigger digest does not write: resend" in doctor.output
+    check = digest(world, "status", "--check")
+    assert check.exit_code == 2
+    assert check.output.splitlines()[0] == "Health:      failing"
+    assert "the database's schema is not digest's: a trigger digest does not write: resend" in check.output

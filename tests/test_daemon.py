@@ -659,4 +659,6 @@ def test_sigterm_during_a_run_checkpoints_it_and_exits_within_10s(tmp_path, writ
         [("interrupted", TUESDAY.isoformat())]
     process.wait_for(r"run the feed's latest day \(schedule\): interrupted")
     assert process.lines[-1].endswith("daemon stopped (SIGTERM)")
+    # Issue 24: the run's click no longer adds "Aborted!" to the journal at every stop.
+    assert not [line for line in process.lines if "Aborted!" in line or "Interrupted." in line], process.lines
     assert smtp.messages == []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from feeds import listing_papers
 
-from digest.rank import Anchor, Signals, rank_papers
+from digest.rank import Anchor, Signals, rank_papers, reason_values
 from digest.records import Announcement, Paper
 
 DAY = dt.date(2026, 6, 23)
@@ -60,18 +60,24 @@ def test_scores_and_reasons_for_a_constructed_case(day, signals):
     # Four papers: too few for a background (rank.BACKGROUND_MIN), so similarities are plain cosines;
     # one dislike trains the model, which a single piece of feedback moves only a little.
     items, vectors = day
-    assert table(rank_papers(items, vectors, signals, top=1)) == [
-        (1, "2606.00001", 0.7708, "top", "like seed paper 2401.00001 (0.80); like papers you liked +0.07"),
-        (2, "2606.00003", 0.2933, "top",
-         'about "graph neural networks" (0.00); unlike papers you liked -0.01; '
-         "like your disliked paper 2401.00009 (1.00) -0.50; "
-         'negative keyword "survey" -0.20; followed author "Jose Garcia" +1.00'),
-        (3, "2606.00002", 0.5757, "rest",
-         'about "graph neural networks" (1.00); unlike papers you liked -0.02; keyword "GNN" +0.10'),
+    ranked = rank_papers(items, vectors, signals, top=1)
+    assert table(ranked) == [
+        (1, "2606.00001", 0.7708, "top",
+         'about "graph neural networks" +0.30, like your seed papers +0.40, learned from your likes and dislikes +0.07'),
+        (2, "2606.00002", 0.5757, "top",
+         'about "graph neural networks" +0.50, learned from your likes and dislikes -0.02, keyword "GNN" +0.10'),
+        (3, "2606.00003", 0.2933, "top",
+         "close to none of your interests or papers +0.00, learned from your likes and dislikes -0.01, "
+         'close to your disliked paper 2401.00009 -0.50, negative keyword "survey" -0.20, '
+         'followed author "Jose Garcia" +1.00'),
         (4, "2606.00004", 0.2603, "rest",
-         'about "graph neural networks" (0.80); unlike papers you liked -0.04; '
-         "like your disliked paper 2401.00009 (0.60) -0.10"),
+         'about "graph neural networks" +0.40, learned from your likes and dislikes -0.04, '
+         "close to your disliked paper 2401.00009 -0.10"),
     ]
+    # The followed author's paper ranks third: the top section runs down to it, so no score rises down the page.
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    for r in ranked:
+        assert sum(reason_values(r.reason)) == pytest.approx(float(f"{r.score:.2f}"), abs=1e-9)
 
 
 def test_negative_signals_reorder_and_never_remove(day, signals):
@@ -88,7 +94,8 @@ def test_negative_signals_reorder_and_never_remove(day, signals):
 def test_a_followed_authors_paper_is_always_in_the_top_section(day, signals):
     items, vectors = day
     ranked = rank_papers(items, vectors, Signals(interests=signals.interests, authors=["jose garcia"]), top=0)
-    assert [(r.paper.id, r.section) for r in ranked if r.section == "top"] == [("2606.00003", "top")]
+    assert [(r.paper.id, r.section) for r in ranked if r.section == "top"] == [("2606.00002", "top"),
+                                                                              ("2606.00003", "top")]
     assert len(ranked) == 4
 
 
@@ -115,7 +122,7 @@ def test_the_rest_can_follow_arxivs_order(day, signals):
     items, vectors = day
     ranked = rank_papers(items, vectors, signals, top=0, rest_order="arxiv")
     assert [(r.rank, r.paper.id, r.section) for r in ranked] == [
-        (1, "2606.00003", "top"), (2, "2606.00001", "rest"), (3, "2606.00002", "rest"), (4, "2606.00004", "rest")]
+        (1, "2606.00001", "top"), (2, "2606.00002", "top"), (3, "2606.00003", "top"), (4, "2606.00004", "rest")]
     with pytest.raises(ValueError, match='rest_order must be "score" or "arxiv", got \'date\''):
         rank_papers(items, vectors, signals, top=1, rest_order="date")
 
@@ -136,8 +143,8 @@ def test_a_paper_without_a_vector_is_still_ranked(signals):
     ranked = rank_papers(items, {"2606.00001": unit(1, 0, 0)}, Signals(interests=signals.interests, keywords=["GNN"]),
                          top=1)
     assert table(ranked) == [
-        (1, "2606.00001", 1.0, "top", 'about "graph neural networks" (1.00)'),
-        (2, "2606.00002", 0.1, "rest", 'not embedded; keyword "GNN" +0.10'),
+        (1, "2606.00001", 1.0, "top", 'about "graph neural networks" +1.00'),
+        (2, "2606.00002", 0.1, "rest", 'not embedded yet, so not compared +0.00, keyword "GNN" +0.10'),
     ]
 
 
@@ -147,9 +154,10 @@ def test_keywords_are_whole_words_in_any_case_with_plurals():
              announced("2606.00003", 2, abstract="Knowledge-graph completion with an llm.")]
     ranked = rank_papers(items, {}, signals, top=0)
     assert table(ranked) == [
-        (1, "2606.00003", 0.2, "rest", 'not embedded; keyword "LLM" +0.10; keyword "graph" +0.10'),
-        (2, "2606.00001", 0.1, "rest", 'not embedded; keyword "LLM" +0.10'),
-        (3, "2606.00002", 0.0, "rest", "not embedded"),
+        (1, "2606.00003", 0.2, "rest",
+         'not embedded yet, so not compared +0.00, keyword "LLM" +0.10, keyword "graph" +0.10'),
+        (2, "2606.00001", 0.1, "rest", 'not embedded yet, so not compared +0.00, keyword "LLM" +0.10'),
+        (3, "2606.00002", 0.0, "rest", "not embedded yet, so not compared +0.00"),
     ]
 
 
@@ -160,8 +168,8 @@ def test_weights_scale_an_interest():
     heavy = Signals(interests=[Anchor("vision", unit(1, 0, 0)), Anchor("speech", unit(0, 1, 0), weight=2.0)])
     assert [r.score for r in rank_papers(items, vectors, even, top=1)] == [1.0, 1.0]
     assert table(rank_papers(items, vectors, heavy, top=1)) == [
-        (1, "2606.00002", 2.0, "top", 'about "speech" (1.00)'),
-        (2, "2606.00001", 1.0, "rest", 'about "vision" (1.00)'),
+        (1, "2606.00002", 2.0, "top", 'about "speech" +2.00'),
+        (2, "2606.00001", 1.0, "rest", 'about "vision" +1.00'),
     ]
 
 

@@ -151,7 +151,8 @@ def test_a_top_paper_shows_links_authors_score_reason_tldr_and_faq():
     for url in (f"https://arxiv.org/abs/{first.paper.id}", f"https://arxiv.org/pdf/{first.paper.id}",
                 f"https://arxiv.org/html/{first.paper.id}", f"https://papers.cool/arxiv/{first.paper.id}"):
         assert f'href="{url}"' in card
-    assert "score 0.85" in card and "close to interest #2" in card
+    assert '<strong class="score" style="color:#1f2328;font-size:15px;">0.85</strong>' in card
+    assert "close to interest #2" in card
     assert "What problem does the paper try to solve?" in card and "The method." in card
     assert "TL;DR" in card
     assert "From the abstract (no LLM summary)" not in card
@@ -164,7 +165,7 @@ def test_fallback_summaries_are_labelled_and_the_rest_is_compact():
     assert rendered.markdown.count("From the abstract (no LLM summary)") == 3
     rest = view.rest[0]
     line = next(l for l in rendered.markdown.splitlines() if f"arXiv:{rest.paper.id}" in l)
-    assert line.startswith(f"{rest.rank}. [") and f"(https://arxiv.org/abs/{rest.paper.id})" in line
+    assert line.startswith(f"**{rest.score:.2f}** [") and f"(https://arxiv.org/abs/{rest.paper.id})" in line
     assert "TL;DR" not in line
 
 
@@ -247,3 +248,18 @@ def test_the_nothing_announced_note():
     assert rendered.subject == "arXiv digest 2026-06-19: nothing announced"
     assert "announced nothing in your categories (cs.AI+cs.CL+cs.CV+cs.LG) on 2026-06-19" in rendered.text
     assert json.loads(rendered.json)["items"] == []
+
+
+def test_every_category_code_is_shown_as_arxiv_writes_it_in_every_format():
+    from digest.taxonomy import CATEGORIES
+
+    codes = sorted(CATEGORIES)
+    papers = announced(BIG_DAY)[:len(codes)]
+    for paper, code in zip(papers, codes):
+        paper.categories = [code]
+        paper.title = f"{paper.title} ({code})"
+    rendered = render.render_digest(make_view(papers, top=15), settings_for())
+    for code in codes:
+        for fmt in (rendered.html, rendered.email_body, rendered.text, rendered.markdown):
+            assert fmt.count(code) >= 1, code
+    assert "[link removed]" not in rendered.html + rendered.text + rendered.markdown

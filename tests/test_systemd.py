@@ -71,7 +71,11 @@ def test_the_service_is_a_notify_daemon_with_state_config_and_credentials():
     assert [c.split(":")[0] for c in unit["LoadCredential"]] == ["smtp-password", "openai-key"]
     assert unit["WatchdogSec"]
     # `systemctl reload` fails on a bad file: it is checked before the daemon is sent SIGHUP.
-    assert unit["ExecReload"] == [f"{INSTALLED_DIGEST} config --check --no-credentials", "/bin/kill -HUP $MAINPID"]
+    # ... with the credentials the daemon holds (%d, in its mount namespace), as root: systemd#35227 hides
+    # them from the service's user.
+    assert unit["ExecReload"] == [f"+/usr/bin/nsenter --target $MAINPID --mount -- /usr/bin/env "
+                                  f"CREDENTIALS_DIRECTORY=%d {INSTALLED_DIGEST} config --check",
+                                  "/bin/kill -HUP $MAINPID"]
     # SIGTERM reaches the daemon alone, which asks its running digest to checkpoint.
     assert unit["KillMode"] == ["mixed"]
     # The daemon exits within 10 s of SIGTERM; systemd must not SIGKILL it before that.
@@ -88,7 +92,8 @@ def test_the_timer_runs_the_once_mode_every_day():
     # The same sandbox as the long-running service.
     hardening = {k: v for k, v in directives("digest.service").items()
                  if k not in ("Type", "ExecStart", "ExecReload", "Restart", "RestartSec", "TimeoutStopSec",
-                              "WatchdogSec", "Description", "WantedBy", "OnFailure")}
+                              "WatchdogSec", "Description", "WantedBy", "OnFailure", "StartLimitIntervalSec",
+                              "StartLimitBurst")}
     assert {k: service.get(k) for k in hardening} == hardening
 
 
@@ -153,5 +158,72 @@ def test_a_failing_daemon_unit_sends_a_notice_through_digest_itself():
     assert notify["ExecStart"] == [f"{INSTALLED_DIGEST} notify-failure %i"]
     assert notify["Type"] == ["oneshot"]
     run = directives("digest-run.service")
-    for key in ("DynamicUser", "StateDirectory", "ConfigurationDirectory", "LoadCredential"):
+    for key in ("DynamicUser", "User", "StateDirectory", "ConfigurationDirectory", "LoadCredential"):
         assert notify[key] == run[key], key  # it reads the same database and secrets as the daemon
+
+
+# -- issue 24 ------------------------------------------------------------------------------------------
+
+def seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value).groups()
+    return float(number) * units[unit or "s"]
+
+
+SERVICES = ["digest.service", "digest-run.service", "digest-notify-failure@.service"]
+
+
+def test_every_unit_sharing_the_state_directory_runs_as_one_user():
+    """Each its own dynamic user and one StateDirectory=: starting a second unit re-owned the directory."""
+    for unit in SERVICES:
+        found = directives(unit)
+        assert (found["DynamicUser"], found["User"], found["StateDirectory"]) == (["yes"], ["digest"], ["digest"]), unit
+    from digest.service import SERVICE_PROPERTIES  # `digest status --service` runs as the units do
+    assert {"User=digest", "DynamicUser=yes", "StateDirectory=digest"} <= set(SERVICE_PROPERTIES)
+
+
+def test_a_30_s_restart_loop_reaches_the_start_limit_so_on_failure_fires():
+    unit = directives("digest.service")
+    restart = seconds(unit["RestartSec"][0])
+    burst, interval = int(unit["StartLimitBurst"][0]), seconds(unit["StartLimitIntervalSec"][0])
+    assert restart == 30
+    # `burst` starts of a unit that fails at once are (burst - 1) * RestartSec apart in all, well inside the interval.
+    assert (burst - 1) * restart < interval / 2
+    unit_text = (UNITS / "digest.service").read_text()
+    assert unit_text.index("StartLimitBurst=") < unit_text.index("[Service]")  # systemd reads them in [Unit]
+
+
+def test_a_failing_timer_run_sends_a_notice_too():
+    assert directives("digest-run.service")["OnFailure"] == ["digest-notify-failure@%n.service"]
+    assert "OnFailure" not in directives("digest-notify-failure@.service")  # a notice failing tells nobody in a loop
+
+
+def test_readme_has_a_credential_drop_in_for_every_unit_that_loads_credentials():
+    readme = (ROOT / "README.md").read_text()
+    loop = re.search(r"for unit in ([^;]+); do\n(.*?)\ndone", readme, re.S)
+    assert loop, "README lost the credential drop-in loop"
+    named = {f"{name}.service" for name in loop[1].split()}
+    assert named == {u for u in SERVICES if "LoadCredential" in directives(u)}
+    assert "LoadCredential=\\nLoadCredential=smtp-password:" in loop[2]
+
+
+def test_readme_writes_a_secret_that_sudo_would_otherwise_drop(tmp_path):
+    """sudo resets the environment: `sudo sh -c '... "$SMTP_PASSWORD" ...'` wrote an empty file."""
+    readme = (ROOT / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "/etc/digest/credentials/smtp-password'" in line]
+    assert len(lines) == 1, lines
+    # The line as a user runs it, with sudo's reset environment (env -i) and the file under tmp.
+    target = tmp_path / "smtp-password"
+    line = lines[0].replace("sudo ", "env -i ").replace("/etc/digest/credentials/smtp-password", str(target))
+    subprocess.run(["bash", "-c", line], env={"SMTP_PASSWORD": "s3cret word", "PATH": "/usr/bin:/bin"}, check=True)
+    assert target.read_text() == "s3cret word"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_units_memory_figures_are_readmes():
+    readme = (ROOT / "README.md").read_text()
+    for unit in ("digest.service", "digest-run.service"):
+        comment = (UNITS / unit).read_text()
+        assert "1.07 GiB" not in comment
+        for figure in re.findall(r"\d[\d.]* (?:MB|GB|GiB)", comment.split("MemoryMax=")[0].split("MemoryDenyWriteExecute")[1]):
+            assert figure in readme, (unit, figure)

@@ -301,3 +301,128 @@ def check_stop_during_a_run(box: Sandbox, smtp: SMTPServer) -> None:
     runs = box.query("SELECT status, announced_on FROM runs ORDER BY id DESC LIMIT 1")
     assert runs == [["interrupted", WEDNESDAY.isoformat()]], journal
     assert len(smtp.messages) == 1
+
+
+# -- issue 24: one user, a crash loop told, credentials dropped in every unit, the administrator's view ---
+
+NO_LLM_KEY = "openai-key"  # the credential the drop-in leaves out
+
+
+def readme_drop_in() -> str:
+    """README's credential drop-in, as an administrator pastes it (root inside: no sudo)."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(for unit in .*?\ndone\n.*?)```", readme, re.S)
+    assert block, "README lost its credential drop-in"
+    return block[1].replace("sudo ", "")
+
+
+def stage_without_llm(folder: Path, arxiv_url: str, smtp: SMTPServer, llm: LLMServer) -> Path:
+    """A configuration with no LLM, and only the SMTP password: the reader who dropped the LLM key."""
+    stage = stage_files(folder, arxiv_url, smtp, llm)
+    llm_section = re.search(r"\n\[llm\]\n.*?\n\n", (stage / "config.toml").read_text(), re.S)[0]
+    (stage / "with-llm.toml").write_text((stage / "config.toml").read_text())
+    (stage / "config.toml").write_text((stage / "config.toml").read_text().replace(llm_section, "\n\n"))
+    (stage / NO_LLM_KEY).unlink()
+    return stage
+
+
+def install_every_unit(box: Sandbox, stage: Path, venv: Path) -> None:
+    box.sh(f"mkdir -p /opt/digest && ln -s {venv} /opt/digest/.venv\n"
+           f"cp {ROOT}/systemd/digest.service {ROOT}/systemd/digest-run.service "
+           f"'{ROOT}/systemd/digest-notify-failure@.service' /etc/systemd/system/\n"
+           f"install -d -m 0755 /etc/digest && install -d -m 0700 /etc/digest/credentials\n"
+           f"install -m 0644 {stage}/config.toml {stage}/ca.pem /etc/digest/\n"
+           f"install -m 0600 {stage}/smtp-password /etc/digest/credentials/\n")
+    box.sh(readme_drop_in())
+    box.run("systemctl", "daemon-reload")
+
+
+def notices(smtp: SMTPServer) -> list[str]:
+    """The subjects of the failure notices received (a digest's own subject starts with "arXiv")."""
+    return [m.message["Subject"] for m in smtp.messages if m.message["Subject"].startswith("digest: the systemd unit")]
+
+
+def test_the_units_share_one_user_tell_every_failure_and_let_an_administrator_ask_the_service(
+        sandbox_lock, service_venv):
+    work = WORK.with_name("systemd-live-24")
+    if work.exists():
+        shutil.rmtree(work)
+    with LoopbackServer() as arxiv, SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, LLMServer() as llm:
+        serve_feeds(arxiv, {TUESDAY: feed_xml(TUESDAY, CATEGORIES.split("+"))}, day=TUESDAY)
+        stage = stage_without_llm(work, arxiv.url, smtp, llm)
+        box = Sandbox(work / "sdlive")
+        try:
+            box.boot()
+            install_every_unit(box, stage, service_venv)
+            box.run("systemctl", "set-environment", f"DIGEST_PRETEND_TODAY={TUESDAY}")
+            check_a_second_unit_keeps_the_daemons_user_and_is_told(box, smtp)
+            check_an_administrator_asks_the_service_not_roots_database(box)
+            check_reload_refuses_a_credential_the_unit_did_not_load(box, stage)
+            check_a_crash_loop_reaches_the_start_limit_and_is_told(box, smtp)
+        finally:
+            print(box.teardown())
+
+
+def check_a_second_unit_keeps_the_daemons_user_and_is_told(box: Sandbox, smtp: SMTPServer) -> None:
+    """Rows 12-14: `systemctl start digest-run` beside the daemon re-owned /var/lib/digest to a second
+    dynamic user; digest-run had no OnFailure=; the notice unit failed 243/CREDENTIALS on the key the
+    reader had dropped from digest.service alone."""
+    box.run("systemctl", "start", "digest")
+    uid = lambda: int(re.search(r"^Uid:\s+(\d+)", box.run(
+        "cat", f"/proc/{box.show('digest', 'MainPID')['MainPID']}/status").stdout, re.M)[1])
+    daemon = uid()
+    started = box.run("systemctl", "start", "digest-run.service", check=False)
+    assert started.returncode != 0  # the daemon's lock: "another digest daemon"
+    assert "another digest daemon" in box.journal("digest-run")
+    owners = box.run("stat", "-c", "%u", "/var/lib/private/digest", DB).stdout.split()
+    assert owners == [str(daemon)] * 2 and uid() == daemon
+    box.wait_for("the day's digest and the notice that digest-run.service failed",
+                 lambda: len(smtp.messages) >= 2 and notices(smtp), timeout=300)
+    assert notices(smtp) == ["digest: the systemd unit digest-run.service failed"]
+    result = box.show("digest-notify-failure@digest-run.service.service", "Result", "ExecMainStatus")
+    assert result == {"Result": "success", "ExecMainStatus": "0"}, box.journal("digest-notify-failure@*")
+    assert box.run("stat", "-c", "%u", DB).stdout.split() == [str(daemon)]
+
+
+def check_an_administrator_asks_the_service_not_roots_database(box: Sandbox) -> None:
+    """Row 15: root's `status --check` read an empty database under /root and said ok."""
+    digest = "/opt/digest/.venv/bin/digest"
+    mine = box.run(digest, "--config", "/etc/digest/config.toml", "status", "--check", check=False)
+    assert mine.returncode == 2, mine.stdout + mine.stderr
+    assert mine.stdout.startswith("Health:      failing\n             no database at "
+                                  "/root/.local/state/digest/digest.db: ")
+    assert not box.run("test", "-e", "/root/.local/state/digest", check=False).returncode == 0  # nothing created
+    service = box.run(digest, "status", "--service", "--check", check=False)
+    assert (service.returncode, service.stdout) == (0, "Health:      ok\n"), service.stdout + service.stderr
+    shown = json.loads(box.run(digest, "status", "--service", "--json").stdout)
+    assert shown["database"] == "/var/lib/digest/digest.db" and shown["last_digest"]
+
+
+def check_reload_refuses_a_credential_the_unit_did_not_load(box: Sandbox, stage: Path) -> None:
+    """Row 16: ExecReload= checked without credentials, so a file naming one the unit lacks passed and the
+    daemon only logged "configuration not reloaded"."""
+    box.run("install", "-m", "0644", f"{stage}/with-llm.toml", "/etc/digest/config.toml")
+    refused = box.run("systemctl", "reload", "digest", check=False)
+    assert refused.returncode != 0, "systemctl reload accepted a credential the unit did not load"
+    error = f"llm.api_key_file: cannot read /run/credentials/digest.service/{NO_LLM_KEY}"
+    box.wait_for("the reload's one-line error", lambda: error in box.journal("digest"), timeout=10)
+    assert "configuration not reloaded" not in box.journal("digest")
+    box.run("install", "-m", "0644", f"{stage}/config.toml", "/etc/digest/config.toml")
+    reloaded = box.run("systemctl", "reload", "digest", check=False)  # the check reads the credentials it has
+    assert reloaded.returncode == 0, box.journal("digest")[-3000:]
+    box.wait_for("the reload", lambda: "configuration reloaded from /etc/digest/config.toml" in box.journal("digest"),
+                 timeout=20)
+
+
+def check_a_crash_loop_reaches_the_start_limit_and_is_told(box: Sandbox, smtp: SMTPServer) -> None:
+    """Row 13: a daemon that keeps failing. The unit's StartLimit*= as shipped; RestartSec= shortened
+    from 30 s to 1 s by a drop-in so the loop takes seconds (tests/test_systemd.py proves 30 s reaches it)."""
+    box.run("systemctl", "stop", "digest")
+    box.sh("mkdir -p /etc/systemd/system/digest.service.d\n"
+           "printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c \"exit 3\"\\nRestartSec=1s\\n' "
+           "> /etc/systemd/system/digest.service.d/crash.conf\nsystemctl daemon-reload")
+    box.run("systemctl", "start", "digest", check=False)
+    box.wait_for("the start limit", lambda: "Start request repeated too quickly" in box.journal("digest"), timeout=60)
+    assert box.show("digest", "ActiveState")["ActiveState"] == "failed"  # not restarting forever
+    box.wait_for("the notice that digest.service failed",
+                 lambda: "digest: the systemd unit digest.service failed" in notices(smtp), timeout=60)

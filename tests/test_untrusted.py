@@ -87,7 +87,7 @@ def hosts(text: str) -> set[str]:
 def assert_safe_html(html: str) -> Markup:
     markup = Markup(html)
     assert set(markup.tags) <= {"html", "head", "meta", "title", "style", "body", "div", "h1", "h2", "h3", "p", "a",
-                                "span", "strong", "em", "br", "code"}
+                                "span", "strong", "b", "em", "br", "code", "details", "summary"}
     assert not [name for name, _ in markup.attributes if name.startswith("on")]
     hrefs = [value for name, value in markup.attributes if name in ("href", "src", "action")]
     assert hrefs and all(re.match(r"https://(arxiv\.org|papers\.cool)/", h) for h in hrefs), hrefs
@@ -97,7 +97,7 @@ def assert_safe_html(html: str) -> Markup:
 
 def assert_safe_text(text: str) -> None:
     assert hosts(text) <= ALLOWED_HOSTS
-    assert "evil" not in text.lower().replace("eve", "")  # "Eve" the author may stay; evil.example may not
+    assert "evil.example" not in text.lower()  # shown defanged, evil[.]example, never as an address
     assert not re.search("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]", text)
 
 
@@ -143,7 +143,7 @@ def test_hostile_papers_are_text_in_every_format_with_no_link_but_arxivs(templat
     shown = " ".join("".join(markup.text).split())
     # ... yet what arrived shows hostile text as text, and no link but arXiv's.
     assert '<script>alert("title")</script><img src=x onerror=alert(1)> Attention <b>is</b> all' in shown
-    assert "Phishing [click]([link removed]) <a href=\"[link removed]\">here</a> [link removed]" in shown
+    assert "Phishing [click](evil[.]example/md) <a href=\"evil[.]example/a\">here</a> www[.]evil[.]example" in shown
     assert LATEX_TITLE in shown
     assert "Invoice gnp.exe and zerowidth joiners" in shown and "Mallory roloh" in shown
     assert_safe_text(text)
@@ -152,7 +152,7 @@ def test_hostile_papers_are_text_in_every_format_with_no_link_but_arxivs(templat
 
     summaries = {item["id"]: item["summary"] for item in json.loads(world_render(db, "json"))["items"]}
     assert summaries[injected]["source"] == "llm"  # the complying answer was kept, cleaned
-    assert "[link removed]" in summaries[injected]["tldr"]
+    assert "evil[.]example/steal" in summaries[injected]["tldr"]
     long_one = summaries[rows[4]["id"]]
     assert len(long_one["tldr"]) <= 400 and len(text) < 300_000  # a 100 KB abstract does not make a 100 KB digest
 

@@ -48,6 +48,7 @@ class App:
         self.console = console
         self._settings: Settings | None = None
         self._db = None
+        self._db_in_memory = False
 
     @property
     def settings(self) -> Settings:
@@ -83,8 +84,14 @@ class App:
         return self._opened(open_db)
 
     def _opened(self, opener):
-        """One connection per command, opened by the first of ``db`` and ``reader`` it asks for."""
+        """One connection per command, opened by the first of ``db`` and ``reader`` it asks for; except that
+        a command which read first (a missing database: an empty one in memory) and then writes gets the
+        real file, created now."""
+        if self._db is not None and opener is open_db and self._db_in_memory:
+            self._db.conn.close()
+            self._db = None
         if self._db is None:
+            self._db_in_memory = opener is open_for_reading and not self.settings.database_path().exists()
             try:
                 self._db = opener(self.settings.database_path())
             except DatabaseError as exc:
@@ -95,13 +102,24 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an interrupt (`digest run` under the daemon or systemd), so a run unwinds and
+    records itself interrupted; unlike Ctrl-C it says nothing more: the run's log already did."""
+
+
 class DigestGroup(click.Group):
     """A database that stops accepting writes in the middle of a command (locked by another process,
-    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it."""
+    read-only, a full disk) is one line and exit status 1, never a traceback, whichever command met it.
+    An interrupt is exit status 130, without click's "Aborted!" (which landed in the journal at every
+    stop of the service during a run)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            if not isinstance(exc, Terminated):
+                click.echo("Interrupted.", err=True)
+            ctx.exit(130)
         except sqlite3.Error as exc:
             app = ctx.obj
             where = app.settings.database_path() if isinstance(app, App) and app._settings else "the database"
@@ -175,7 +193,7 @@ def check_profile(app: App, profile: str | None) -> None:
     """A profile named in the configuration, or one that once had digests (since removed from it)."""
     from .. import ledger
 
-    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.db, profile) is not None:
+    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.reader, profile) is not None:
         return
     raise UsageProblem(f"--profile: no profile named {json.dumps(profile)} in {app.settings.source}")
 

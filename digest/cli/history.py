@@ -196,10 +196,11 @@ def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: 
     check_profile(app, profile)
     with _history_errors():
         ids = [search.normalize_paper_id(text) for text in paper_ids]  # every id checked before one is stored
+        search.papers_to_judge(app.db, app.settings, ids)  # one arXiv does not know: nothing is recorded
         done = [profiles.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
     verb = "Liked" if value > 0 else "Disliked"
     for one in done:
-        title = f" ({' '.join(one['title'].split())})" if one["title"] else " (not in your history yet)"
+        title = f" ({' '.join(one['title'].split())})" if one["title"] else ""
         click.echo(f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
 
 
@@ -269,6 +270,7 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
             app.reader, app.settings, day=parse_day(day_text, "--day"), query=query, semantic=semantic, filters=filters,
             limit=limit))
     text = export.export_papers(papers, fmt)
+    _say_what_was_skipped(app, liked and not query and not day_text, papers, profile)
     if not output:
         click.echo(text, nl=False)
         return
@@ -277,6 +279,21 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
     except OSError as exc:
         raise UsageProblem(f"--output {output}: cannot write: {exc.strerror}") from None
     click.echo(f"Wrote {plural(len(papers), 'paper')} to {output}.", err=True)
+
+
+def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str | None) -> None:
+    """`export --liked`: one line on stderr naming the liked papers not in the history (liked before
+    `digest like` fetched unknown ids), which cannot be exported."""
+    from ..profiles import liked_ids
+    from ..text import plural
+
+    if not liked_only:
+        return
+    exported = {paper.id for paper, _ in papers}
+    skipped = [i for i in liked_ids(app.reader, profile) if i not in exported]
+    if skipped:
+        click.echo(f"Skipped {plural(len(skipped), 'liked paper')} not in your history (no title or authors "
+                   f"to export): {', '.join(skipped)}", err=True)
 
 
 @cli.command("stats")
@@ -297,13 +314,18 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
 @cli.command("status")
 @click.option("--check", is_flag=True,
               help="Print only the health and its reasons; exit 0 if ok, 1 if degraded, 2 if failing.")
+@click.option("--service", is_flag=True,
+              help="Ask the installed service's database, as its user (systemd-run; run with sudo).")
 @listing_options(csv_ok=False)
 @pass_app
-def status_command(app: App, check: bool, as_json: bool) -> None:
+def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
     from .. import health, status, views
 
-    data = status.status(app.reader, app.settings)
+    if service:
+        _status_of_the_service(app, check, as_json)
+    exists = app.settings.database_path().exists()
+    data = status.status(app.reader, app.settings, database_exists=exists)
     if check and as_json:
         click.echo(json.dumps(data["health"], indent=2, ensure_ascii=False))
     elif check:
@@ -316,3 +338,17 @@ def status_command(app: App, check: bool, as_json: bool) -> None:
         sys.exit(health.EXIT_CODES[data["health"]["state"]])
 
 
+
+
+def _status_of_the_service(app: App, check: bool, as_json: bool) -> None:
+    """`digest status` run as digest.service runs (its user, its state directory); exits with its status."""
+    import subprocess
+
+    from ..service import as_the_service
+
+    args = (["--config", app.config_path] if app.config_path else []) + ["status"] + (["--check"] if check else []) \
+        + (["--json"] if as_json else [])
+    try:
+        sys.exit(subprocess.call(as_the_service(args)))
+    except FileNotFoundError:
+        raise UsageProblem("--service: systemd-run is not installed; the service runs under systemd") from None

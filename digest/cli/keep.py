@@ -13,13 +13,16 @@ from . import App, RunFailure, UsageProblem, cli, pass_app
 @click.argument("target", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @pass_app
 def backup_command(app: App, target: Path) -> None:
-    """Write a consistent copy of the database to FILE, even while the daemon runs."""
-    from ..backup import BackupError, backup
+    """Write a consistent copy of the database to FILE (0600), even while the daemon runs; an existing
+    FILE is replaced only when it is an earlier backup."""
+    from ..backup import BackupError, NotABackup, backup
 
     if target.resolve() == app.settings.database_path().resolve():
         raise UsageProblem(f"{target}: that is the database itself; name another file")
     try:
         size = backup(app.db, target)
+    except NotABackup as exc:
+        raise UsageProblem(str(exc)) from None
     except BackupError as exc:
         raise RunFailure(str(exc)) from None
     click.echo(f"Wrote {target} ({size / 1e6:.1f} MB).")
@@ -29,16 +32,16 @@ def backup_command(app: App, target: Path) -> None:
 @click.argument("source", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @pass_app
 def restore_command(app: App, source: Path) -> None:
-    """Replace the database with a backup, once it passed every check (the old one is kept)."""
+    """Replace the database with a backup, once it passed every check (each replaced one is kept)."""
     from ..backup import BackupError, restore
 
     try:
-        proof = restore(source, app.settings)
+        proof, kept = restore(source, app.settings)
     except BackupError as exc:
         raise UsageProblem(str(exc)) from None
     database = app.settings.database_path()
-    click.echo("\n".join([*proof, f"Restored {source} into {database} (the one it replaced: "
-                          f"{database.name}.before-restore)."]))
+    replaced = f" (the one it replaced: {kept.name})" if kept else ""
+    click.echo("\n".join([*proof, f"Restored {source} into {database}{replaced}."]))
 
 
 @cli.command("notify-failure")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 
-from . import App, RunFailure, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
+from . import App, RunFailure, Terminated, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
 
 # -- the run ------------------------------------------------------------------------------------------
 
@@ -121,16 +121,20 @@ def resend_command(app: App, day_text, profile, which, channel, target, dry_run)
 @pass_app
 def doctor_command(app: App, as_json: bool) -> None:
     """Prove the ledger on the whole database: every announced paper of every profile in exactly one
-    digest, or the exceptions listed. Exit status 1 when a paper was missed or sent twice."""
+    digest, or the exceptions listed; and that its schema is exactly digest's (no trigger or view added).
+    Exit status 1 when a paper was missed or sent twice, or the schema is not digest's."""
     from .. import ledger
+    from ..db import foreign_schema
 
     reports = ledger.check(app.reader, app.settings)
+    foreign = foreign_schema(app.reader)  # a trigger or view added to the file acts behind digest's back
     if as_json:
         click.echo(json.dumps([{**vars(r), "ok": r.ok} for r in reports], indent=2))
     else:
         for report in reports:
             click.echo("\n".join(report.describe()))
-    if not all(r.ok for r in reports):
+        click.echo("\n".join(f"schema: {line}" for line in foreign) or "schema: exactly digest's")
+    if foreign or not all(r.ok for r in reports):
         sys.exit(1)
 
 
@@ -140,7 +144,7 @@ def _terminate_as_interrupt():
     interrupted; every stage is idempotent, so the next run picks up where this one stopped."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

@@ -84,10 +84,10 @@ def save_render(db, digest_id: int, rendered: Rendered) -> None:
 
 def load_render(db, digest_id: int) -> Rendered:
     rows = dict(db.execute("SELECT format, body FROM renders WHERE digest_id = ?", [digest_id]).fetchall())
-    missing = [name for name in Rendered.formats() if name not in rows]
+    missing = [name for name in Rendered.formats() if name not in rows and name not in Rendered.OPTIONAL]
     if missing:
         raise LookupError(f"digest {digest_id} has no stored {', '.join(missing)} rendering")
-    return Rendered(**{name: rows[name] for name in Rendered.formats()})
+    return Rendered(**{name: rows[name] for name in Rendered.formats() if name in rows})
 
 
 def stored_text(db, digest_id: int, fmt: str = "text") -> str | None:
