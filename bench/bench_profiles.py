@@ -20,7 +20,7 @@ embedded, no digest built for these readers yet), measured whole, against the 1-
 Targets (issue 27): 1,000 profiles with feedback in at most 10 minutes on 2 cores, peak RSS at most 500 MB,
 per-profile time not growing with the number of profiles.
 
-    .venv/bin/python bench/bench_profiles.py                  # 1, 64, 256, 1000: 15-30 minutes
+    .venv/bin/python bench/bench_profiles.py                  # 1, 64, 256, 1000: 8 minutes on 2 shared cores
     .venv/bin/python bench/bench_profiles.py --profiles 1,64  # a small run
 """
 
