@@ -68,10 +68,14 @@ def known_categories(rows: list[dict]) -> list[str]:
     return valid
 
 
+ONE_PROFILE = ('\n[profiles.me]\ninterests = ["large language model agents", "vision-language models"]\n'
+               'email_to = ["reader@example.org"]\n')
+
+
 def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: list[str], *, files: bool = True,
-                 sections: str = "") -> Path:
-    """One profile over ``codes``, the LLM and SMTP servers on loopback; HTML files in ``folder`` too unless
-    ``files`` is false; ``sections``: more TOML, as is."""
+                 sections: str = "", profiles: str = ONE_PROFILE) -> Path:
+    """One profile over ``codes`` (or the ``profiles`` tables given), the LLM and SMTP servers on loopback;
+    HTML files in ``folder`` too unless ``files`` is false; ``sections``: more TOML, as is."""
     config = folder / "config.toml"
     config.write_text(
         arxiv_section(http.url, categories="+".join(codes))
@@ -81,8 +85,7 @@ def write_config(folder: Path, http: LoopbackServer, smtp: SMTPServer, codes: li
         + "summarize = 15\nconcurrency = 4\ntimeout = 30.0\n\n"
         + smtp.settings_toml()
         + sections
-        + '\n[profiles.me]\ninterests = ["large language model agents", "vision-language models"]\n'
-        + 'email_to = ["reader@example.org"]\n',
+        + profiles,
         encoding="utf-8")
     return config
 
@@ -93,12 +96,18 @@ TORCH_PATH = ("import sys\nfrom digest import embed\n"
               "from digest.cli import main\nsys.argv[0] = 'digest'\nmain()\n")
 
 
+def bench_env() -> dict:
+    """The environment of a measured `digest run`: the model's ONNX export in bench/out/cache."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(ROOT / "bench" / "out" / "cache")}
+    env.pop("CACHE_DIRECTORY", None)
+    return env
+
+
 def run_day(config: Path, torch_path: bool = False) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one `digest run` process."""
     program = ["-c", TORCH_PATH] if torch_path else ["-m", "digest"]
-    env = {**os.environ, "XDG_CACHE_HOME": str(ROOT / "bench" / "out" / "cache")}
-    env.pop("CACHE_DIRECTORY", None)
-    wall, peak, _, _ = measure([sys.executable, *program, "--config", str(config), "run", "--day", DAY.isoformat()], env)
+    args = [sys.executable, *program, "--config", str(config), "run", "--day", DAY.isoformat()]
+    wall, peak, _, _ = measure(args, bench_env())
     return wall, peak
 
 
@@ -107,9 +116,7 @@ def export_model() -> None:
     code = ("import logging, sys\nlogging.basicConfig(level=logging.INFO)\nfrom digest import embed\n"
             "from digest.config import EmbeddingSettings\n"
             "sys.exit(0 if embed.Embedder(EmbeddingSettings()).uses_onnx() else 1)\n")
-    env = {**os.environ, "XDG_CACHE_HOME": str(ROOT / "bench" / "out" / "cache")}
-    env.pop("CACHE_DIRECTORY", None)
-    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    subprocess.run([sys.executable, "-c", code], env=bench_env(), check=True)
 
 
 def stage_times(db_path: Path) -> dict[str, float]:

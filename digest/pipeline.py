@@ -7,6 +7,11 @@ is owed (:func:`digest.ledger.owed`); the digest, its items, the ledger rows of 
 rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a
 crashed run started again skips every finished stage's effect and never sends a paper twice.
 
+The day's papers are embedded once for every profile; then rank, summarize and render take turns, one
+profile at a time (:func:`_build_digest`), and a profile's digest is stored and queued before the next is
+ranked. So a run holds the day's papers, vectors and summaries plus one profile's work, whatever the
+number of profiles (tests/test_pipeline.py measures it; bench/bench_profiles.py up to 1,000 profiles).
+
 Longer than most modules on purpose: the stages are read top to bottom in the order a run takes them.
 """
 
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import embed, ledger, notices, rank, render, summarize
+from . import embed, learn, ledger, notices, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
@@ -27,8 +33,8 @@ from .db import day_fetched, empty_detail, has_announcements, latest_day
 from .deliver import deliver_due, outbox
 from .locks import pid_lock
 from .profiles import profile_signals
-from .records import Announcement, DigestView, Ranked
-from .runs import Run
+from .records import Announcement, DigestView, Paper, Ranked, Summary
+from .runs import Run, Turns
 from .text import one_line, plural
 
 log = logging.getLogger("digest.pipeline")
@@ -140,26 +146,23 @@ def _run(db, settings: Settings, run: Run, wanted: list[dt.date], chosen: list[P
         return _nothing_announced(db, settings, run, chosen, fetched, dry_run, clock)
     days = fetched.days
     run.on_day(days[-1])
-    outcomes, owed = _plan(db, settings, chosen, days, dry_run)
-    rankings = _rank(db, settings, run, owed, dry_run) if owed else {}
+    outcomes, owing, papers = _plan(db, settings, chosen, days, dry_run)
     previews: list[str] = []
     caught_up = [] if dry_run else notices.caught_up(db)
-    with run.stage("render") as counts:
-        for profile in chosen:
-            if profile.name not in owed:
-                continue
-            view = _view(db, settings, profile, days, rankings[profile.name], owed[profile.name])
-            view.caught_up = caught_up
-            if dry_run:
-                previews += _preview(settings, view)
-                outcomes[profile.name] = ProfileOutcome(profile.name, "previewed", papers=view.counts["announced"])
-                continue
-            rendered = render.render_digest(view, settings)
-            digest_id = ledger.store_digest(db, view, rendered, settings.channels_for(profile))
-            outcomes[profile.name] = ProfileOutcome(profile.name, "built", digest_id, view.counts["announced"],
-                                                    view.counts["summarized"])
-        counts.update(digests=sum(o.state == "built" for o in outcomes.values()), previews=len(previews))
-    if caught_up and counts["digests"]:
+    if owing:
+        shared = _Shared(settings, _embed_stage(db, settings, run, papers))
+        del papers  # the vectors are what the profiles need; the papers come back with each one's items
+        with run.turns("rank", "summarize", "render") as turns:
+            for profile in owing:
+                outcomes[profile.name] = _build_digest(db, settings, profile, days, shared, turns, caught_up,
+                                                       previews, dry_run)
+            turns.counts["rank"].update(profiles=len(owing))
+            turns.counts["summarize"].update(papers=len(shared.wanted), llm=shared.from_llm())
+            digests = _count_render(turns.counts["render"], outcomes, previews)
+    else:
+        with run.stage("render") as counts:
+            digests = _count_render(counts, outcomes, previews)
+    if caught_up and digests:
         notices.mark_reported(db)
     result = RunResult("rendered", days[-1], outcomes=[outcomes[p.name] for p in chosen], previews=previews,
                        error=fetched.error)
@@ -250,10 +253,14 @@ def _backfill_day(db, settings: Settings, calendar: Calendar, day: dt.date, cate
 # -- what each profile is owed --------------------------------------------------------------------------
 
 def _plan(db, settings: Settings, chosen: list[Profile], days: list[dt.date],
-          dry_run: bool) -> tuple[dict[str, ProfileOutcome], dict[str, list[Announcement]]]:
-    """Per profile: the papers its digest of ``days`` will cover, or why it needs no new digest."""
+          dry_run: bool) -> tuple[dict[str, ProfileOutcome], list[Profile], dict[str, Paper]]:
+    """Which profiles are owed papers for a digest of ``days`` (and every paper owed to any of them,
+    to embed once), and why each other profile needs no new digest. Only the papers are kept: each
+    profile's own share is asked of the ledger again when its turn comes, so that what is held for
+    the run does not grow with the number of profiles."""
     outcomes: dict[str, ProfileOutcome] = {}
-    owed: dict[str, list[Announcement]] = {}
+    owing: list[Profile] = []
+    papers: dict[str, Paper] = {}
     for profile in chosen:
         existing = ledger.digest_for(db, profile.name, days[-1])
         if existing and not dry_run:
@@ -262,7 +269,9 @@ def _plan(db, settings: Settings, chosen: list[Profile], days: list[dt.date],
             continue
         items = ledger.owed(db, settings, profile, days[-1], first_day=days[0])
         if items:
-            owed[profile.name] = items
+            owing.append(profile)
+            for a in items:
+                papers.setdefault(a.paper.id, a.paper)
             continue
         covered_by = sorted({d.day for day in days for d in ledger.covering(db, profile.name, day)})
         if covered_by:
@@ -272,30 +281,70 @@ def _plan(db, settings: Settings, chosen: list[Profile], days: list[dt.date],
             outcomes[profile.name] = ProfileOutcome(profile.name, "built", digest_id)
         else:
             outcomes[profile.name] = ProfileOutcome(profile.name, "none")
-    return outcomes, owed
+    return outcomes, owing, papers
 
 
-def _rank(db, settings: Settings, run: Run, owed: dict[str, list[Announcement]],
-          dry_run: bool) -> dict[str, list[Ranked]]:
-    """Embed every owed paper once, rank each profile's, and attach summaries to the best."""
-    papers = {a.paper.id: a.paper for items in owed.values() for a in items}
+def _embed_stage(db, settings: Settings, run: Run, papers: dict[str, Paper]) -> dict:
+    """Every owed paper embedded once, whichever profiles it is owed to."""
     with run.stage("embed") as counts:
         vectors = embed.embed_papers(db, list(papers.values()), settings)
         counts.update(papers=len(papers))
-    rankings: dict[str, list[Ranked]] = {}
-    with run.stage("rank") as counts:
-        for name, items in owed.items():
-            profile = settings.profiles[name]
-            signals, warnings = profile_signals(db, settings, profile, fetch_papers=api.fetch_papers,
-                                                find_title=api.find_by_title)
-            for warning in warnings:
-                log.warning("profile %s: %s", name, warning)
-            rankings[name] = rank.rank_papers(_one_per_paper(items), vectors, signals,
-                                              top=settings.top_for(profile), rest_order=settings.digest.rest_order)
-            counts[name] = len(rankings[name])
-    with run.stage("summarize") as counts:
-        _summarize_stage(db, settings, rankings, counts, dry_run)
-    return rankings
+    return vectors
+
+
+class _Shared:
+    """What every profile's digest of a run draws on, held for the run and no longer: the day's vectors,
+    the words its learned models read (learn.Words), and the summaries made so far, with what is left
+    of the run's LLM deadline and of its full-text papers (both are per run, as llm.deadline and
+    llm.full_text say, however many profiles ask for summaries)."""
+
+    def __init__(self, settings: Settings, vectors: dict):
+        self.vectors = vectors
+        self.words = learn.Words()
+        self.summaries: dict[str, Summary] = {}
+        self.wanted: set[str] = set()
+        self.deadline = time.monotonic() + settings.llm.deadline
+        self.full_text_left = settings.llm.full_text
+        self.fetch_text = full_text_fetcher(settings) if settings.llm.full_text else None
+
+    def from_llm(self) -> int:
+        return sum(1 for s in self.summaries.values() if not s.is_fallback)
+
+
+def _build_digest(db, settings: Settings, profile: Profile, days: list[dt.date], shared: _Shared, turns: Turns,
+                  caught_up: list[str], previews: list[str], dry_run: bool) -> ProfileOutcome:
+    """One profile's digest, from what it is owed to stored and queued (or previewed). Nothing of it
+    outlives this call but its outcome: the next profile's turn starts from the shared day alone."""
+    with turns("rank") as counts:
+        covers = ledger.owed(db, settings, profile, days[-1], first_day=days[0])
+        items = _rank_profile(db, settings, profile, covers, shared)
+        counts["papers"] = counts.get("papers", 0) + len(items)
+    with turns("summarize"):
+        _summarize_profile(db, settings, items, shared, dry_run)
+    with turns("render"):
+        view = _view(db, settings, profile, days, items, covers)
+        view.caught_up = caught_up
+        if dry_run:
+            previews += _preview(settings, view)
+            return ProfileOutcome(profile.name, "previewed", papers=view.counts["announced"])
+        rendered = render.render_digest(view, settings)
+        digest_id = ledger.store_digest(db, view, rendered, settings.channels_for(profile))
+        return ProfileOutcome(profile.name, "built", digest_id, view.counts["announced"], view.counts["summarized"])
+
+
+def _rank_profile(db, settings: Settings, profile: Profile, covers: list[Announcement],
+                  shared: _Shared) -> list[Ranked]:
+    signals, warnings = profile_signals(db, settings, profile, fetch_papers=api.fetch_papers,
+                                        find_title=api.find_by_title)
+    for warning in warnings:
+        log.warning("profile %s: %s", profile.name, warning)
+    return rank.rank_papers(_one_per_paper(covers), shared.vectors, signals, top=settings.top_for(profile),
+                            rest_order=settings.digest.rest_order, words=shared.words)
+
+
+def _count_render(counts: dict, outcomes: dict[str, ProfileOutcome], previews: list[str]) -> int:
+    counts.update(digests=sum(o.state == "built" for o in outcomes.values()), previews=len(previews))
+    return counts["digests"]
 
 
 def _one_per_paper(items: list[Announcement]) -> list[Announcement]:
@@ -307,25 +356,34 @@ def _one_per_paper(items: list[Announcement]) -> list[Announcement]:
     return list(chosen.values())
 
 
-def _summarize_stage(db, settings: Settings, rankings: dict[str, list[Ranked]], counts: dict, dry_run: bool) -> None:
-    """Summaries for each profile's best papers; a paper in two profiles is summarized once. Every top
-    paper gets a summary: the LLM's, or the abstract's opening sentences, labelled as such. A dry run
-    calls no LLM (and so stores no summary): its top papers show their abstracts."""
+def _summarize_profile(db, settings: Settings, items: list[Ranked], shared: _Shared, dry_run: bool) -> None:
+    """Summaries for the profile's best papers; a paper in two profiles is summarized once (the run
+    keeps what it made). The profile's best papers show them, so a digest is the same whichever other
+    profiles share the run. Every top paper gets a summary: the LLM's, or the abstract's opening
+    sentences, labelled as such. A dry run calls no LLM (and so stores no summary): its top papers show
+    their abstracts."""
     limit = settings.llm.summarize
-    wanted = {}
-    for items in rankings.values():
-        best = [i for i in items if i.section != "replaced"]
-        for item in best if limit == "all" else best[:limit]:
-            wanted[item.paper.id] = item.paper
-    fetch_text = full_text_fetcher(settings) if settings.llm.full_text else None
-    summaries = {} if dry_run or not wanted else \
-        summarize.summarize_papers(db, settings, list(wanted.values()), fetch_text=fetch_text)
-    for items in rankings.values():
-        for item in items:
-            item.summary = summaries.get(item.paper.id)
-            if item.summary is None and item.section == "top":
-                item.summary = summarize.fallback_summary(item.paper)
-    counts.update(papers=len(wanted), llm=sum(1 for s in summaries.values() if not s.is_fallback))
+    best = [i for i in items if i.section != "replaced"]
+    wanted = {i.paper.id: i.paper for i in (best if limit == "all" else best[:limit])}
+    shared.wanted.update(wanted)
+    missing = [p for paper_id, p in wanted.items() if paper_id not in shared.summaries]
+    if missing and not dry_run:
+        shared.summaries.update(summarize.summarize_papers(db, _run_budget(settings, shared, len(missing)),
+                                                           missing, fetch_text=shared.fetch_text))
+    for item in items:
+        item.summary = shared.summaries.get(item.paper.id) if item.paper.id in wanted else None
+        if item.summary is None and item.section == "top":
+            item.summary = summarize.fallback_summary(item.paper)
+
+
+def _run_budget(settings: Settings, shared: _Shared, papers: int) -> Settings:
+    """The settings for one profile's summaries: what is left of the run's deadline and full-text
+    papers, so that many profiles asking in turn take no longer, and read no more, than one run."""
+    left = max(shared.deadline - time.monotonic(), 0.001)
+    full_text = min(shared.full_text_left, papers)
+    shared.full_text_left -= full_text
+    llm = settings.llm.model_copy(update={"deadline": left, "full_text": full_text})
+    return settings.model_copy(update={"llm": llm})
 
 
 # -- render and store -------------------------------------------------------------------------------------

@@ -92,17 +92,18 @@ class _Scored:
 
 
 def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals, *,
-                top: int, rest_order: str = "score") -> list[Ranked]:
+                top: int, rest_order: str = "score", words: learn.Words | None = None) -> list[Ranked]:
     """Every input paper exactly once, ranked 1..n: the top section, the rest, then replacements.
 
     The top section is the first ``top`` papers by score, longer when a paper by a followed author ranks
     below them (it then takes every paper down to that one, so scores never rise down the page); the rest
     follow by score, or in arXiv's listing order when ``rest_order`` is "arxiv". Ties are broken by
-    arXiv's position, then by id, so the same input always gives the same order.
+    arXiv's position, then by id, so the same input always gives the same order. ``words``: one
+    :class:`learn.Words` for every profile of a run, so the learned models read each text once.
     """
     if rest_order not in ("score", "arxiv"):
         raise ValueError(f"rest_order must be \"score\" or \"arxiv\", got {rest_order!r}")
-    scored = _score_all(announcements, vectors, signals)
+    scored = _score_all(announcements, vectors, signals, words)
     by_score = sorted(scored, key=_score_key)
     listed = [s for s in by_score if s.announcement.kind not in REPLACEMENTS]
     replaced = [s for s in by_score if s.announcement.kind in REPLACEMENTS]
@@ -127,8 +128,9 @@ def _listing_key(s: _Scored):
     return (s.announcement.position, s.announcement.paper.id)
 
 
-def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals) -> list[_Scored]:
-    embedded = _Embedded.of(announcements, vectors, signals)
+def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals,
+               words: learn.Words | None) -> list[_Scored]:
+    embedded = _Embedded.of(announcements, vectors, signals, words)
     keywords = [(k, _word_pattern(k)) for k in dict.fromkeys(signals.keywords)]
     negatives = [(k, _word_pattern(k)) for k in dict.fromkeys(signals.negative_keywords)]
     followed = {_person(name): name for name in signals.authors}
@@ -177,7 +179,8 @@ class _Embedded:
     parts: dict[str, list[Part]]
 
     @classmethod
-    def of(cls, announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals) -> "_Embedded":
+    def of(cls, announcements: list[Announcement], vectors: dict[str, np.ndarray], signals: Signals,
+           words: learn.Words | None = None) -> "_Embedded":
         # Sorted, so the same papers in any input order give the same matrices and the same model.
         papers = sorted({a.paper.id: a for a in announcements if a.paper.id in vectors}.values(),
                         key=lambda a: (a.position, a.paper.id))
@@ -187,7 +190,7 @@ class _Embedded:
         # Fewer papers than that say too little about what a day's papers share: plain cosines then.
         background = day.mean(axis=0) if len(day) >= BACKGROUND_MIN else np.zeros(day.shape[1], np.float32)
         similarity = _Similarity.of(day, background, signals)
-        learned = _learned(day, background, [a.paper for a in papers], signals, similarity.total)
+        learned = _learned(day, background, [a.paper for a in papers], signals, similarity.total, words)
         parts = {}
         for i, a in enumerate(papers):
             paper_parts = similarity.parts(i)
@@ -257,14 +260,14 @@ def _example_kinds(examples: list[Anchor]) -> str:
 
 
 def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signals: Signals,
-             similarity: np.ndarray) -> np.ndarray | None:
+             similarity: np.ndarray, words: learn.Words | None) -> np.ndarray | None:
     """The learned term for every paper of the day, or None before the first like or dislike."""
     feedback = len(signals.liked) + len(signals.disliked)
     if not feedback:
         return None
     examples = ([learn.Example(a.vector, a.text, True) for a in signals.seeds + signals.liked]
                 + [learn.Example(a.vector, a.text, False, learn.DISLIKED_WEIGHT) for a in signals.disliked])
-    scores = learn.learned_scores(examples, day, [f"{p.title}\n{p.abstract}" for p in papers], background)
+    scores = learn.learned_scores(examples, day, [f"{p.title}\n{p.abstract}" for p in papers], background, words)
     if scores is None:
         return None
     spread = float(similarity.std()) or 1.0

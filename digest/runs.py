@@ -32,20 +32,44 @@ class Run:
     def stage(self, name: str):
         counts: dict = {}
         started = time.monotonic()
+        self._start_stage(name)
+        try:
+            yield counts
+        except BaseException as exc:
+            self._end_stage(name, "failed", counts, time.monotonic() - started, one_line(exc))
+            raise
+        self._end_stage(name, "failed" if counts.get("error") else "done", counts, time.monotonic() - started,
+                        counts.pop("error", None))
+
+    @contextmanager
+    def turns(self, *names: str):
+        """Stages that take turns, profile by profile (rank, summarize, render): each is recorded as
+        started together, and at the end with the time spent in its turns summed, so a run of many
+        profiles keeps one profile's work at a time. Yields a :class:`Turns`."""
+        turns = Turns(names)
+        for name in names:
+            self._start_stage(name)
+        with transaction(self.db):
+            self.db.execute("UPDATE runs SET stage = ? WHERE id = ?", [names[0], self.id])
+        try:
+            yield turns
+        except BaseException as exc:
+            for name in names:
+                self._end_stage(name, "failed", turns.counts[name], turns.spent[name], one_line(exc))
+            raise
+        for name in names:
+            counts = turns.counts[name]
+            self._end_stage(name, "failed" if counts.get("error") else "done", counts, turns.spent[name],
+                            counts.pop("error", None))
+
+    def _start_stage(self, name: str) -> None:
         with transaction(self.db):
             self.db.execute("INSERT OR REPLACE INTO run_stages (run_id, stage, status, started_at) "
                             "VALUES (?, ?, 'running', ?)", [self.id, name, now_iso()])
             self.db.execute("UPDATE runs SET stage = ? WHERE id = ?", [name, self.id])
         log.info("stage %s: started", name)
-        try:
-            yield counts
-        except BaseException as exc:
-            self._end_stage(name, "failed", counts, started, one_line(exc))
-            raise
-        self._end_stage(name, "failed" if counts.get("error") else "done", counts, started, counts.pop("error", None))
 
-    def _end_stage(self, name, status, counts, started, error):
-        duration = time.monotonic() - started
+    def _end_stage(self, name, status, counts, duration, error):
         with transaction(self.db):
             self.db.execute(
                 "UPDATE run_stages SET status=?, counts=?, error=?, finished_at=?, duration=? "
@@ -73,6 +97,22 @@ class Run:
         """A run that turned out to be a usage mistake leaves no trace."""
         with transaction(self.db):
             self.db.execute("DELETE FROM runs WHERE id = ?", [self.id])
+
+
+class Turns:
+    """The stages of :meth:`Run.turns`: ``with turns("rank") as counts:`` is one turn of the rank stage."""
+
+    def __init__(self, names):
+        self.counts: dict[str, dict] = {name: {} for name in names}
+        self.spent: dict[str, float] = {name: 0.0 for name in names}
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.monotonic()
+        try:
+            yield self.counts[name]
+        finally:
+            self.spent[name] += time.monotonic() - started
 
 
 def last_run(db) -> dict | None:

@@ -14,7 +14,7 @@ import pytest
 from feeds import listing_papers
 
 from digest import db as dbm
-from digest import embed, profiles, rank
+from digest import embed, learn, profiles, rank
 from digest.config import EmbeddingSettings, parse_settings
 from digest.records import Announcement, Paper
 
@@ -55,13 +55,13 @@ def world(tmp_path, built):
     return db, settings, days, vectors, embedder
 
 
-def digest_of(world, announcements=None) -> list:
+def digest_of(world, announcements=None, words=None) -> list:
     """The next day's ranking as `digest run` makes it for profile "me"."""
     db, settings, days, vectors, embedder = world
     signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
     assert warnings == []
     items = announcements or [Announcement(p, NEXT, "new", i) for i, p in enumerate(days[NEXT])]
-    return rank.rank_papers(items, vectors, signals, top=15)
+    return rank.rank_papers(items, vectors, signals, top=15, words=words)
 
 
 def mean_rank(ranked, category: str) -> float:
@@ -137,3 +137,29 @@ def test_the_same_feedback_and_papers_give_the_same_order_in_any_input_order(wor
     items = [Announcement(p, NEXT, "new", i) for i, p in enumerate(world[2][NEXT])]
     random.Random(3).shuffle(items)
     assert [(r.paper.id, r.score, r.reason) for r in digest_of(world, items)] == expected
+
+
+def test_words_read_once_give_exactly_the_tfidf_scikit_learn_fits_on_the_texts_at_hand():
+    rows = listing_papers(FIRST) + listing_papers(NEXT)
+    texts = [f"{r['title']}\n{r['abstract']}" for r in rows]
+    words = learn.Words()
+    # A run's profiles learn from overlapping sets of texts: each is fitted on its own texts alone.
+    for chosen in (texts[:300], texts[200:], texts[:12], texts[:3], ["a b c", "a b c"], []):
+        try:
+            expected = learn.Words.vectorizer().fit_transform(chosen).toarray()
+        except ValueError:  # scikit-learn's way of saying that no word is kept
+            expected = np.zeros((len(chosen), 0))
+        got = words.tfidf(chosen).toarray()
+        assert got.shape == expected.shape
+        assert np.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_profile_ranked_with_the_runs_shared_words_gets_the_same_digest_as_alone(world):
+    for paper_id in first_of(world, "cs.IT", 3):
+        profiles.set_feedback(world[0], paper_id, 1, "me")
+    profiles.set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
+    shared = learn.Words()
+    digest_of(world, [Announcement(p, FIRST, "new", i) for i, p in enumerate(world[2][FIRST])], words=shared)
+    alone = [(r.paper.id, r.score, r.reason) for r in digest_of(world)]
+    assert [(r.paper.id, r.score, r.reason) for r in digest_of(world, words=shared)] == alone

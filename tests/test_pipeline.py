@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -14,9 +17,10 @@ from smtp_server import SMTPServer
 from world import assert_ledger
 
 from digest import db as dbm
-from digest import pipeline
+from digest import embed, pipeline
 from digest.cli import cli
 from digest.config import parse_settings
+from digest.records import Announcement, Paper
 
 DAY = dt.date(2026, 6, 26)  # a real feed day of the listing in tests/data/
 CATEGORIES = ["cs.CL"]
@@ -272,3 +276,53 @@ def test_a_model_that_cannot_load_is_one_line_and_exit_2(world, smtp):
     result = CliRunner().invoke(cli, ["run"])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1].startswith("Error: embedding.model /nonexistent/model-dir: cannot load")
+
+
+# -- many profiles ------------------------------------------------------------------------------------------
+
+BIG_DAY = dt.date(2026, 6, 23)  # 537 papers: a profile's work is then large enough to see if it were kept
+# `digest run` with its own peak resident memory (VmHWM) written at exit to the file named first: a child's
+# rusage would carry the high-water mark of this test process (bench/peak_rss.py says why).
+PEAK_OF_RUN = ("import atexit, sys\nout = sys.argv.pop(1)\n"
+               "def peak():\n    status = open('/proc/self/status').read()\n"
+               "    open(out, 'w').write(status.split('VmHWM:')[1].split()[0])\n"
+               "atexit.register(peak)\nfrom digest.cli import main\nsys.argv[0] = 'digest'\nmain()\n")
+
+
+@pytest.fixture(scope="module")
+def embedded_day(tmp_path_factory):
+    """BIG_DAY stored and embedded once for the module, as its fetch and embed stages leave it."""
+    path = tmp_path_factory.mktemp("big-day") / "digest.db"
+    papers = [Paper(id=r["id"], version=1, title=r["title"], abstract=r["abstract"], authors=r["authors"],
+                    categories=r["categories"], primary_category=r["primary_category"])
+              for r in listing_papers(BIG_DAY)]
+    db = dbm.open_db(path)
+    dbm.save_announcements(db, [Announcement(p, BIG_DAY, "new", i) for i, p in enumerate(papers)], "listing")
+    embed.embed_papers(db, papers, parse_settings(f'[storage]\npath = "{path}"\n[profiles.x]\ninterests = ["x"]\n'),
+                       progress=False)
+    db.conn.close()
+    return path
+
+
+def peak_of_run(folder, source, profiles: int) -> int:
+    """The peak resident memory (kB) of `digest run` building BIG_DAY's digest for ``profiles`` readers of
+    every paper, each delivered to a file."""
+    folder.mkdir()
+    shutil.copy(source, folder / "digest.db")
+    config = folder / "config.toml"
+    config.write_text(f'[arxiv]\ncategories = "cs"\n[storage]\npath = "{folder / "digest.db"}"\n'
+                      f'[files]\ndir = "{folder / "files"}"\n'
+                      + "".join(f'[profiles.p{i}]\ninterests = ["topic {i % 7}: language models"]\n'
+                                for i in range(profiles)), encoding="utf-8")
+    ran = subprocess.run([sys.executable, "-c", PEAK_OF_RUN, str(folder / "peak"), "--config", str(config), "run",
+                          "--day", BIG_DAY.isoformat(), "--no-fetch"], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert len(list((folder / "files").rglob("*.html"))) == profiles
+    return int((folder / "peak").read_text())
+
+
+def test_a_run_for_200_readers_takes_no_more_memory_than_a_run_for_2(embedded_day, tmp_path):
+    two = peak_of_run(tmp_path / "two", embedded_day, 2)
+    many = peak_of_run(tmp_path / "many", embedded_day, 200)
+    # Kept, a profile's ranked day (537 papers) would add about 1.6 MB: 320 MB over 200 readers.
+    assert many <= two * 1.10, f"2 profiles: {two / 1024:.0f} MB, 200 profiles: {many / 1024:.0f} MB"
