@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from .arxiv.ids import InvalidArxivId, normalize_id
 from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
-from .embed import Embedder, embed_papers, paper_text, shared_embedder
-from .library import LibraryError, matched_titles, read_library, title_key, weigh
-from .rank import Anchor, Signals
 from .records import Paper
 from .text import plural
 
 if TYPE_CHECKING:
     import sqlite_utils
+
+    from .embed import Embedder
+    from .rank import Anchor
 
 FetchPapers = Callable[[Settings, list[str]], "tuple[list[Paper], list[str]]"]
 FindTitle = Callable[[Settings, str], "Paper | None"]
@@ -33,6 +33,10 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
     missing)`` (``digest.arxiv.fetch_papers``) and stored; without it only stored seeds are used. Library
     entries without an arXiv id are matched by title with ``find_title`` (``arxiv.api.find_by_title``).
     """
+    # Here, not at the top: embed and rank load numpy, which the feedback commands below never need.
+    from .embed import embed_papers, paper_text, shared_embedder
+    from .rank import Anchor, Signals
+
     embedder = embedder or shared_embedder(settings.embedding)
     warnings: list[str] = []
     seeds = _seed_papers(db, settings, profile.seed_papers, fetch_papers, warnings)
@@ -59,6 +63,8 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
 
 
 def _interest_anchors(embedder: Embedder, profile: Profile) -> list[Anchor]:
+    from .rank import Anchor
+
     if not profile.interests:
         return []
     vectors = embedder.embed_queries([i.text for i in profile.interests])
@@ -93,6 +99,8 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                     find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
     """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
     be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
+    from .library import LibraryError, matched_titles, read_library, title_key, weigh  # heavy, as above
+
     if not profile.seed_library:
         return []
     try:

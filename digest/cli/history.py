@@ -20,19 +20,17 @@ EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's key
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
     from ..arxiv.ids import InvalidArxivId
-    from ..embed import EmbeddingError
     from ..search import HistoryError
 
     try:
         yield
     except (HistoryError, InvalidArxivId) as exc:
         raise UsageProblem(str(exc)) from None
-    except EmbeddingError as exc:
-        raise RunFailure(str(exc)) from None
     except Exception as exc:
-        from ..arxiv.http import ArxivError  # only now: importing requests costs every cold search 0.2-0.3 s
-
-        if isinstance(exc, ArxivError):
+        # Their modules load numpy and requests (0.1-0.3 s): an error of theirs can only come from a
+        # module already imported, so look only there.
+        embed, http = sys.modules.get("digest.embed"), sys.modules.get("digest.arxiv.http")
+        if (embed and isinstance(exc, embed.EmbeddingError)) or (http and isinstance(exc, http.ArxivError)):
             raise RunFailure(str(exc)) from None
         raise
 
