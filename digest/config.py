@@ -17,7 +17,6 @@ help, and the same declaration drives validation, the one-line errors and `diges
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import os
 import re
@@ -149,6 +148,8 @@ class EmailSettings(Section):
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # here: 5 ms of every command's start, for a check only email with security = "none" needs
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -77,7 +77,8 @@ def deliver_command(app: App) -> None:
 
 
 @cli.command("resend")
-@click.argument("day_text", metavar="[YYYY-MM-DD]", required=False)
+@click.argument("day_argument", metavar="[YYYY-MM-DD]", required=False)  # the spelling before --day; kept
+@click.option("--day", "day_text", metavar="YYYY-MM-DD", help="Only this announcement day's digests.")
 @click.option("--profile", metavar="NAME", help="Only this profile's digest.")
 @click.option("--failed", "which", flag_value="failed", default=True,
               help="Only deliveries that failed for good (the default).")
@@ -86,15 +87,18 @@ def deliver_command(app: App) -> None:
 @click.option("--to", "target", metavar="TARGET", help="Only this recipient address or chat target.")
 @click.option("--dry-run", is_flag=True, help="Say who would get what, and send nothing.")
 @pass_app
-def resend_command(app: App, day_text, profile, which, channel, target, dry_run) -> None:
+def resend_command(app: App, day_argument, day_text, profile, which, channel, target, dry_run) -> None:
     """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
     Says who will get what before it sends."""
     from ..deliver import deliver_due, outbox
+    from ..views import moment
 
-    day = parse_day(day_text, "YYYY-MM-DD")
+    if day_argument and day_text and day_argument != day_text:
+        raise UsageProblem(f"--day {day_text}: and {day_argument}? Give the day once, as --day")
+    day = parse_day(day_text or day_argument, "--day")
     check_profile(app, profile)
     if which == "all" and day is None:
-        raise UsageProblem("--all: name the day to send again, e.g. `digest resend 2026-06-29 --all`")
+        raise UsageProblem("--all: name the day to send again, e.g. `digest resend --day 2026-06-29 --all`")
     rows = outbox.chosen_for_resend(app.db, day=day, profile=profile, failed_only=which == "failed" and not target
                                     and not channel, channel=channel, target=target)
     if not rows:
@@ -103,7 +107,7 @@ def resend_command(app: App, day_text, profile, which, channel, target, dry_run)
         return
     click.echo(("Would send again:" if dry_run else "Sending again:"))
     for row in rows:
-        why = f"failed: {row['last_error']}" if row["status"] == "failed" else f"sent {row['sent_at']}"
+        why = f"failed: {row['last_error']}" if row["status"] == "failed" else f"sent {moment(row['sent_at'])}"
         click.echo(f"  {row['day']} {row['profile']}: {outbox.where(row)} ({why})")
     if dry_run:
         return
