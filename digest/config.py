@@ -508,7 +508,9 @@ def load_settings(path: str | os.PathLike | None = None, environ=None, credentia
     """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
-    return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file),
+    # Errors name the file as the user gave it (--config, $DIGEST_CONFIG), or its whole default path.
+    given = path or os.environ.get("DIGEST_CONFIG")
+    return parse_settings(read_config_text(file), label=str(given or file), environ=environ, source=str(file),
                           credentials=credentials, resolve=resolve)
 
 
@@ -572,7 +574,7 @@ def _one_line(label: str, exc: ValidationError) -> str:
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":
-        return f"{label}: {key}: unknown key"
+        return f"{label}: {key}: unknown key{_nearest_key(loc, value)}"
     if kind in ("missing", "too_short") and key == "profiles":
         return f"{label}: profiles: no profile; add one, e.g. [profiles.me] with interests = [\"...\"]"
     if kind == "missing":
@@ -599,6 +601,53 @@ def _one_line(label: str, exc: ValidationError) -> str:
         wants = list(dict.fromkeys(_expected(e) for e in members))
         return f"{label}: {key}: expected {' or '.join(wants)}, got {_show(value)}"
     return f"{label}: {key}: {error['msg']}, got {_show(value)}"
+
+
+def _nearest_key(loc: list[str], value) -> str:
+    """``; did you mean `[profiles.theory]`?`` for ``[profile.theory]``, ``; did you mean `port`?`` for
+    ``prot``: the nearest key the table at ``loc`` knows, spelled as the user would write it."""
+    import difflib  # here: only a mistake pays for it
+
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    known = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        known.append(field.alias or name)
+        if Secret in (typing.get_args(field.annotation) or (field.annotation,)):
+            known += [f"{name}_env", f"{name}_file"]
+    near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if not near or _key_path([near[0]]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
+        return ""
+    if not isinstance(value, dict):
+        return f"; did you mean `{near[0]}`?"
+    table = [*loc[:-1], near[0]]
+    if value and all(isinstance(v, dict) for v in value.values()):  # [profile.theory]: a table of tables
+        table.append(next(iter(value)))
+    return f"; did you mean `[{_key_path(table)}]`?"
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` (``["profiles", "me"]`` -> Profile), or None."""
+    model: type[BaseModel] = Settings
+    expect_key = False  # after a dict or list field, the next part is a key or an index, not a field
+    for part in loc:
+        if expect_key:
+            expect_key = False
+            continue
+        field = model.model_fields.get("from_" if part == "from" else part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        origin = typing.get_origin(annotation)
+        if origin in (dict, list):
+            annotation, expect_key = typing.get_args(annotation)[-1], True
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return None if expect_key else model
 
 
 def _expected(error) -> str:

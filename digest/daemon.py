@@ -90,7 +90,7 @@ class LoadedConfig:
 def load_config(path: Path) -> LoadedConfig:
     """Read once and validate; every failure is a :class:`ConfigError` of one line."""
     text = read_config_text(path)
-    settings = parse_settings(text, label=path.name, source=str(path))
+    settings = parse_settings(text, label=str(path), source=str(path))  # the file by its whole path
     return LoadedConfig(path, text, settings)
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import sys
+import textwrap
 
 import click
 from rich.console import Console
@@ -177,6 +178,13 @@ def emit(app: App, rows: list[dict], columns: list[str] | None = None, *, as_jso
         app.console.print(empty)
         return
     app.console.print(rows_view(rows, columns, title))
+
+
+def wrapped(app: App, line: str, indent: str = "  ") -> str:
+    """A line of plain output within the console's width (80 columns on an 80-column terminal), continued
+    under ``indent``; a path or URL longer than the line is never cut."""
+    return textwrap.fill(line, app.console.width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def parse_day(value: str | None, option: str) -> dt.date | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app
+from . import App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, wrapped
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
@@ -199,7 +199,7 @@ def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: 
     verb = "Liked" if value > 0 else "Disliked"
     for one in done:
         title = f" ({' '.join(one['title'].split())})" if one["title"] else ""
-        click.echo(f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
+        click.echo(wrapped(app, f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}."))
 
 
 @cli.command("like")
@@ -326,8 +326,8 @@ def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     data = status.status(app.reader, app.settings, database_exists=exists)
     if check and as_json:
         click.echo(json.dumps(data["health"], indent=2, ensure_ascii=False))
-    elif check:
-        click.echo("\n".join(views.health_lines(data["health"])))
+    elif check:  # a reason longer than the line continues two columns further in, so each still starts a line
+        click.echo("\n".join(wrapped(app, line, " " * 15) for line in views.health_lines(data["health"])))
     elif as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
