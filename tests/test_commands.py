@@ -10,12 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zoneinfo
 from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
+from loopback import Reply
 from test_history import _fill
 
 from digest import db as dbm
@@ -182,3 +184,67 @@ def test_make_test_fast_runs_everything_not_marked_slow():
     dry = subprocess.run(["make", "-n", "test-fast", "STAMP=", "BIN=bin"], cwd=ROOT, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     assert 'bin/python -m pytest -q -n 2 -m "not slow"' in dry.stdout.splitlines()
+
+
+# -- digest check, and a run on a machine that cannot resolve arXiv -------------------------------------------
+
+def _served_arxiv_and_llm(http_server, llm, key: str = "sk-check") -> str:
+    http_server.routes["/atom/"] = lambda request: Reply(200, "<feed/>")
+    http_server.routes["/api/query"] = lambda request: Reply(200, "<feed/>")
+    return (f'[arxiv]\nfeed_url = "{http_server.url}/atom/"\napi_url = "{http_server.url}/api/query"\n'
+            f'min_interval = 0\n[llm]\nbase_url = "{llm.url}"\nmodel = "gpt-check"\napi_key = "{key}"\n'
+            '[files]\ndir = "FILES"\n' + PROFILES)
+
+
+def test_check_tries_arxiv_and_the_llm_with_its_key_and_model_each_on_a_line(http_server, write_config, tmp_path):
+    from llm_server import LLMServer, error
+
+    with LLMServer() as llm:
+        config = write_config(_served_arxiv_and_llm(http_server, llm).replace("FILES", str(tmp_path)))
+        result = run("--config", str(config), "check")
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == [
+            "ok    arxiv feed", "ok    arxiv api", "ok    llm", "ok    files"]
+        assert lines[0].startswith("ok    arxiv feed: 127.0.0.1 answered HTTP 200 in ")
+        assert lines[2].startswith("ok    llm: gpt-check at 127.0.0.1 answered in ")
+        asked = llm.requests[-1]
+        assert (asked.body["model"], asked.headers["authorization"]) == ("gpt-check", "Bearer sk-check")
+
+        llm.script(error(401))
+        refused = run("--config", str(config), "check")
+        assert refused.exit_code == 1
+        assert "FAIL  llm: gpt-check at 127.0.0.1: the key was refused (HTTP 401)" in refused.output.splitlines()
+        assert "sk-check" not in refused.output
+
+
+UNRESOLVABLE = ('[arxiv]\nfeed_url = "http://nonexistent.invalid/atom/"\napi_url = "http://nonexistent.invalid/api"\n'
+                + PROFILES)
+
+
+def test_a_run_that_cannot_resolve_arxiv_says_so_at_once_in_one_line(write_config):
+    """The .invalid domain never resolves (RFC 2606): the machine's resolver says so without the network."""
+    from world import digest_process
+
+    config = write_config(UNRESOLVABLE)
+    started = time.monotonic()
+    process = digest_process(["--config", str(config), "run"], timeout=60)
+    assert time.monotonic() - started < 10
+    assert process.returncode == 1
+    assert process.stderr.startswith("Error: cannot resolve nonexistent.invalid (")
+    assert process.stderr.endswith("): is this machine offline? Nothing was fetched; `digest check` tries "
+                                   "everything a run needs\n")
+    assert len(process.stderr.splitlines()) == 1
+    checked = digest_process(["--config", str(config), "check"], timeout=60)
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines()[0].startswith("FAIL  arxiv feed: cannot resolve nonexistent.invalid (")
+
+
+def test_the_daemons_runs_keep_their_patient_retries(write_config):
+    """Only a run from a shell is refused before it starts; the daemon's (--trigger schedule) still try."""
+    from world import digest_process
+
+    config = write_config(UNRESOLVABLE.replace("[arxiv]\n", "[arxiv]\nretries = 1\nmin_interval = 0.1\n"))
+    process = digest_process(["--config", str(config), "run", "--trigger", "schedule"], timeout=60)
+    assert process.returncode == 1
+    assert "retrying in" in process.stderr and "is this machine offline?" in process.stderr

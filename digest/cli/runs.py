@@ -38,6 +38,8 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
         raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    if trigger == "cli" and not no_fetch:
+        _arxiv_resolves(app.settings)
     db = app.db
     with _terminate_as_interrupt():
         try:
@@ -60,6 +62,17 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
                          f"machine offline?)" if result.status == "failed" else result.error)
     if result.error and not as_json:
         click.echo(f"Warning: {result.error}", err=True)
+
+
+def _arxiv_resolves(settings) -> None:
+    """A run from a shell on a machine that cannot resolve arXiv says so at once (within
+    readiness.RESOLVE_SECONDS), not after a minute of retries; the daemon's runs (another trigger) retry."""
+    from ..readiness import arxiv_hosts, unresolved
+
+    reason = unresolved(arxiv_hosts(settings))
+    if reason:
+        raise RunFailure(f"{reason}: is this machine offline? Nothing was fetched; `digest check` tries "
+                         f"everything a run needs")
 
 
 @cli.command("deliver", hidden=True)
