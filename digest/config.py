@@ -28,9 +28,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .secrets import REDACTED, ConfigError, Secret, resolve_secrets, url_tokens
+from .config_rules import (ArxivRules, EmbeddingRules, EnabledByHost, EnabledByModel, FeedbackRules, ScheduleRules,
+                           SettingsRules, cache_dir, config_dir, config_label, find_config, leave_note,
+                           read_config_text, state_dir)
+from .secrets import REDACTED, ConfigError, Secret, resolve_secrets
 from .taxonomy import CategoryExpression, CategoryExpressionError
 from .text import shown_value
+
+__all__ = ["ConfigError", "Settings", "cache_dir", "config_dir", "find_config", "load_settings", "parse_settings",
+           "read_config_text", "state_dir"]
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -41,7 +47,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
 
 
-class ArxivSettings(Section):
+class ArxivSettings(ArxivRules, Section):
     categories: str = "cs.AI"
     contact: str = Field("", description="your email address, sent in the User-Agent as arXiv asks")
     feed_url: str = "https://rss.arxiv.org/atom/"
@@ -76,29 +82,19 @@ class ArxivSettings(Section):
                 raise ValueError(f"expected dates as YYYY-MM-DD, got {_show(item)}") from None
         return days
 
-    @property
-    def expression(self) -> CategoryExpression:
-        return CategoryExpression.parse(self.categories)
-
 
 class StorageSettings(Section):
     path: str = Field("", description="the SQLite database; empty for the state directory")
 
 
-class EmbeddingSettings(Section):
+class EmbeddingSettings(EmbeddingRules, Section):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(8, ge=1, description="texts embedded at once; a larger batch holds more memory")
     precision: Literal["float32", "int8"] = Field(
         "float32", description="int8: 2.5-2.7x as fast here; its vectors agree with float32's to a cosine of 0.99")
 
-    @property
-    def vectors_key(self) -> str:
-        """What the ``embeddings`` table and the vector index file the vectors under: the model, and int8
-        apart, since its vectors are not float32's (switching precision embeds again, as switching models)."""
-        return self.model if self.precision == "float32" else f"{self.model} int8"
 
-
-class LLMSettings(Section):
+class LLMSettings(EnabledByModel, Section):
     base_url: str = "https://api.openai.com/v1"
     model: str = Field("", description="empty: no LLM, the digest shows abstracts instead")
     api_key: Secret | None = None
@@ -118,12 +114,8 @@ class LLMSettings(Section):
             raise ValueError("expected a number of papers (0 or more) or \"all\"")
         return value
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.model)
 
-
-class EmailSettings(Section):
+class EmailSettings(EnabledByHost, Section):
     host: str = Field("", description="empty: no email")
     port: int = Field(587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
@@ -132,10 +124,6 @@ class EmailSettings(Section):
     from_: str = Field("", alias="from")
     ca_file: str = ""
     timeout: float = Field(60.0, gt=0)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.host)
 
     @model_validator(mode="after")
     def _no_password_in_clear(self):
@@ -177,7 +165,7 @@ class DigestSettings(Section):
     send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")
 
 
-class ScheduleSettings(Section):
+class ScheduleSettings(ScheduleRules, Section):
     time: str = "07:00"
     timezone: str = "America/New_York"
     poll_every: float = Field(900.0, gt=0, description="seconds between feed polls while today's is late")
@@ -201,16 +189,8 @@ class ScheduleSettings(Section):
             raise ValueError(f"expected an IANA timezone such as \"Europe/Berlin\", got {json.dumps(value)}")
         return value
 
-    @property
-    def tz(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.timezone)
 
-    @property
-    def time_of_day(self) -> dt.time:
-        return dt.time.fromisoformat(self.time)
-
-
-class ImapSettings(Section):
+class ImapSettings(EnabledByHost, Section):
     """The mailbox that receives replies to the digest (digest/feedback/replies.py)."""
 
     host: str = Field("", description="empty: replies are not read")
@@ -223,12 +203,8 @@ class ImapSettings(Section):
     every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
     timeout: float = Field(30.0, gt=0)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.host)
 
-
-class FeedbackSettings(Section):
+class FeedbackSettings(FeedbackRules, Section):
     """Feedback links in the digest, served by `digest daemon` (see digest/feedback/)."""
 
     listen: str = Field("", description="host:port the daemon serves feedback links on; empty: no links")
@@ -251,11 +227,6 @@ class FeedbackSettings(Section):
         if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise ValueError(f"expected an http(s) URL such as \"https://digest.example.org\", got {json.dumps(value)}")
         return value.rstrip("/")
-
-    @property
-    def links(self) -> bool:
-        """Links go into digests only when something serves them and readers can reach it."""
-        return bool(self.listen and self.public_url)
 
 
 class Interest(Section):
@@ -319,7 +290,7 @@ class Profile(Section):
         return self
 
 
-class Settings(Section):
+class Settings(SettingsRules, Section):
     arxiv: ArxivSettings = ArxivSettings()
     storage: StorageSettings = StorageSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
@@ -347,34 +318,7 @@ class Settings(Section):
                 raise _KeyProblem(f"profiles.{name}.email_to", "email.host is not set, so no email can be sent")
         return self
 
-    # -- what the stages ask for -----------------------------------------------------------------
-
-    def expression_for(self, profile: Profile) -> CategoryExpression:
-        return CategoryExpression.parse(profile.categories or self.arxiv.categories)
-
-    def top_for(self, profile: Profile) -> int:
-        return self.digest.top if profile.top is None else profile.top
-
-    def channels_for(self, profile: Profile) -> list[tuple[str, str]]:
-        """(channel, target) pairs: ("email", address), ("chat", name), ("files", "")."""
-        channels = [("email", address) for address in profile.email_to]
-        channels += [("chat", name) for name in profile.chat]
-        if profile.files or self.files.always or not channels:
-            channels.append(("files", ""))
-        return channels
-
-    def feed_categories(self) -> list[str]:
-        """Every category any profile includes: one feed request covers them all."""
-        codes: dict[str, None] = {}
-        for profile in self.profiles.values():
-            codes.update(dict.fromkeys(self.expression_for(profile).include))
-        return list(codes)
-
-    def database_path(self) -> Path:
-        return Path(self.storage.path).expanduser() if self.storage.path else state_dir() / "digest.db"
-
-    def files_dir(self) -> Path:
-        return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
+    # -- what the stages ask for: SettingsRules (config_rules.py), and the secrets ---------------------
 
     def check_secrets(self, credentials: bool = True) -> None:
         """Read every secret now; the first that cannot be had is its one-line :class:`ConfigError`. For
@@ -389,16 +333,8 @@ class Settings(Section):
         """Why each secret that cannot be read here cannot (for `digest config`)."""
         return [problem for problem in (s.problem() for s in _walk_secrets(self)) if problem]
 
-    def secrets(self) -> list[str]:
-        """Every resolved secret value, for log and error redaction; the parts of chat URLs that are likely
-        credentials (a webhook's path often *is* its token); and SMTP's AUTH PLAIN blob (NUL, user, NUL,
-        password), which a server's error reply may quote in base64."""
-        found = [s.reveal() for s in _walk_secrets(self) if s and not s.problem()]  # unread: nothing to leak
-        found += [token for target in self.chat.values() if not target.url.problem()
-                  for token in url_tokens(target.url.reveal())]
-        if self.email.password and self.email.user and not self.email.password.problem():
-            found.append(f"\0{self.email.user}\0{self.email.password.reveal()}")
-        return sorted(set(found), key=len, reverse=True)
+    def secret_values(self) -> list[Secret]:
+        return list(_walk_secrets(self))
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ********."""
@@ -472,56 +408,36 @@ def _secret_keys(model: type[BaseModel] = None, path: tuple[str, ...] = ()) -> d
     return found
 
 
-def config_dir() -> Path:
-    if os.environ.get("CONFIGURATION_DIRECTORY"):  # systemd's ConfigurationDirectory=
-        return Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "digest"
-
-
-def state_dir() -> Path:
-    if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "digest"
-
-
-def cache_dir() -> Path:
-    """What digest can rebuild (the embedding model exported to ONNX): losing it costs time, never data."""
-    if os.environ.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=
-        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digest"
-
-
-def find_config(explicit: str | os.PathLike | None = None) -> Path:
-    """--config, then $DIGEST_CONFIG, then the config directory."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("DIGEST_CONFIG"):
-        return Path(os.environ["DIGEST_CONFIG"]).expanduser()
-    return config_dir() / "config.toml"
-
-
 def load_settings(path: str | os.PathLike | None = None, environ=None, credentials: bool = True,
-                  resolve: bool = True) -> Settings:
-    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
+                  resolve: bool = True, note: bool = False) -> Settings:
+    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line, naming the
+    file as the user gave it (--config, $DIGEST_CONFIG) or by its whole default path. ``note``: leave the
+    note a reading command reads instead of validating again (see :mod:`digest.config_rules`)."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
-    # Errors name the file as the user gave it (--config, $DIGEST_CONFIG), or its whole default path.
-    given = path or os.environ.get("DIGEST_CONFIG")
-    return parse_settings(read_config_text(file), label=str(given or file), environ=environ, source=str(file),
-                          credentials=credentials, resolve=resolve)
+    text = read_config_text(file)
+    settings = parse_settings(text, label=config_label(path, file), environ=environ, source=str(file),
+                              credentials=credentials, resolve=resolve)
+    if note:
+        remember_valid(text, settings)
+    return settings
 
 
-def read_config_text(file: Path) -> str:
-    """The file's text, or a one-line :class:`ConfigError` saying why it cannot be had."""
-    try:
-        return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no configuration file here; create one with `digest init`") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
+def remember_valid(text: str, settings: Settings) -> None:
+    """Leave the note that ``text`` is valid, for the reading commands (see :mod:`digest.config_rules`)."""
+    leave_note(text, _note_data(settings), _secret_keys())
+
+
+def _note_data(model: BaseModel):
+    """The settings as plain data by field name, every secret and excluded field (name, source) left out."""
+    if isinstance(model, BaseModel):
+        return {name: None if isinstance(getattr(model, name), Secret) else _note_data(getattr(model, name))
+                for name, field in type(model).model_fields.items() if not field.exclude}
+    if isinstance(model, dict):
+        return {key: _note_data(value) for key, value in model.items()}
+    if isinstance(model, list):
+        return [_note_data(value) for value in model]
+    return model
 
 
 def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "",

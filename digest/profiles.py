@@ -9,19 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .arxiv.ids import InvalidArxivId, normalize_id
-from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .records import Paper
 from .text import plural
 
 if TYPE_CHECKING:
+    from .config import Profile, Settings  # annotations only: pydantic is for validating
     import sqlite_utils
 
     from .embed import Embedder
     from .rank import Anchor
 
-FetchPapers = Callable[[Settings, list[str]], "tuple[list[Paper], list[str]]"]
-FindTitle = Callable[[Settings, str], "Paper | None"]
+FetchPapers = Callable[["Settings", list[str]], "tuple[list[Paper], list[str]]"]
+FindTitle = Callable[["Settings", str], "Paper | None"]
 
 
 def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Profile, *,

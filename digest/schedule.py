@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import ledger
 from .arxiv.calendar import Calendar, announcement_day_at
-from .config import Settings
 from .db import day_fetched, latest_feed_fetch
 from .deliver import outbox
 from .runs import last_error_of_day
 from .text import plural
+
+if TYPE_CHECKING:
+    from .config import Settings  # annotations only: pydantic is for validating
 
 # -- when -----------------------------------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .config import Settings
 from .db import announcements_of, chunks, first_announced, get_paper
 from .records import Paper
 from .taxonomy import is_known
 from .text import HIT_END, HIT_START
 
 if TYPE_CHECKING:  # numpy: for the semantic commands only, imported where they run
+    from .config import Settings  # annotations only: pydantic is for validating
     import numpy as np
 
     from .vectors import VectorIndex

@@ -55,14 +55,17 @@ def run(*args, columns: int = 80):
 
 # -- a reading command imports what it reads ------------------------------------------------------------
 
-HEAVY = ["sqlite_utils", "numpy", "jinja2", "apscheduler", "requests", "lxml", "openai", "onnxruntime", "torch"]
+HEAVY = ["pydantic", "sqlite_utils", "numpy", "jinja2", "apscheduler", "requests", "lxml", "openai", "onnxruntime",
+         "torch"]
 READING = [["status"], ["search", "spiking"], ["show", "2606.29847"], ["digests"], ["digests", "--day", "2026-06-29"],
            ["stats"], ["feedback"]]
 
 
 @pytest.mark.parametrize("args", READING, ids=" ".join)
 def test_a_reading_command_loads_no_heavy_package(history, args):
-    """Each of these cost a cold `digest show` 0.05-0.15 s before (0.41 s in all); none is needed to read."""
+    """Each of these cost a cold `digest show` 0.05-0.15 s before (0.41 s in all); none is needed to read
+    a configuration validated before (by any command that may write: run, daemon, config --check)."""
+    assert run("config", "--check").exit_code == 0
     code = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n")
@@ -248,3 +251,88 @@ def test_the_daemons_runs_keep_their_patient_retries(write_config):
     process = digest_process(["--config", str(config), "run", "--trigger", "schedule"], timeout=60)
     assert process.returncode == 1
     assert "retrying in" in process.stderr and "is this machine offline?" in process.stderr
+
+
+# -- the reading commands' view of a configuration validated before --------------------------------------------
+
+EVERYTHING = '''
+[arxiv]
+categories = "cs.CL+cs.LG-cs.CY"
+holidays = [2027-01-18, "2027-02-15"]
+not_holidays = ["2026-12-24"]
+[storage]
+path = "~/somewhere/digest.db"
+[embedding]
+precision = "int8"
+[llm]
+model = "gpt-test"
+api_key_env = "DIGEST_TEST_KEY"
+summarize = "all"
+[email]
+host = "smtp.example.org"
+user = "me"
+password = "inline-pass-1234"
+from = "digest@example.org"
+[chat.lab]
+url = "json://chat.example.org/hook/token-5678"
+attach = false
+[files]
+always = true
+[digest]
+top = 7
+[schedule]
+time = "06:30"
+timezone = "Europe/Berlin"
+[feedback]
+listen = "127.0.0.1:8425"
+public_url = "https://digest.example.org"
+[feedback.imap]
+host = "imap.example.org"
+[profiles.me]
+interests = ["spiking networks", {text = "speech", weight = 2.0}]
+categories = "cs.NE"
+top = 3
+email_to = ["me@example.org"]
+chat = ["lab"]
+[profiles.other]
+keywords = ["graphs"]
+'''
+
+
+def _rules(settings) -> dict:
+    """Everything the rules answer, and every value, as a reading command can ask."""
+    profiles = settings.profiles.values()
+    return {
+        "database": settings.database_path(), "files": settings.files_dir(), "feed": settings.feed_categories(),
+        "expressions": [str(settings.expression_for(p)) for p in profiles],
+        "tops": [settings.top_for(p) for p in profiles], "channels": [settings.channels_for(p) for p in profiles],
+        "names": [p.name for p in profiles], "interests": [[(i.text, i.weight) for i in p.interests] for p in profiles],
+        "tz": settings.schedule.tz, "at": settings.schedule.time_of_day, "llm": settings.llm.enabled,
+        "email": settings.email.enabled, "imap": settings.feedback.imap.enabled, "links": settings.feedback.links,
+        "vectors": settings.embedding.vectors_key, "arxiv": str(settings.arxiv.expression),
+        "holidays": (settings.arxiv.holidays, settings.arxiv.not_holidays), "from": settings.email.from_,
+        "secrets": settings.secrets(), "source": settings.source, "summarize": settings.llm.summarize,
+        "attach": settings.chat["lab"].attach, "key": settings.llm.api_key.reveal(),
+    }
+
+
+def test_a_reading_command_sees_the_settings_a_validation_noted_and_no_secret_is_noted(write_config, monkeypatch):
+    from digest.config_rules import cache_dir, validated_view
+
+    monkeypatch.setenv("DIGEST_TEST_KEY", "env-key-9012")
+    config = write_config(EVERYTHING)
+    text = config.read_text()
+    assert validated_view(text, str(config), "config.toml") is None  # never validated: no view
+    full = load_settings(str(config), resolve=False, note=True)
+    view = validated_view(text, str(config), "config.toml")
+    assert view is not None and _rules(view) == _rules(full)
+    note = next((cache_dir() / "validated").iterdir()).read_text()
+    assert not any(secret in note for secret in ("inline-pass-1234", "token-5678", "env-key-9012"))
+    assert validated_view(text + "\n# edited\n", str(config), "config.toml") is None
+
+
+def test_a_reading_command_validates_a_file_edited_since_its_note(history):
+    assert run("config", "--check").exit_code == 0  # leaves the note
+    assert run("digests").exit_code == 0
+    history.write_text(history.read_text() + "[emial]\n")
+    assert run("digests").output == f"Error: {history}: emial: unknown key; did you mean `[email]`?\n"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from . import App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, wrapped
+from . import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
+               wrapped)
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
@@ -79,6 +80,8 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
     """Search every paper ever fetched: titles, abstracts and authors, best match first."""
     from .. import search, views
 
+    app.reading = not semantic  # the semantic search loads a model anyway: its settings are the model's
+
     with _history_errors():
         filters = _filters(app, since, until, category, author, profile, liked)
         if semantic:
@@ -109,6 +112,7 @@ def _say_what_semantic_search_misses(app: App) -> None:
 @click.argument("paper_id", metavar="ID")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def show_command(app: App, paper_id: str, as_json: bool) -> None:
     """Everything known about a paper: metadata, days announced, digest ranks, summary, feedback."""
     from .. import search, views
@@ -148,6 +152,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1), help="At most this many.")
 @listing_options()
 @pass_app
+@reading
 def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None:
     """The digests built, newest first, with each channel's delivery status; --day shows one day's in full."""
     from .. import search
@@ -169,6 +174,7 @@ def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None
 @click.option("--profile", metavar="NAME", help="Only this profile's digest.")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
     """One day's full ranked list, as the email had it (now `digest digests --day`)."""
     day = parse_day(day_text, "DATE")
@@ -226,6 +232,7 @@ def dislike_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -
 @click.option("--clear-all", is_flag=True, help="Forget all feedback (of --profile, when given).")
 @listing_options()
 @pass_app
+@reading
 def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -> None:
     """List your likes and dislikes, or clear them."""
     from .. import profiles
@@ -298,6 +305,7 @@ def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Announcement days to cover.")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def stats_command(app: App, days: int, as_json: bool) -> None:
     """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
     from .. import status, views
@@ -316,6 +324,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
               help="Ask the installed service's database, as its user (systemd-run; run with sudo).")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
     from .. import health, status, views

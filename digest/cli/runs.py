@@ -38,12 +38,13 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
         raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    settings = app.settings_with_secrets  # a secret that cannot be read is the first thing to hear
     if trigger == "cli" and not no_fetch:
-        _arxiv_resolves(app.settings)
+        _arxiv_resolves(settings)
     db = app.db
     with _terminate_as_interrupt():
         try:
-            result = pipeline.run_day(db, app.settings_with_secrets, days=days, profiles=list(profile_names), dry_run=dry_run,
+            result = pipeline.run_day(db, settings, days=days, profiles=list(profile_names), dry_run=dry_run,
                                       trigger=trigger, fetch=not no_fetch)
         except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
             raise UsageProblem(str(exc)) from None

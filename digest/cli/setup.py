@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, as_toml, find_config, load_settings
+from ..config_rules import find_config
 from ..db import DatabaseError
+from ..secrets import ConfigError
 from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
 
 # -- configuration -------------------------------------------------------------------------------------
@@ -84,9 +85,11 @@ def _digest_command(config: Path | None) -> str:
 @pass_app
 def show_config(app: App, show_path: bool, check_only: bool, no_credentials: bool, as_json: bool) -> None:
     """Show the effective configuration, secrets redacted."""
+    from ..config import as_toml, load_settings  # pydantic: here, not at every command's start
+
     if check_only:  # digest.service's ExecReload= runs this first, so a bad file fails `systemctl reload`
         try:
-            settings = load_settings(app.config_path, credentials=not no_credentials)
+            settings = load_settings(app.config_path, credentials=not no_credentials, note=True)
         except ConfigError as exc:
             raise UsageProblem(str(exc)) from None
         click.echo(f"{settings.source}: valid")
