@@ -64,8 +64,8 @@ READING = [["status"], ["search", "spiking"], ["show", "2606.29847"], ["digests"
 @pytest.mark.parametrize("args", READING, ids=" ".join)
 def test_a_reading_command_loads_no_heavy_package(history, args):
     """Each of these cost a cold `digest show` 0.05-0.15 s before (0.41 s in all); none is needed to read
-    a configuration validated before (by any command that may write: run, daemon, config --check)."""
-    assert run("config", "--check").exit_code == 0
+    a configuration validated before (by any command that may write: run, daemon, config)."""
+    assert run("config").exit_code == 0
     code = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n")
@@ -332,7 +332,7 @@ def test_a_reading_command_sees_the_settings_a_validation_noted_and_no_secret_is
 
 
 def test_a_reading_command_validates_a_file_edited_since_its_note(history):
-    assert run("config", "--check").exit_code == 0  # leaves the note
+    assert run("config").exit_code == 0  # leaves the note
     assert run("digests").exit_code == 0
     history.write_text(history.read_text() + "[emial]\n")
     assert run("digests").output == f"Error: {history}: emial: unknown key; did you mean `[email]`?\n"

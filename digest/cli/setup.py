@@ -89,7 +89,8 @@ def show_config(app: App, show_path: bool, check_only: bool, no_credentials: boo
 
     if check_only:  # digest.service's ExecReload= runs this first, so a bad file fails `systemctl reload`
         try:
-            settings = load_settings(app.config_path, credentials=not no_credentials, note=True)
+            # No note: ExecReload= runs this as root, whose files in the service's cache it could not replace.
+            settings = load_settings(app.config_path, credentials=not no_credentials)
         except ConfigError as exc:
             raise UsageProblem(str(exc)) from None
         click.echo(f"{settings.source}: valid")
