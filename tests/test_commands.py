@@ -336,3 +336,20 @@ def test_a_reading_command_validates_a_file_edited_since_its_note(history):
     assert run("digests").exit_code == 0
     history.write_text(history.read_text() + "[emial]\n")
     assert run("digests").output == f"Error: {history}: emial: unknown key; did you mean `[email]`?\n"
+
+
+def test_show_fetches_a_paper_not_stored_through_the_view_as_through_the_model(history, http_server, write_config,
+                                                                               monkeypatch):
+    from conftest import DATA
+
+    import digest.config
+
+    recorded = DATA / "api" / "id_astro-ph_0601001_s0_m100_3150dca9dc76.xml"
+    http_server.routes["/api/query"] = lambda request: Reply.file(recorded)
+    body = history.read_text() + f'[arxiv]\napi_url = "{http_server.url}/api/query"\nmin_interval = 0\n'
+    write_config(body, history)
+    assert run("config").exit_code == 0  # the note: `show` reads it, not the model
+    monkeypatch.setattr(digest.config, "load_settings", lambda *args, **kwargs: pytest.fail("validated again"))
+    result = run("show", "astro-ph/0601001", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stored"] is False and len(http_server.requests) == 1
