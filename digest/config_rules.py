@@ -3,13 +3,14 @@ answer (``settings.database_path()``, ``settings.channels_for(profile)``, ``sche
 reading commands' view of a configuration already validated.
 
 Importing pydantic and building the model costs a command 0.07 s of CPU, a third of a cold `digest
-status`. So every full validation by a command that may write (run, daemon, check, config ...) leaves a
-note in the cache directory: the validated settings as plain data, under a hash of the file's text and
-of the code that validates it, with no secret in it. A reading command (status, search, show, digests,
-stats, feedback) whose file hashes to a note reads the note (:func:`validated_view`); any other file,
-edited since or never validated, is validated in full first, its mistakes the usual one-line errors.
-The view's secrets are read from the file as the model's are (:func:`digest.secrets.resolve_secrets`),
-never from the note. The model (config.py) and the view share the rules below by inheriting them.
+status`. So every full validation by a command other than the reading ones (run, the daemon, check,
+`config`; not `config --check`, which ExecReload= runs as root) leaves a note in the cache directory:
+the validated settings as plain data, under a hash of the file's text and of the code that validates
+it, with no secret in it. A reading command (status, search, show, digests, stats, feedback) whose file
+hashes to a note reads the note (:func:`validated_view`); any other file, edited since or never
+validated, is validated in full first, its mistakes the usual one-line errors. The view's secrets are
+read from the file as the model's are (:func:`digest.secrets.resolve_secrets`), never from the note.
+The model (config.py) and the view share the rules below by inheriting them.
 """
 
 from __future__ import annotations

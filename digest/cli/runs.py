@@ -108,7 +108,7 @@ def resend_command(app: App, day_argument, day_text, profile, which, channel, ta
     from ..views import moment
 
     if day_argument and day_text and day_argument != day_text:
-        raise UsageProblem(f"--day {day_text}: and {day_argument}? Give the day once, as --day")
+        raise UsageProblem(f"--day {day_text} and {day_argument}: give the day once, as --day")
     day = parse_day(day_text or day_argument, "--day")
     check_profile(app, profile)
     if which == "all" and day is None:
