@@ -203,12 +203,12 @@ def validated_view(text: str, source: str, label: str, environ=None) -> Settings
     code): then it must be."""
     try:
         note = json.loads(note_path(text).read_text(encoding="utf-8"), object_hook=_decode)
-    except (OSError, ValueError):
-        return None
-    secret_keys = {tuple(path): tuple(keys) for path, keys in note["secret_keys"]}
-    raw = resolve_secrets(tomllib.loads(text), secret_keys, label, os.environ if environ is None else environ,
-                          resolve=False)
-    return SettingsView.of(note["settings"], raw, secret_keys, source)
+        secret_keys = {tuple(path): tuple(keys) for path, keys in note["secret_keys"]}
+        raw = resolve_secrets(tomllib.loads(text), secret_keys, label, os.environ if environ is None else environ,
+                              resolve=False)
+        return SettingsView.of(note["settings"], raw, secret_keys, source)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
+        return None  # no note, or one that is not whole: validate the file, which says what is wrong
 
 
 def _encode(value):

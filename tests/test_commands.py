@@ -353,3 +353,13 @@ def test_show_fetches_a_paper_not_stored_through_the_view_as_through_the_model(h
     result = run("show", "astro-ph/0601001", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stored"] is False and len(http_server.requests) == 1
+
+
+def test_a_note_that_is_not_whole_is_validated_again(history):
+    from digest.config_rules import cache_dir
+
+    assert run("config").exit_code == 0
+    (note,) = (cache_dir() / "validated").iterdir()
+    note.write_text('{"settings": {}}')
+    assert run("digests").exit_code == 0
+    assert note.read_text() == '{"settings": {}}'  # a reading command leaves nothing, not even a better note
