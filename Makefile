@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run demo test test-fast bench install install-service clean
+.PHONY: run demo test test-fast bench docs install install-service clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The service's venv (README.md, "Installing the service"). digest.service runs as a DynamicUser= with
+# The service's venv (docs/operations.md, "Installing the service"). digest.service runs as a DynamicUser= with
 # ProtectHome=, so it can execute neither an interpreter under /root or /home (pyenv, conda: status=203/EXEC)
 # nor a venv made from one: build it from the system python, and refuse when there is none.
 SERVICE_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(shell command -v python3))
@@ -68,6 +68,11 @@ test: $(STAMP)
 # Everything not marked slow (no embedding model, no daemon subprocess): the loop while editing.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+
+# The generated reference pages (docs/cli.md, docs/config.md), rewritten from the code; tests/test_docs.py
+# fails while they are out of date.
+docs: $(STAMP)
+	$(BIN)/cog -r -I docs docs/cli.md docs/config.md
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

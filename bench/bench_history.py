@@ -1,5 +1,5 @@
 """How the history commands scale: a generated history of N papers (default 100,000; --papers 1000000
-for the README's figures), built by resampling the 2,087 real papers of the listing in tests/data/.
+for the figures in docs/benchmarks.md), built by resampling the 2,087 real papers of the listing in tests/data/.
 
     .venv/bin/python bench/bench_history.py                 # 100k papers, a few minutes
     .venv/bin/python bench/bench_history.py --papers 1000000

@@ -20,7 +20,7 @@ Data: ../shared/data/ranking/cs.AI_2025-09-01_to_2025-12-31.jsonl.gz, 16,332 rea
 
 Split. Every constant of digest's ranking (rank.py) was chosen on the "dev" window (seeds 2025-08-23..09-01
 do not exist, so: seeds 2025-09-01..09-10, feedback 09-11..09-18, scored 09-19..10-31). The "test" window
-(seeds 2025-10-22..10-31, feedback 11-01..11-08, scored 11-09..12-31) is what README.md reports; it was run
+(seeds 2025-10-22..10-31, feedback 11-01..11-08, scored 11-09..12-31) is what docs/benchmarks.md reports; it was run
 only after the constants were fixed.
 
 Baselines, in the same run: arXiv's listing order; keyword counting (5 words per reader); zotero-arxiv-daily
@@ -28,7 +28,7 @@ Baselines, in the same run: arXiv's listing order; keyword counting (5 words per
 arxiv-sanity-lite (its TF-IDF settings and LinearSVC, seeds and likes positive, every other paper of the
 window up to that day negative), with and without the likes.
 
-    .venv/bin/python bench/bench_rank_learning.py            # the test window (what README.md shows)
+    .venv/bin/python bench/bench_rank_learning.py            # the test window (what docs/benchmarks.md shows)
     .venv/bin/python bench/bench_rank_learning.py --dev      # the window the constants were chosen on
 
 The 16k vectors are cached in bench/out/rank_learning_vectors.npz, outside git (about an hour to embed the

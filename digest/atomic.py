@@ -21,3 +21,21 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def create_atomically(path: Path, text: str) -> bool:
+    """Create ``path`` whole, readable by its owner only, unless it exists. False when another process made
+    it first: the file is linked into place only once complete, so a full disk or a crash leaves no file
+    rather than an empty one, and racing makers agree on whichever came first."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        Path(temporary).unlink(missing_ok=True)

@@ -48,15 +48,16 @@ class Section(BaseModel):
 
 
 class ArxivSettings(ArxivRules, Section):
-    categories: str = "cs.AI"
+    categories: str = Field("cs.AI", description="the categories to fetch, in Cool Papers' expression syntax: "
+                                                 "\"cs.AI+cs.LG-cs.CY\" (cs.AI or cs.LG, unless also cs.CY)")
     contact: str = Field("", description="your email address, sent in the User-Agent as arXiv asks")
-    feed_url: str = "https://rss.arxiv.org/atom/"
-    api_url: str = "https://export.arxiv.org/api/query"
-    oai_url: str = "https://oaipmh.arxiv.org/oai"
+    feed_url: str = Field("https://rss.arxiv.org/atom/", description="arXiv's daily Atom feed")
+    api_url: str = Field("https://export.arxiv.org/api/query", description="arXiv's API, for backfills and seed papers")
+    oai_url: str = Field("https://oaipmh.arxiv.org/oai", description="arXiv's OAI-PMH endpoint (not used yet)")
     html_url: str = Field("https://arxiv.org/html/", description="arXiv's HTML papers, for llm.full_text")
     min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
-    timeout: float = Field(30.0, gt=0)
-    retries: int = Field(4, ge=0)
+    timeout: float = Field(30.0, gt=0, description="seconds one request to arXiv may take")
+    retries: int = Field(4, ge=0, description="retries of a failed request, with exponential backoff")
     holidays: list[dt.date] = Field([], description="weekdays arXiv announces nothing on, beyond the known lists")
     not_holidays: list[dt.date] = Field([], description="days the known lists call holidays that are not")
 
@@ -88,24 +89,27 @@ class StorageSettings(Section):
 
 
 class EmbeddingSettings(EmbeddingRules, Section):
-    model: str = DEFAULT_MODEL
+    model: str = Field(DEFAULT_MODEL, description="any sentence-transformers model name or local path; the default "
+                                                  "ships with digest and works offline")
     batch_size: int = Field(8, ge=1, description="texts embedded at once; a larger batch holds more memory")
     precision: Literal["float32", "int8"] = Field(
         "float32", description="int8: 2.5-2.7x as fast here; its vectors agree with float32's to a cosine of 0.99")
 
 
 class LLMSettings(EnabledByModel, Section):
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible server: OpenAI, "
+                                                                   "DeepSeek, Moonshot, Ollama, vLLM, llama.cpp")
     model: str = Field("", description="empty: no LLM, the digest shows abstracts instead")
-    api_key: Secret | None = None
-    language: str = "English"
-    summarize: int | Literal["all"] = 15
-    concurrency: int = Field(4, ge=1, le=64)
-    daily_token_budget: int = Field(300_000, ge=0)
-    timeout: float = Field(60.0, gt=0)
+    api_key: Secret | None = Field(None, description="the server's key; a local server needs none")
+    language: str = Field("English", description="the language summaries are written in")
+    summarize: int | Literal["all"] = Field(15, description="how many of the top papers get a summary")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    daily_token_budget: int = Field(300_000, ge=0, description="tokens per UTC day; past it, papers get their "
+                                                               "abstract; 0 sends no request")
+    timeout: float = Field(60.0, gt=0, description="seconds one request may take")
     deadline: float = Field(900.0, gt=0, description="seconds all summaries of one run may take")
     full_text: int = Field(0, ge=0, description="how many top papers are summarized from their full text")
-    full_text_max_tokens: int = Field(12_000, ge=1000)
+    full_text_max_tokens: int = Field(12_000, ge=1000, description="the full text is cut to this many tokens")
 
     @field_validator("summarize")
     @classmethod
@@ -116,14 +120,17 @@ class LLMSettings(EnabledByModel, Section):
 
 
 class EmailSettings(EnabledByHost, Section):
-    host: str = Field("", description="empty: no email")
+    host: str = Field("", description="the SMTP server; empty: no email")
     port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    user: str = ""
-    password: Secret | None = None
-    from_: str = Field("", alias="from")
-    ca_file: str = ""
-    timeout: float = Field(60.0, gt=0)
+    security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="\"none\" with a user is refused unless the host is this machine")
+    user: str = Field("", description="the login; empty: no login")
+    password: Secret | None = Field(None, description="the login's password")
+    from_: str = Field("", alias="from", description="the sender; empty: user when it is an address, else "
+                                                     "digest@<hostname>, which many servers refuse")
+    ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
+    timeout: float = Field(60.0, gt=0, description="seconds one SMTP conversation may take")
+
 
     @model_validator(mode="after")
     def _no_password_in_clear(self):
@@ -145,7 +152,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class ChatTarget(Section):
-    url: Secret
+    url: Secret = Field(description="an apprise URL (slack://, discord://, tgram://, matrixs://, ntfys://, ...)")
     attach: bool = Field(True, description="attach the complete digest where the service takes files")
 
 
@@ -160,18 +167,20 @@ class DigestSettings(Section):
     faq_in_email: int = Field(5, ge=0, description="top papers whose FAQ answers the email's body shows "
                                                    "(collapsed where the mail client can); all are in the "
                                                    "attached complete digest")
-    rest_order: Literal["score", "arxiv"] = "score"
-    include_replacements: bool = False
+    rest_order: Literal["score", "arxiv"] = Field("score", description="the order of the papers after the top "
+                                                                     "section")
+    include_replacements: bool = Field(False, description="list replaced papers, in a section of their own")
     send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")
 
 
 class ScheduleSettings(ScheduleRules, Section):
-    time: str = "07:00"
-    timezone: str = "America/New_York"
+    time: str = Field("07:00", description="when the daemon runs each day, HH:MM")
+    timezone: str = Field("America/New_York", description="an IANA time zone, for time")
     poll_every: float = Field(900.0, gt=0, description="seconds between feed polls while today's is late")
     give_up_after: float = Field(6 * 3600.0, gt=0, description="seconds after `time` to stop polling")
-    catch_up: Literal["each", "merged"] = "each"
-    catch_up_days: int = Field(7, ge=0, le=60)
+    catch_up: Literal["each", "merged"] = Field("each", description="missed days: one digest each, or one merged "
+                                                                   "digest")
+    catch_up_days: int = Field(7, ge=0, le=60, description="how many days back missed days are caught up")
 
     @field_validator("time")
     @classmethod
@@ -196,12 +205,12 @@ class ImapSettings(EnabledByHost, Section):
     host: str = Field("", description="empty: replies are not read")
     port: int = Field(993, ge=1, le=65535)
     security: Literal["ssl", "starttls"] = Field("ssl", description="never plain: the password goes over it")
-    user: str = ""
-    password: Secret | None = None
-    folder: str = "INBOX"
-    ca_file: str = ""
+    user: str = Field("", description="the login")
+    password: Secret | None = Field(None, description="the login's password")
+    folder: str = Field("INBOX", description="the folder replies arrive in")
+    ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
     every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds one IMAP conversation may take")
 
 
 class FeedbackSettings(FeedbackRules, Section):
@@ -230,24 +239,24 @@ class FeedbackSettings(FeedbackRules, Section):
 
 
 class Interest(Section):
-    text: str = Field(min_length=1)
-    weight: float = Field(1.0, gt=0)
+    text: str = Field(min_length=1, description="a topic, in your words")
+    weight: float = Field(1.0, gt=0, description="how much it counts against the other interests")
 
 
 class Profile(Section):
     name: str = Field("", exclude=True)
-    interests: list[Interest] = []
-    seed_papers: list[str] = []
+    interests: list[Interest] = Field([], description="free-text topics, each a string or {text, weight}")
+    seed_papers: list[str] = Field([], description="arXiv ids of papers that show what you like")
     seed_library: str = Field("", description="a BibTeX, RIS or CSL JSON export of your library; its arXiv "
                                               "papers are seeds")
-    keywords: list[str] = []
-    negative_keywords: list[str] = []
-    authors: list[str] = []
+    keywords: list[str] = Field([], description="whole words in title or abstract that push a paper up")
+    negative_keywords: list[str] = Field([], description="words that push a paper down (never out)")
+    authors: list[str] = Field([], description="followed authors: their papers are always in the top section")
     categories: str = Field("", description="empty: arxiv.categories")
-    top: int | None = Field(None, ge=0)
-    email_to: list[str] = []
-    chat: list[str] = []
-    files: bool = False
+    top: int | None = Field(None, ge=0, description="papers in the top section; unset: digest.top")
+    email_to: list[str] = Field([], description="addresses the digest is emailed to")
+    chat: list[str] = Field([], description="names of [chat.NAME] targets")
+    files: bool = Field(False, description="also write files (a profile with no email or chat target always does)")
 
     @field_validator("interests", mode="before")
     @classmethod

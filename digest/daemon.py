@@ -28,7 +28,7 @@ from typing import Iterator
 
 from . import ledger
 from .arxiv.calendar import Clock, ClockError, announcement_day_at
-from .config import remember_valid, ConfigError, Settings, parse_settings, read_config_text
+from .config import ConfigError, Settings, parse_settings, read_config_text, remember_valid
 from .db import open_db
 from .deliver import outbox
 from .locks import LockBusy, pid_lock

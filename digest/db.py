@@ -545,6 +545,27 @@ def m006_library_titles(db: Database) -> None:
     )
 
 
+@migration
+def m007_arxiv_missing_and_library_files(db: Database) -> None:
+    """Ids arXiv has no paper for (profiles.py), so each is asked again only after a while; and each library
+    file as last read (library.py), so a large export is parsed again only when it changes."""
+    db.executescript(
+        """
+        CREATE TABLE arxiv_missing (
+            paper_id TEXT PRIMARY KEY,       -- as normalised, without version
+            asked_at TEXT NOT NULL           -- when arXiv's API last answered that it has no such paper
+        );
+        CREATE TABLE library_files (
+            path TEXT PRIMARY KEY,           -- as configured, ~ expanded
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            entries TEXT NOT NULL,           -- JSON: [[arXiv id or null, title], ...] in the file's order
+            read_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 # -- papers and announcements ---------------------------------------------------------------------
 
 def save_papers(db: Database, papers: Iterable[Paper]) -> int:

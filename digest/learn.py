@@ -12,7 +12,7 @@ Logistic regression (scikit-learn) learns one weight per feature:
   among them: most of a day is not for the reader, a few papers are).
 
 Training on a day of a few hundred papers takes a fraction of a second, most of it the TF-IDF. Every constant
-here was chosen on the benchmark's first two months only (see README.md, "Ranking").
+here was chosen on the benchmark's first two months only (see docs/benchmarks.md, "Ranking quality").
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ An entry without one is looked up by its exact title in the arXiv API, once: the
 is kept in the ``library_titles`` table, which this module owns. At most TITLE_LOOKUPS_PER_RUN titles are
 asked per run, so a large library is matched over a few runs without a burst of requests.
 
-The file is read at every run, so an edited or re-exported library counts from the next run on. Entries
+The file is parsed again only when its size or modification time changed (the ``library_files`` table,
+also this module's), so an edited or re-exported library counts from the next run on and a large one costs
+nothing the runs after. It must be a regular file of at most MAX_LIBRARY_BYTES, in UTF-8 (with or without a
+BOM), UTF-16 with a BOM, or else read as Windows-1252/Latin-1; anything else is one line, and the run ranks
+without it. Entries
 later in the file count as more recent, weighted as zotero-arxiv-daily weights a library by the order of
 addition: 1 / (1 + log10(n)) for the n-th newest.
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -40,6 +46,7 @@ class LibraryError(Exception):
 
 
 TITLE_LOOKUPS_PER_RUN = 20
+MAX_LIBRARY_BYTES = 64 * 1024 * 1024  # a library of 100,000 entries is ~50 MB of BibTeX
 
 
 @dataclass
@@ -56,11 +63,70 @@ class Library:
 
 def read_library(path: str | Path) -> Library:
     path = Path(path).expanduser()
+    text = _decoded(path, _library_bytes(path))
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return Library([(arxiv_id_of(entry), _title_of(entry)) for entry in _entries(path, text)])
+    except RecursionError:
+        raise LibraryError(f"{path}: nested too deeply to be a library export") from None
+
+
+def library_of(db, path: str | Path) -> Library:
+    """read_library, but parsed again only when the file's size or modification time changed."""
+    path = Path(path).expanduser()
+    try:
+        status = path.stat()
     except OSError as exc:
         raise LibraryError(f"{path}: cannot read the library: {exc.strerror}") from None
-    return Library([(arxiv_id_of(entry), _title_of(entry)) for entry in _entries(path, text)])
+    row = db.execute("SELECT entries FROM library_files WHERE path = ? AND size = ? AND mtime_ns = ?",
+                     [str(path), status.st_size, status.st_mtime_ns]).fetchone()
+    if row:
+        return Library([(paper_id, title) for paper_id, title in json.loads(row[0])])
+    library = read_library(path)
+    with transaction(db):
+        db.execute("INSERT OR REPLACE INTO library_files (path, size, mtime_ns, entries, read_at) "
+                   "VALUES (?, ?, ?, ?, ?)", [str(path), status.st_size, status.st_mtime_ns,
+                                              json.dumps(library.entries), now_iso()])
+    return library
+
+
+def _library_bytes(path: Path) -> bytes:
+    """The file's bytes, when it is a regular file no larger than MAX_LIBRARY_BYTES. A FIFO or a device is
+    refused before it is opened (reading one would wait forever, holding the run's lock)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise LibraryError(f"{path}: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO since: open it without waiting
+    except OSError as exc:
+        raise LibraryError(f"{path}: cannot read the library: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise LibraryError(f"{path}: not a regular file")
+        data = handle.read(MAX_LIBRARY_BYTES + 1)
+    if len(data) > MAX_LIBRARY_BYTES:
+        raise LibraryError(f"{path}: larger than {MAX_LIBRARY_BYTES // 2**20} MB; export fewer entries")
+    return data
+
+
+def _decoded(path: Path, data: bytes) -> str:
+    """UTF-8 (a BOM allowed), UTF-16 with its BOM, else Windows-1252 (Latin-1 where it has no character):
+    the encodings reference managers export. NUL bytes mean a binary file, refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise LibraryError(f"{path}: not valid UTF-16, though it starts as UTF-16 does") from None
+    if b"\0" in data:
+        raise LibraryError(f"{path}: a binary file, not a BibTeX, RIS or CSL JSON export")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    log.info("%s: not UTF-8; read as Windows-1252", path)
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:  # one of the five bytes Windows-1252 leaves undefined: Latin-1 has them all
+        return data.decode("latin-1")
 
 
 def weigh(paper_ids: list[str]) -> dict[str, float]:

@@ -6,21 +6,28 @@ same cache as every announced paper, so several profiles and runs never embed on
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .arxiv.ids import InvalidArxivId, normalize_id
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .records import Paper
-from .text import plural
+from .text import one_line, plural
 
 if TYPE_CHECKING:
-    from .config import Profile, Settings  # annotations only: pydantic is for validating
     import sqlite_utils
 
+    from .config import Profile, Settings  # annotations only: pydantic is for validating
     from .embed import Embedder
     from .rank import Anchor
 
-FetchPapers = Callable[["Settings", list[str]], "tuple[list[Paper], list[str]]"]
+log = logging.getLogger(__name__)
+
+LOOKUPS_PER_RUN = 200  # ids of liked or library papers fetched from arXiv per profile and run: two requests
+MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
+
+FetchPapers = Callable[..., "tuple[list[Paper], list[str]]"]  # (settings, ids, raise_errors=True)
 FindTitle = Callable[["Settings", str], "Paper | None"]
 
 
@@ -99,14 +106,18 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                     find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
     """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
     be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
-    from .library import LibraryError, matched_titles, read_library, title_key, weigh  # heavy, as above
+    from .library import LibraryError, library_of, matched_titles, title_key, weigh  # heavy, as above
 
     if not profile.seed_library:
         return []
     try:
-        library = read_library(profile.seed_library)
+        library = library_of(db, profile.seed_library)
     except LibraryError as exc:
         warnings.append(f"{exc}; ranking without the library")
+        return []
+    except Exception as exc:  # a parser's own failure on a strange file must not cost the day's digest
+        warnings.append(f"seed library {profile.seed_library}: cannot be read ({one_line(exc)}); "
+                        f"ranking without the library")
         return []
     find = (lambda title: find_title(settings, title)) if find_title else None
     by_title, found, pending = matched_titles(db, library.titles, find)
@@ -133,11 +144,35 @@ def _stored_or_fetched(db, settings: Settings, ids: list[str], fetch_papers: Fet
     fetcher is given (a liked paper or a library entry may never have been in a digest)."""
     papers = get_papers(db, ids)
     absent = [paper_id for paper_id in ids if paper_id not in papers]
-    if absent and fetch_papers is not None:
-        fetched, _ = fetch_papers(settings, absent)
+    wanted = _not_known_missing(db, absent)[:LOOKUPS_PER_RUN]
+    if wanted and fetch_papers is not None:
+        from .arxiv.http import ArxivError  # requests: only when there is something to fetch
+
+        try:
+            fetched, missing = fetch_papers(settings, wanted, raise_errors=True)
+        except ArxivError as exc:  # nothing learnt: asked again next run
+            log.warning("%d papers not fetched from arXiv now: %s", len(wanted), one_line(exc))
+            return papers
         save_papers(db, fetched)
+        _remember_missing(db, missing)
         papers.update(get_papers(db, [p.id for p in fetched]))
     return papers
+
+
+# -- ids arXiv has no paper for (the arxiv_missing table) ---------------------------------------------
+
+def _not_known_missing(db, ids: list[str]) -> list[str]:
+    """``ids`` but those arXiv said it lacks within MISSING_DAYS: a forged reply or a library of 2,000
+    unknown ids would otherwise be asked for at every run."""
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS)).isoformat(timespec="seconds")
+    known = {row[0] for row in db.execute("SELECT paper_id FROM arxiv_missing WHERE asked_at >= ?", [since])}
+    return [paper_id for paper_id in ids if paper_id not in known]
+
+
+def _remember_missing(db, ids: list[str]) -> None:
+    with transaction(db):
+        db.conn.executemany("INSERT OR REPLACE INTO arxiv_missing (paper_id, asked_at) VALUES (?, ?)",
+                            [(paper_id, now_iso()) for paper_id in ids])
 
 
 def _feedback_papers(db, settings: Settings, profile: str,

@@ -1,7 +1,7 @@
 """Vectors + profile -> ordered list with a reason per paper. Pure: no I/O, no model, no database.
 
 Rank, never drop: every announced paper comes back exactly once with a rank. Negative signals lower a
-paper's score; they never remove it. The score (documented in README.md, "Ranking"):
+paper's score; they never remove it. The score (documented in docs/ranking.md):
 
     c(p, x)    = cos(p - m, x - m)          # m: the mean vector of the day's papers, what they all share
                                             #    (0 on a day of fewer than BACKGROUND_MIN papers)
@@ -114,7 +114,7 @@ def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray
     sections = [("top", head), ("rest", rest), ("replaced", replaced)]
     ordered = [(section, s) for section, items in sections for s in items]
     return [Ranked(paper=s.announcement.paper, rank=rank, score=round(s.score, 4),
-                   reason=reason_text(s.parts, s.score), section=section, kind=s.announcement.kind)
+                   reason=reason_text(s.parts, round(s.score, 4)), section=section, kind=s.announcement.kind)
             for rank, (section, s) in enumerate(ordered, start=1)]
 
 
@@ -143,15 +143,20 @@ def _score_all(announcements: list[Announcement], vectors: dict[str, np.ndarray]
 # -- the reason: the score's parts, in words ----------------------------------------------------------
 
 def reason_text(parts: list[Part], score: float) -> str:
-    """``about "X" +0.52, common to today's papers -0.21, keyword "RAG" +0.10``: every part of the
-    score with its value, rounded so that the shown values add up to the shown score exactly. A part too
-    small to show (under 0.005) is left out unless it says what was not done; the rounding difference goes to the largest part."""
+    """``about "X" +0.52, common to today's papers -0.21, keyword "RAG" +0.10``: every part of the score
+    with its value, rounded so that the shown values add up to the shown score exactly. A part too small
+    to show (under 0.005) is left out unless it says what was not done; what rounding and the left-out
+    parts leave over moves the parts that rounding moved most, a cent each (largest remainder), so a
+    fixed bonus keeps its value and no part is off by more than a cent."""
     shown = [p for p in parts if p.keep or abs(p.value) >= 0.005] or parts[:1]
     if not shown:
         return ""
     cents = [round(p.value * 100) for p in shown]
-    largest = max(range(len(shown)), key=lambda i: abs(shown[i].value))
-    cents[largest] += round(float(f"{score:.2f}") * 100) - sum(cents)
+    left = round(float(f"{score:.2f}") * 100) - sum(cents)
+    step = 1 if left > 0 else -1
+    order = sorted(range(len(shown)), key=lambda i: (shown[i].value * 100 - cents[i]) * step, reverse=True)
+    for n in range(abs(left)):
+        cents[order[n % len(order)]] += step
     return ", ".join(f"{p.label} {_signed(c)}" for p, c in zip(shown, cents))
 
 

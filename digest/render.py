@@ -17,10 +17,11 @@ names what is only there. The text part always lists every paper.
 from __future__ import annotations
 
 import datetime as dt
+import email.quoprimime
 import functools
 import json
 import re
-import textwrap
+import unicodedata
 import urllib.parse
 from dataclasses import asdict, dataclass, fields
 
@@ -38,9 +39,9 @@ MARKDOWN_BREAK = "\n---\n"
 FALLBACK_LABEL = "From the abstract (no LLM summary)"
 AUTHORS_SHOWN_TOP = 6
 AUTHORS_SHOWN_REST = 3
-# Bytes of the email's HTML body, under Gmail's clipping point (about 102 KB) with room for the headers
-# and the quoted-printable lines Gmail may count.
-EMAIL_HTML_BUDGET = 95_000
+# Bytes of the email's HTML body as sent (quoted-printable, which is what a mail server measures), under
+# Gmail's clipping point of about 102 KB with room to spare; decoded, the body is a little smaller.
+EMAIL_HTML_BUDGET = 98_000
 
 
 @dataclass
@@ -98,9 +99,10 @@ def render_digest(view: DigestView, settings: Settings) -> Rendered:
     )
 
 
-def attachment_name(profile: str, day: str) -> str:
-    """``digest-<profile>-<day>.html``: the complete digest's file name in an email or a chat message."""
-    return f"digest-{re.sub(r'[^A-Za-z0-9._-]', '-', profile)}-{day}.html"
+def attachment_name(profile: str, days: list[str]) -> str:
+    """``digest-<profile>-<day>.html`` (``<first>-to-<last>`` for a catch-up): the complete digest's file."""
+    when = days[-1] if len(days) == 1 else f"{days[0]}-to-{days[-1]}"
+    return f"digest-{re.sub(r'[^A-Za-z0-9._-]', '-', profile)}-{when}.html"
 
 
 # -- the email's body within its budget -----------------------------------------------------------------
@@ -112,7 +114,7 @@ def _render_html(context: dict, **email) -> str:
 
 
 def _fits(html: str) -> bool:
-    return len(html.encode("utf-8")) <= EMAIL_HTML_BUDGET
+    return len(email.quoprimime.body_encode(html)) <= EMAIL_HTML_BUDGET
 
 
 def _email_html(context: dict, faq_shown: int) -> str:
@@ -179,13 +181,13 @@ def _context(view: DigestView, settings: Settings) -> dict:
         "counts_line": counts_line(counts),
         "subject": subject_line(view.profile, when, counts),
         "top": [_item(i, votes) for i in view.top],
-        "rest": [_item(i, votes) for i in view.rest],
-        "replaced": [_item(i, votes) for i in view.replaced],
+        "rest": [_item(i, votes, listed=settings.digest.rest_order == "arxiv") for i in view.rest],
+        "replaced": [_item(i, votes, listed=settings.digest.rest_order == "arxiv") for i in view.replaced],
         "feedback_links": votes is not None,
         "replacements_enabled": settings.digest.include_replacements,
         "fallback_label": FALLBACK_LABEL,
         "caught_up": [clean_untrusted(line) for line in view.caught_up],
-        "attachment": attachment_name(view.profile, days[-1]),
+        "attachment": attachment_name(view.profile, days),
         "top_cut": 0,
     }
 
@@ -207,10 +209,13 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _item(ranked: Ranked, votes=None) -> dict:
-    """One paper as the templates see it; ``votes`` makes its signed like/dislike links (feedback/links.py)."""
+def _item(ranked: Ranked, votes=None, listed: bool = False) -> dict:
+    """One paper as the templates see it; ``votes`` makes its signed like/dislike links (feedback/links.py).
+    ``lead`` is the number its entry starts with, the one its place follows: the score, or with
+    ``listed`` (``digest.rest_order = "arxiv"``) its place in the digest, which follows arXiv's listing."""
     paper = ranked.paper
     return {
+        "lead": f"#{ranked.rank}" if listed else shown_score(ranked.score),
         "id": paper.id,
         "rank": ranked.rank,
         "score": shown_score(ranked.score),
@@ -297,12 +302,44 @@ def markdown_escape(text: str) -> str:
 
 
 def _wrap(text: str, width: int = 78, indent: str = "", first: str | None = None) -> str:
-    """Plain-text paragraphs wrapped for the text/plain part; ``first`` indents the first line. A word
-    longer than a line is broken: the text part keeps to 80 columns (a URL gets a line of its own)."""
+    """Plain-text paragraphs wrapped for the text/plain part to ``width`` columns, as a terminal counts
+    them (a CJK character takes two); ``first`` indents the first line. A word longer than a line is
+    broken: the text part keeps to 80 columns (a URL gets a line of its own instead)."""
     paragraphs = [p for p in str(text).split("\n") if p.strip()]
-    return "\n".join(textwrap.fill(p, width, initial_indent=indent if first is None or n else first,
-                                   subsequent_indent=indent, break_long_words=True, break_on_hyphens=False)
+    return "\n".join(_fill(p.split(), width, indent if first is None or n else first, indent)
                      for n, p in enumerate(paragraphs))
+
+
+def _fill(words: list[str], width: int, first: str, indent: str) -> str:
+    """Greedy filling by display width. textwrap counts characters, so a Chinese title would run to
+    twice the width it was given."""
+    lines, line, used = [], first, columns(first)
+    for word in words:
+        for piece in _pieces(word, width - columns(indent)):
+            wide = columns(piece)
+            if used + (1 if line.strip() else 0) + wide > width and line.strip():
+                lines.append(line)
+                line, used = indent, columns(indent)
+            if line.strip():
+                line, used = line + " ", used + 1
+            line, used = line + piece, used + wide
+    return "\n".join(lines + [line])
+
+
+def _pieces(word: str, room: int) -> list[str]:
+    """A word cut into pieces of at most ``room`` columns (most words are one piece)."""
+    pieces, piece = [], ""
+    for ch in word:
+        if piece and columns(piece + ch) > room:
+            pieces.append(piece)
+            piece = ""
+        piece += ch
+    return pieces + [piece] if piece else pieces
+
+
+def columns(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 @functools.cache

@@ -32,7 +32,7 @@ def history_stats(db, days: int = 30) -> dict:
 
 def storage(db) -> dict:
     """The database's size (without its WAL) and what takes the space, largest first, in KiB per table
-    (with its indexes) and per paper: how a years-long history grows (README, "Years of it")."""
+    (with its indexes) and per paper: how a years-long history grows (docs/operations.md, "Growth")."""
     page = db.execute("PRAGMA page_size").fetchone()[0]
     size = db.execute("PRAGMA page_count").fetchone()[0] * page
     space = space_by_table(db)

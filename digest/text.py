@@ -72,7 +72,7 @@ LINK = re.compile(
     r"(?:\b[A-Za-z][A-Za-z0-9+.\-]*://|\bwww\.)[^\s<>\"'`)\]]+"
     r"|\b(?:javascript|vbscript|data):[^\s<>\"'`)\]]+"
     r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|net|org|io|ai|dev|app|co|info|biz|xyz|me|ly|gl|link|site|online|top|ru|cn|tk"
-    r"|example)\b(?:/[^\s<>\"'`)\]]*)?",
+    r"|example)(?![\w-])(?:/[^\s<>\"'`)\]]*)?",
     re.I,
 )
 ARXIV_HOST = re.compile(r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[a-z0-9-]+\.)*arxiv\.org(?:[/:?#]|$)", re.I)

@@ -32,6 +32,10 @@ def test_demo_ends_with_a_digest_to_open_and_a_history_to_query(tmp_path):
     text = message.get_body(("plain",)).get_content()
     assert [i for i in ids if i not in html or i not in text] == []  # rank, never drop: all 136, both ways
     assert "[demo stub]" in text  # the LLM stub's summaries reached the email
+    # A newcomer's first digest shows the like/dislike buttons, signed with the demo's own key.
+    body = message.get_body(("html",)).get_content()
+    assert body.count('class="vote"') >= 30 and "/feedback/" in body
+    assert (folder / "feedback.key").stat().st_mode & 0o777 == 0o600
     # The three commands it suggests work as printed.
     commands = [line.strip() for line in lines[lines.index("Try the history it kept:") + 1:]]
     assert len(commands) == 3

@@ -230,3 +230,125 @@ def test_the_daemon_serves_the_links_while_it_runs_and_logs_what_it_recorded(tmp
     assert KEY not in "\n".join(process.lines)
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
+
+
+# -- a key that cannot be trusted, and a server under attack (issue 24) -----------------------------
+
+def served_by(settings):
+    open_db(settings.database_path()).conn.close()
+    return FeedbackServer(lambda: settings).start()
+
+
+def key_errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "feedback links" in r.getMessage()]
+
+
+@pytest.mark.parametrize("problem", ["empty", "short", "junk", "a folder", "0644"])
+def test_a_key_that_is_empty_short_junk_not_a_file_or_readable_by_others_is_refused_in_one_line_and_no_link_is_made(
+        problem, tmp_path, caplog):
+    from test_render import day_view, settings_for
+
+    path = state_dir() / "feedback.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    good = os.urandom(32).hex() + "\n"
+    if problem == "a folder":
+        path.mkdir()
+    else:
+        path.write_text({"empty": "", "short": "abcd\n", "junk": "\x00\xffnot hex at all", "0644": good}[problem])
+        os.chmod(path, 0o644 if problem == "0644" else 0o600)
+    settings = settings_for(feedback_toml(8425, key=None))
+    assert signing_key(settings) is None
+    linked = render.render_digest(day_view(dt.date(2026, 6, 23)), settings)  # the digest still goes out
+    assert "/feedback/" not in linked.html + linked.text + linked.markdown
+    assert len(key_errors(caplog)) == 1, "one line, not one per paper or per profile"
+    assert str(path) in key_errors(caplog)[0] and good.strip() not in caplog.text
+
+
+def test_a_disk_that_fills_while_the_key_is_made_leaves_no_key_and_the_next_start_makes_a_whole_one(tmp_path):
+    import subprocess
+    import sys
+
+    # A file size limit of 0 bytes is a full disk to this process alone: the key's write fails with EFBIG.
+    make = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)); "
+            "from digest.config import parse_settings; from digest.feedback.links import signing_key; "
+            "print(signing_key(parse_settings('[profiles.me]\\ninterests = [\"x\"]\\n', environ={})))")
+    done = subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.stdout.strip() == "None", done.stderr
+    assert "cannot make the key" in done.stderr
+    assert list(state_dir().iterdir()) == [], "a partial key (or its temporary file) was left behind"
+    settings = settings_with(tmp_path, 8425, key=None)
+    assert len(signing_key(settings)) == 32
+
+
+def test_with_an_empty_key_file_a_vote_signed_with_the_empty_key_records_nothing(tmp_path):
+    port = free_port()
+    settings = settings_with(tmp_path, port, key=None)
+    path = state_dir() / "feedback.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    expires = int((dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).timestamp())
+    server = served_by(settings)
+    try:
+        for profile in ("me", ""):
+            forged = make_token(b"", Vote(profile, "2606.12345", "like", expires))
+            answer = requests.post(f"http://127.0.0.1:{port}/feedback/{forged}", data={"do": "record"}, timeout=10)
+            assert answer.status_code == 503 and "nothing was recorded" in answer.text
+    finally:
+        server.close()
+    assert feedback(settings) == []
+
+
+def test_a_signed_link_for_every_profile_or_for_a_profile_no_longer_configured_records_nothing(served):
+    settings, base = served
+    expires = int((dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).timestamp())
+    for profile in ("", "gone"):
+        signed = make_token(signing_key(settings), Vote(profile, "2606.12345", "like", expires))
+        for method in ("get", "post"):
+            answer = requests.request(method, f"{base}/feedback/{signed}", data={"do": "record"}, timeout=10)
+            assert answer.status_code == 403
+    assert feedback(settings) == []
+
+
+def test_a_400_mb_post_is_refused_before_its_body_is_read(served):
+    settings, base = served
+    port = int(base.rpartition(":")[2])
+    url = f"/feedback/{token(settings)}"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     f"Content-Length: {400 * 1024 * 1024}\r\n\r\n".encode() + b"do=record&" + b"x" * 65536)
+        answer = sock.recv(200)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    chunked = requests.post(f"{base}{url}", data=(b"x" * 8192 for _ in range(16)), timeout=10)  # 128 KiB, no length
+    assert chunked.status_code == 413
+    assert feedback(settings) == []
+
+
+def test_120_idle_half_sent_connections_do_not_stop_the_server_answering_others(served):
+    settings, base = served
+    port = int(base.rpartition(":")[2])
+    idle = []
+    try:
+        for _ in range(120):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"POST /feedback/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            idle.append(sock)
+        assert requests.get(f"{base}/feedback/{token(settings)}", timeout=5).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_connection_that_goes_quiet_is_closed(tmp_path, monkeypatch):
+    from digest.feedback import web
+
+    monkeypatch.setattr(web, "IDLE_SECONDS", 1)  # the default is 15 s; the same path, sooner
+    monkeypatch.setattr(web, "CLEANUP_SECONDS", 1)
+    port = free_port()
+    server = served_by(settings_with(tmp_path, port))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /feedback/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            assert sock.recv(100) == b"", "the server should close a connection idle past IDLE_SECONDS"
+    finally:
+        server.close()

@@ -158,3 +158,125 @@ def test_an_entry_without_an_arxiv_id_is_matched_by_its_exact_title_once(tmp_pat
     assert asked == 2  # one question per title
     assert len(http_server.requests) == asked, "a title was asked again"
     assert [a.label for a in again.seeds] == [f"library paper {target['id']}"]
+
+
+# -- files an administrator (or an attacker) might point at (issue 24) ------------------------------
+
+def test_a_library_exported_in_latin_1_or_utf_16_is_read(tmp_path):
+    text = BIBTEX.replace("Knuth, Donald E.", "Gödel, Kurt")
+    for encoding in ("latin-1", "utf-16"):
+        path = tmp_path / f"{encoding}.bib"
+        path.write_text(text, encoding=encoding)
+        library = read_library(path)
+        assert [paper_id for paper_id, _ in library.entries if paper_id] == ["1706.03762", "hep-th/9711200",
+                                                                              "1810.04805"]
+
+
+@pytest.mark.parametrize("name, content, refusal", [
+    ("binary.bib", bytes(range(256)) * 64, r"binary\.bib: a binary file, not a BibTeX"),
+    ("nested.json", b"[" * 200_000 + b"]" * 200_000, r"nested\.json: (nested too deeply|not CSL JSON)"),
+])
+def test_a_binary_or_deeply_nested_library_is_refused_in_one_line(tmp_path, name, content, refusal):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(LibraryError, match=refusal) as refused:
+        read_library(path)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_library_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "export.bib"
+    os.mkfifo(fifo)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_refusal(fifo)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # let the blocked open() return, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO as the library waited for a writer")
+    assert outcome == [f"{fifo}: not a regular file"]
+
+
+def _refusal(path) -> str:
+    try:
+        read_library(path)
+    except LibraryError as exc:
+        return str(exc)
+    return "read"
+
+
+def test_a_library_larger_than_the_cap_is_refused(tmp_path, monkeypatch):
+    from digest import library
+
+    monkeypatch.setattr(library, "MAX_LIBRARY_BYTES", 1024)  # 64 MB by default; the same path, smaller
+    path = tmp_path / "big.bib"
+    path.write_text(BIBTEX * 10, encoding="utf-8")
+    with pytest.raises(LibraryError, match=r"big\.bib: larger than 0 MB"):
+        read_library(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fifo", "nested", "latin-1 garbage"])
+def test_a_library_file_that_cannot_be_read_costs_a_warning_not_the_run(tmp_path, kind):
+    import os
+
+    path = tmp_path / "export.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b'{"items": ' * 100_000 if kind == "nested" else b"\xff\xfe\x00\xd8 broken")
+    settings = parse_settings(f'[storage]\npath = "{tmp_path / "digest.db"}"\n' + PROFILE
+                              + f'seed_library = "{path}"\n', environ={})
+    with closing(open_db(settings.database_path())) as db:
+        signals, warnings = profile_signals(db, settings, settings.profiles["me"])
+    assert signals.interests and signals.seeds == []
+    assert len(warnings) == 1 and warnings[0].endswith("; ranking without the library"), warnings
+
+
+def test_a_library_is_parsed_again_only_when_its_size_or_time_changed(tmp_path):
+    import os
+
+    from digest.library import library_of
+
+    path = tmp_path / "export.bib"
+    path.write_text(BIBTEX, encoding="utf-8")
+    with closing(open_db(tmp_path / "digest.db")) as db:
+        first = library_of(db, path)
+        stamp = path.stat().st_mtime_ns
+        path.write_text(BIBTEX.replace("1706.03762", "1706.03999"), encoding="utf-8")  # same size
+        os.utime(path, ns=(stamp, stamp))
+        assert library_of(db, path) == first, "parsed again though neither size nor time changed"
+        os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+        assert "1706.03999" in [paper_id for paper_id, _ in library_of(db, path).entries]
+
+
+@pytest.mark.slow
+def test_ids_arxiv_does_not_have_are_asked_a_capped_number_at_a_time_and_then_not_again_for_a_month(
+        tmp_path, http_server):
+    from digest.arxiv import api
+    from digest.profiles import LOOKUPS_PER_RUN, set_feedback
+
+    asked: list[str] = []
+
+    def answer(request):
+        asked.extend(request.query["id_list"][0].split(","))
+        return Reply(body=api_feed_xml([]))  # arXiv has none of them
+
+    http_server.routes["/api/query"] = answer
+    library_file = tmp_path / "export.bib"
+    library_file.write_text("".join(f"@misc{{e{n}, title = {{T{n}}}, eprint = {{2501.{n:05d}}}, "
+                                    f"archivePrefix = {{arXiv}}}}\n" for n in range(250)), encoding="utf-8")
+    settings = parse_settings(arxiv_section(http_server.url) + f'[storage]\npath = "{tmp_path / "digest.db"}"\n'
+                              + PROFILE + f'seed_library = "{library_file}"\n', environ={})
+    runs = []
+    with closing(open_db(settings.database_path())) as db:
+        for n in range(50):  # a forged reply's likes, for every profile
+            set_feedback(db, f"2502.{n:05d}", 1)
+        for _ in range(4):
+            asked.clear()
+            profile_signals(db, settings, settings.profiles["me"], fetch_papers=api.fetch_papers)
+            runs.append(len(asked))
+    assert runs == [LOOKUPS_PER_RUN + 50, 250 - LOOKUPS_PER_RUN, 0, 0]

@@ -248,3 +248,18 @@ def test_the_nothing_announced_note():
     assert rendered.subject == "arXiv digest 2026-06-19: nothing announced"
     assert "announced nothing in your categories (cs.AI+cs.CL+cs.CV+cs.LG) on 2026-06-19" in rendered.text
     assert json.loads(rendered.json)["items"] == []
+
+
+def test_every_category_code_is_shown_as_arxiv_writes_it_in_every_format():
+    from digest.taxonomy import CATEGORIES
+
+    codes = sorted(CATEGORIES)
+    papers = announced(BIG_DAY)[:len(codes)]
+    for paper, code in zip(papers, codes):
+        paper.categories = [code]
+        paper.title = f"{paper.title} ({code})"
+    rendered = render.render_digest(make_view(papers, top=15), settings_for())
+    for code in codes:
+        for fmt in (rendered.html, rendered.email_body, rendered.text, rendered.markdown):
+            assert fmt.count(code) >= 1, code
+    assert "[link removed]" not in rendered.html + rendered.text + rendered.markdown

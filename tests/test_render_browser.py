@@ -75,8 +75,52 @@ def test_no_horizontal_overflow_at_phone_width(tmp_path, digest_html):
     assert measure["scrollWidth"] <= PHONE_WIDTH
 
 
+def realistic_summaries(view):
+    """Top papers summarized as an LLM answers: a 40-word TL;DR and six answers of about 80 words."""
+    from digest.records import Summary
+
+    answer = " ".join(["The paper's answer to this question, as the model wrote it."] * 8)
+    for item in view.top:
+        tldr = " ".join((item.paper.abstract.split() * 2)[:40])
+        item.summary = Summary(tldr=tldr, problem=answer, related_work=answer, method=answer,
+                               experiments=answer, further_work=answer, summary=answer, model="test-llm")
+    return view
+
+
+def phone_layout(tmp_path, page_html: str) -> dict:
+    """Where the full list starts, and the size of the like/dislike buttons, at 390 px."""
+    page = tmp_path / "layout.html"
+    page.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><style>html,body{{margin:0}}
+iframe{{border:0;display:block;width:390px;height:2000px}}</style></head><body>
+<iframe id="phone" srcdoc="{html.escape(page_html, quote=True)}"></iframe><script>
+window.addEventListener("load", function () {{
+  var d = document.getElementById("phone").contentDocument;
+  var heads = Array.from(d.querySelectorAll("h2")).map(function (h) {{ return [h.textContent, h.getBoundingClientRect().top]; }});
+  var votes = Array.from(d.querySelectorAll("a.vote")).map(function (a) {{
+    var r = a.getBoundingClientRect(); return [r.width, r.height]; }});
+  document.body.setAttribute("data-measure", JSON.stringify({{heads: heads, votes: votes}}));
+}});</script></body></html>""", encoding="utf-8")
+    result = chromium(tmp_path, "--window-size=500,2000", "--dump-dom", page.as_uri())
+    found = re.search(r'data-measure="([^"]+)"', result.stdout)
+    assert found, f"chromium produced no measurement: {result.stderr[-500:]}"
+    return json.loads(html.unescape(found[1]))
+
+
+def test_on_a_390_px_phone_the_full_list_starts_within_6000_px_and_votes_are_tap_targets(tmp_path):
+    view = realistic_summaries(day_view(dt.date(2026, 6, 22)))
+    settings = settings_for('[feedback]\nlisten = "127.0.0.1:8425"\npublic_url = "https://digest.example.org"\n'
+                            f'key = "{"ab" * 32}"\n')
+    rendered = render.render_digest(view, settings)
+    layout = phone_layout(tmp_path, rendered.email_body)
+    starts = dict(layout["heads"])
+    assert starts["Every other paper (480)"] <= 6_100, layout["heads"]  # 15 summaries, FAQ answers collapsed
+    assert len(layout["votes"]) == 30 and all(w >= 44 and h >= 44 for w, h in layout["votes"]), layout["votes"]
+
+
 def test_phone_screenshot_for_the_readme(tmp_path):
-    digest_html = render.render_digest(day_view(dt.date(2026, 6, 23)), settings_for()).html
+    settings = settings_for('[feedback]\nlisten = "127.0.0.1:8425"\npublic_url = "https://digest.example.org"\n'
+                            f'key = "{"ab" * 32}"\n')
+    digest_html = render.render_digest(realistic_summaries(day_view(dt.date(2026, 6, 23))), settings).email_body
     page = tmp_path / "shot.html"
     page.write_text(phone_page(digest_html, 1400), encoding="utf-8")
     shot = tmp_path / "phone.png"

@@ -17,7 +17,7 @@ from digest.cli import cli
 from digest.service import service_problems
 
 UNITS = ROOT / "systemd"
-INSTALLED_DIGEST = "/opt/digest/.venv/bin/digest"  # where the README installs it
+INSTALLED_DIGEST = "/opt/digest/.venv/bin/digest"  # where docs/operations.md installs it
 analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                              reason="systemd-analyze is not installed (apt-get install systemd)")
 
@@ -198,19 +198,19 @@ def test_a_failing_timer_run_sends_a_notice_too():
     assert "OnFailure" not in directives("digest-notify-failure@.service")  # a notice failing tells nobody in a loop
 
 
-def test_readme_has_a_credential_drop_in_for_every_unit_that_loads_credentials():
-    readme = (ROOT / "README.md").read_text()
-    loop = re.search(r"for unit in ([^;]+); do\n(.*?)\ndone", readme, re.S)
-    assert loop, "README lost the credential drop-in loop"
+def test_the_manual_has_a_credential_drop_in_for_every_unit_that_loads_credentials():
+    manual = (ROOT / "docs" / "operations.md").read_text()
+    loop = re.search(r"for unit in ([^;]+); do\n(.*?)\ndone", manual, re.S)
+    assert loop, "docs/operations.md lost the credential drop-in loop"
     named = {f"{name}.service" for name in loop[1].split()}
     assert named == {u for u in SERVICES if "LoadCredential" in directives(u)}
     assert "LoadCredential=\\nLoadCredential=smtp-password:" in loop[2]
 
 
-def test_readme_writes_a_secret_that_sudo_would_otherwise_drop(tmp_path):
+def test_the_manual_writes_a_secret_that_sudo_would_otherwise_drop(tmp_path):
     """sudo resets the environment: `sudo sh -c '... "$SMTP_PASSWORD" ...'` wrote an empty file."""
-    readme = (ROOT / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if "/etc/digest/credentials/smtp-password'" in line]
+    manual = (ROOT / "docs" / "operations.md").read_text()
+    lines = [line for line in manual.splitlines() if "/etc/digest/credentials/smtp-password'" in line]
     assert len(lines) == 1, lines
     # The line as a user runs it, with sudo's reset environment (env -i) and the file under tmp.
     target = tmp_path / "smtp-password"
@@ -220,10 +220,10 @@ def test_readme_writes_a_secret_that_sudo_would_otherwise_drop(tmp_path):
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_units_memory_figures_are_readmes():
-    readme = (ROOT / "README.md").read_text()
+def test_the_units_memory_figures_are_the_measured_ones():
+    measured = (ROOT / "docs" / "benchmarks.md").read_text()
     for unit in ("digest.service", "digest-run.service"):
         comment = (UNITS / unit).read_text()
         assert "1.07 GiB" not in comment
         for figure in re.findall(r"\d[\d.]* (?:MB|GB|GiB)", comment.split("MemoryMax=")[0].split("MemoryDenyWriteExecute")[1]):
-            assert figure in readme, (unit, figure)
+            assert figure in measured, (unit, figure)

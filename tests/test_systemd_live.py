@@ -1,4 +1,4 @@
-"""digest.service under a real systemd as PID 1, installed as README's "Installing the service" says.
+"""digest.service under a real systemd as PID 1, installed as docs/operations.md's "Installing the service" says.
 
 The systemd runs in the throw-away root of ../shared/tools/systemd-sandbox (an overlay of / on a tmpfs,
 its own mount, pid and cgroup namespaces; never the real root: its boot would empty /tmp and start every
@@ -165,7 +165,7 @@ def service_venv() -> Path:
 # -- what the service is given ------------------------------------------------------------------------
 
 def config_toml(arxiv_url: str, smtp: SMTPServer, llm: LLMServer, time_of_day: str = "00:00") -> str:
-    """The configuration README's install writes: secrets by credential name, storage left to systemd."""
+    """The configuration docs/operations.md's install writes: secrets by credential name, storage left to systemd."""
     return (arxiv_section(arxiv_url, categories=CATEGORIES)
             + f'\n[email]\nhost = "{smtp.host}"\nport = {smtp.port}\nsecurity = "starttls"\n'
             + f'ca_file = "/etc/digest/ca.pem"\nfrom = "digest@example.org"\nuser = "{SMTP_USER}"\n'
@@ -189,7 +189,7 @@ def stage_files(folder: Path, arxiv_url: str, smtp: SMTPServer, llm: LLMServer) 
 
 
 def install(box: Sandbox, stage: Path, venv: Path) -> None:
-    """README's steps, inside: the clone's venv at /opt/digest/.venv, units, config, credentials."""
+    """docs/operations.md's steps, inside: the clone's venv at /opt/digest/.venv, units, config, credentials."""
     box.sh(f"mkdir -p /opt/digest && ln -s {venv} /opt/digest/.venv\n"
            f"cp {ROOT}/systemd/digest.service {ROOT}/systemd/digest-run.service /etc/systemd/system/\n"
            f"install -d -m 0755 /etc/digest && install -d -m 0700 /etc/digest/credentials\n"
@@ -309,10 +309,10 @@ NO_LLM_KEY = "openai-key"  # the credential the drop-in leaves out
 
 
 def readme_drop_in() -> str:
-    """README's credential drop-in, as an administrator pastes it (root inside: no sudo)."""
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```sh\n(for unit in .*?\ndone\n.*?)```", readme, re.S)
-    assert block, "README lost its credential drop-in"
+    """The manual's credential drop-in, as an administrator pastes it (root inside: no sudo)."""
+    manual = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"```sh\n(for unit in .*?\ndone\n.*?)```", manual, re.S)
+    assert block, "docs/operations.md lost its credential drop-in"
     return block[1].replace("sudo ", "")
 
 

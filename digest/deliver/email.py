@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import hmac
 import re
 import smtplib
 import socket
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
+from ..feedback.links import message_key
 from ..ledger import Digest
 from ..render import Rendered
 from .errors import PermanentFailure, TransientFailure
@@ -26,7 +28,8 @@ def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Setti
     config = settings.email
     if not config.enabled:
         raise PermanentFailure("email.host is not set, so no email can be sent")
-    message = build_message(rendered, digest, sender=sender_address(config), recipient=claim.target)
+    message = build_message(rendered, digest, sender=sender_address(config), recipient=claim.target,
+                            key=message_key(settings))
     with smtp_session(config) as smtp:
         try:
             smtp.send_message(message, from_addr=sender_address(config), to_addrs=[claim.target])
@@ -55,7 +58,8 @@ def send_text(settings: Settings, recipient: str, subject: str, body: str) -> No
         smtp.send_message(message, from_addr=sender_address(config), to_addrs=[recipient])
 
 
-def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient: str) -> EmailMessage:
+def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient: str,
+                  key: bytes | None = None) -> EmailMessage:
     """multipart/alternative, text first, inside multipart/mixed with the complete digest attached when
     the HTML body does not hold all of it. Quoted-printable keeps every line under SMTP's 998-octet limit,
     however long a digest's lines are."""
@@ -64,7 +68,7 @@ def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient:
     message["From"] = sender
     message["To"] = recipient
     message["Date"] = email.utils.formatdate(localtime=True)
-    message["Message-ID"] = message_id(digest, recipient, sender)
+    message["Message-ID"] = message_id(digest, recipient, sender, key=key)
     message["Auto-Submitted"] = "auto-generated"  # auto-responders should not answer a digest
     message.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.email_body, subtype="html", charset="utf-8", cte="quoted-printable")
@@ -74,10 +78,13 @@ def build_message(rendered: Rendered, digest: Digest, *, sender: str, recipient:
     return message
 
 
-def message_id(digest: Digest, recipient: str, sender: str) -> str:
-    """The same for every attempt at one digest and recipient, so a resent copy is recognisably the same."""
-    key = f"{digest.id}\0{digest.profile}\0{digest.day}\0{recipient.lower()}"
-    token = hashlib.sha256(key.encode()).hexdigest()[:16]
+def message_id(digest: Digest, recipient: str, sender: str, *, key: bytes | None = None) -> str:
+    """The same for every attempt at one digest and recipient, so a resent copy is recognisably the same.
+    With ``key`` (feedback.links.message_key, when replies are read) it carries an HMAC that only digest
+    can make, so a reply cannot name a digest it was never sent (feedback/replies.py)."""
+    what = f"{digest.id}\0{digest.profile}\0{digest.day}\0{recipient.lower()}".encode()
+    token = (hmac.new(key, what, hashlib.sha256).hexdigest()[:32] if key
+             else hashlib.sha256(what).hexdigest()[:16])
     domain = sender.rpartition("@")[2] or "digest.invalid"
     profile = re.sub(r"[^A-Za-z0-9-]", "-", digest.profile)[:32]
     return f"<digest.{digest.day}.{profile}.{token}@{domain}>"

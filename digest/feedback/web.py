@@ -23,7 +23,7 @@ from ..config import Settings
 from ..db import get_paper, open_db
 from ..profiles import clear_feedback, set_feedback
 from ..text import clean_untrusted, one_line
-from .links import BadLink, Vote, read_token, signing_key
+from .links import BadLink, KeyRefused, Vote, vote_of
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,10 @@ def feedback_app(settings: Callable[[], Settings], now: Callable[[], dt.datetime
             return _reply(start_response, 404, _page("Not found"))
         current = settings()
         try:
-            vote = read_token(signing_key(current), urllib.parse.unquote(parts[-1]), now())
+            vote = vote_of(current, urllib.parse.unquote(parts[-1]), now())
+        except KeyRefused:  # logged once by signing_key; a link cannot be trusted without a key
+            return _reply(start_response, 503, _page("Not now", message="digest cannot check links now; "
+                                                                        "nothing was recorded."))
         except BadLink:
             return _reply(start_response, 403, _page("Forbidden", message="This link is not valid (or has expired)."))
         if method == "POST":
@@ -141,6 +144,16 @@ def _reply(start_response, status: int, body: str):
 
 # -- serving -------------------------------------------------------------------------------------------
 
+# waitress's defaults suit an application server behind a proxy, not a page anyone on the internet can
+# reach: a 1 GiB body spooled to /tmp, and at 100 open connections it stops accepting until one has been idle
+# for 120 s. A vote's form is a few bytes; a connection that sends nothing for IDLE_SECONDS is closed.
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_CONNECTIONS = 500
+IDLE_SECONDS = 15
+CLEANUP_SECONDS = 5
+
+
 class FeedbackServer:
     """waitress on its own thread; ``close()`` stops it. The daemon owns one while it runs.
 
@@ -153,7 +166,12 @@ class FeedbackServer:
         open_db(settings().database_path()).conn.close()
         host, _, port = settings().feedback.listen.rpartition(":")
         self.server = waitress.create_server(feedback_app(settings), host=host.strip("[]"), port=int(port),
-                                             threads=2, ident="digest", clear_untrusted_proxy_headers=True)
+                                             threads=2, ident="digest", clear_untrusted_proxy_headers=True,
+                                             max_request_body_size=MAX_BODY_BYTES,
+                                             max_request_header_size=MAX_HEADER_BYTES,
+                                             connection_limit=MAX_CONNECTIONS, channel_timeout=IDLE_SECONDS,
+                                             cleanup_interval=CLEANUP_SECONDS,
+                                             asyncore_use_poll=True)  # select() fails past fd 1023
         self.thread = threading.Thread(target=self.server.run, name="feedback-server", daemon=True)
 
     @property
