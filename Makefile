@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run demo test bench docs install install-service clean
+.PHONY: run demo test test-fast bench docs install install-service clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# Everything not marked slow (no embedding model, no daemon subprocess): the loop while editing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # The generated reference pages (docs/cli.md, docs/config.md), rewritten from the code; tests/test_docs.py
 # fails while they are out of date.

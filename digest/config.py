@@ -17,7 +17,6 @@ help, and the same declaration drives validation, the one-line errors and `diges
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import os
 import re
@@ -29,9 +28,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .secrets import REDACTED, ConfigError, Secret, resolve_secrets, url_tokens
+from .config_rules import (ArxivRules, EmbeddingRules, EnabledByHost, EnabledByModel, FeedbackRules, ScheduleRules,
+                           SettingsRules, cache_dir, config_dir, config_label, find_config, leave_note,
+                           read_config_text, state_dir)
+from .secrets import REDACTED, ConfigError, Secret, resolve_secrets
 from .taxonomy import CategoryExpression, CategoryExpressionError
 from .text import shown_value
+
+__all__ = ["ConfigError", "Settings", "cache_dir", "config_dir", "find_config", "load_settings", "parse_settings",
+           "read_config_text", "state_dir"]
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -42,7 +47,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
 
 
-class ArxivSettings(Section):
+class ArxivSettings(ArxivRules, Section):
     categories: str = Field("cs.AI", description="the categories to fetch, in Cool Papers' expression syntax: "
                                                  "\"cs.AI+cs.LG-cs.CY\" (cs.AI or cs.LG, unless also cs.CY)")
     contact: str = Field("", description="your email address, sent in the User-Agent as arXiv asks")
@@ -78,30 +83,20 @@ class ArxivSettings(Section):
                 raise ValueError(f"expected dates as YYYY-MM-DD, got {_show(item)}") from None
         return days
 
-    @property
-    def expression(self) -> CategoryExpression:
-        return CategoryExpression.parse(self.categories)
-
 
 class StorageSettings(Section):
     path: str = Field("", description="the SQLite database; empty for the state directory")
 
 
-class EmbeddingSettings(Section):
+class EmbeddingSettings(EmbeddingRules, Section):
     model: str = Field(DEFAULT_MODEL, description="any sentence-transformers model name or local path; the default "
                                                   "ships with digest and works offline")
     batch_size: int = Field(8, ge=1, description="texts embedded at once; a larger batch holds more memory")
     precision: Literal["float32", "int8"] = Field(
         "float32", description="int8: 2.5-2.7x as fast here; its vectors agree with float32's to a cosine of 0.99")
 
-    @property
-    def vectors_key(self) -> str:
-        """What the ``embeddings`` table and the vector index file the vectors under: the model, and int8
-        apart, since its vectors are not float32's (switching precision embeds again, as switching models)."""
-        return self.model if self.precision == "float32" else f"{self.model} int8"
 
-
-class LLMSettings(Section):
+class LLMSettings(EnabledByModel, Section):
     base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible server: OpenAI, "
                                                                    "DeepSeek, Moonshot, Ollama, vLLM, llama.cpp")
     model: str = Field("", description="empty: no LLM, the digest shows abstracts instead")
@@ -123,12 +118,8 @@ class LLMSettings(Section):
             raise ValueError("expected a number of papers (0 or more) or \"all\"")
         return value
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.model)
 
-
-class EmailSettings(Section):
+class EmailSettings(EnabledByHost, Section):
     host: str = Field("", description="the SMTP server; empty: no email")
     port: int = Field(587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = Field(
@@ -140,9 +131,6 @@ class EmailSettings(Section):
     ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
     timeout: float = Field(60.0, gt=0, description="seconds one SMTP conversation may take")
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.host)
 
     @model_validator(mode="after")
     def _no_password_in_clear(self):
@@ -155,6 +143,8 @@ class EmailSettings(Section):
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # here: 5 ms of every command's start, for a check only email with security = "none" needs
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -183,7 +173,7 @@ class DigestSettings(Section):
     send_empty: bool = Field(False, description="send a short note when arXiv announced nothing")
 
 
-class ScheduleSettings(Section):
+class ScheduleSettings(ScheduleRules, Section):
     time: str = Field("07:00", description="when the daemon runs each day, HH:MM")
     timezone: str = Field("America/New_York", description="an IANA time zone, for time")
     poll_every: float = Field(900.0, gt=0, description="seconds between feed polls while today's is late")
@@ -208,16 +198,8 @@ class ScheduleSettings(Section):
             raise ValueError(f"expected an IANA timezone such as \"Europe/Berlin\", got {json.dumps(value)}")
         return value
 
-    @property
-    def tz(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.timezone)
 
-    @property
-    def time_of_day(self) -> dt.time:
-        return dt.time.fromisoformat(self.time)
-
-
-class ImapSettings(Section):
+class ImapSettings(EnabledByHost, Section):
     """The mailbox that receives replies to the digest (digest/feedback/replies.py)."""
 
     host: str = Field("", description="empty: replies are not read")
@@ -230,12 +212,8 @@ class ImapSettings(Section):
     every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
     timeout: float = Field(30.0, gt=0, description="seconds one IMAP conversation may take")
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.host)
 
-
-class FeedbackSettings(Section):
+class FeedbackSettings(FeedbackRules, Section):
     """Feedback links in the digest, served by `digest daemon` (see digest/feedback/)."""
 
     listen: str = Field("", description="host:port the daemon serves feedback links on; empty: no links")
@@ -258,11 +236,6 @@ class FeedbackSettings(Section):
         if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise ValueError(f"expected an http(s) URL such as \"https://digest.example.org\", got {json.dumps(value)}")
         return value.rstrip("/")
-
-    @property
-    def links(self) -> bool:
-        """Links go into digests only when something serves them and readers can reach it."""
-        return bool(self.listen and self.public_url)
 
 
 class Interest(Section):
@@ -326,7 +299,7 @@ class Profile(Section):
         return self
 
 
-class Settings(Section):
+class Settings(SettingsRules, Section):
     arxiv: ArxivSettings = ArxivSettings()
     storage: StorageSettings = StorageSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
@@ -354,34 +327,7 @@ class Settings(Section):
                 raise _KeyProblem(f"profiles.{name}.email_to", "email.host is not set, so no email can be sent")
         return self
 
-    # -- what the stages ask for -----------------------------------------------------------------
-
-    def expression_for(self, profile: Profile) -> CategoryExpression:
-        return CategoryExpression.parse(profile.categories or self.arxiv.categories)
-
-    def top_for(self, profile: Profile) -> int:
-        return self.digest.top if profile.top is None else profile.top
-
-    def channels_for(self, profile: Profile) -> list[tuple[str, str]]:
-        """(channel, target) pairs: ("email", address), ("chat", name), ("files", "")."""
-        channels = [("email", address) for address in profile.email_to]
-        channels += [("chat", name) for name in profile.chat]
-        if profile.files or self.files.always or not channels:
-            channels.append(("files", ""))
-        return channels
-
-    def feed_categories(self) -> list[str]:
-        """Every category any profile includes: one feed request covers them all."""
-        codes: dict[str, None] = {}
-        for profile in self.profiles.values():
-            codes.update(dict.fromkeys(self.expression_for(profile).include))
-        return list(codes)
-
-    def database_path(self) -> Path:
-        return Path(self.storage.path).expanduser() if self.storage.path else state_dir() / "digest.db"
-
-    def files_dir(self) -> Path:
-        return Path(self.files.dir).expanduser() if self.files.dir else state_dir() / "digests"
+    # -- what the stages ask for: SettingsRules (config_rules.py), and the secrets ---------------------
 
     def check_secrets(self, credentials: bool = True) -> None:
         """Read every secret now; the first that cannot be had is its one-line :class:`ConfigError`. For
@@ -396,16 +342,8 @@ class Settings(Section):
         """Why each secret that cannot be read here cannot (for `digest config`)."""
         return [problem for problem in (s.problem() for s in _walk_secrets(self)) if problem]
 
-    def secrets(self) -> list[str]:
-        """Every resolved secret value, for log and error redaction; the parts of chat URLs that are likely
-        credentials (a webhook's path often *is* its token); and SMTP's AUTH PLAIN blob (NUL, user, NUL,
-        password), which a server's error reply may quote in base64."""
-        found = [s.reveal() for s in _walk_secrets(self) if s and not s.problem()]  # unread: nothing to leak
-        found += [token for target in self.chat.values() if not target.url.problem()
-                  for token in url_tokens(target.url.reveal())]
-        if self.email.password and self.email.user and not self.email.password.problem():
-            found.append(f"\0{self.email.user}\0{self.email.password.reveal()}")
-        return sorted(set(found), key=len, reverse=True)
+    def secret_values(self) -> list[Secret]:
+        return list(_walk_secrets(self))
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ********."""
@@ -479,54 +417,36 @@ def _secret_keys(model: type[BaseModel] = None, path: tuple[str, ...] = ()) -> d
     return found
 
 
-def config_dir() -> Path:
-    if os.environ.get("CONFIGURATION_DIRECTORY"):  # systemd's ConfigurationDirectory=
-        return Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "digest"
-
-
-def state_dir() -> Path:
-    if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "digest"
-
-
-def cache_dir() -> Path:
-    """What digest can rebuild (the embedding model exported to ONNX): losing it costs time, never data."""
-    if os.environ.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=
-        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digest"
-
-
-def find_config(explicit: str | os.PathLike | None = None) -> Path:
-    """--config, then $DIGEST_CONFIG, then the config directory."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("DIGEST_CONFIG"):
-        return Path(os.environ["DIGEST_CONFIG"]).expanduser()
-    return config_dir() / "config.toml"
-
-
 def load_settings(path: str | os.PathLike | None = None, environ=None, credentials: bool = True,
-                  resolve: bool = True) -> Settings:
-    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line."""
+                  resolve: bool = True, note: bool = False) -> Settings:
+    """Read, resolve secrets and validate. Every failure is a :class:`ConfigError` of one line, naming the
+    file as the user gave it (--config, $DIGEST_CONFIG) or by its whole default path. ``note``: leave the
+    note a reading command reads instead of validating again (see :mod:`digest.config_rules`)."""
     environ = os.environ if environ is None else environ
     file = find_config(path)
-    return parse_settings(read_config_text(file), label=file.name, environ=environ, source=str(file),
-                          credentials=credentials, resolve=resolve)
+    text = read_config_text(file)
+    settings = parse_settings(text, label=config_label(path, file), environ=environ, source=str(file),
+                              credentials=credentials, resolve=resolve)
+    if note:
+        remember_valid(text, settings)
+    return settings
 
 
-def read_config_text(file: Path) -> str:
-    """The file's text, or a one-line :class:`ConfigError` saying why it cannot be had."""
-    try:
-        return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no configuration file here; create one with `digest init`") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
+def remember_valid(text: str, settings: Settings) -> None:
+    """Leave the note that ``text`` is valid, for the reading commands (see :mod:`digest.config_rules`)."""
+    leave_note(text, _note_data(settings), _secret_keys())
+
+
+def _note_data(model: BaseModel):
+    """The settings as plain data by field name, every secret and excluded field (name, source) left out."""
+    if isinstance(model, BaseModel):
+        return {name: None if isinstance(getattr(model, name), Secret) else _note_data(getattr(model, name))
+                for name, field in type(model).model_fields.items() if not field.exclude}
+    if isinstance(model, dict):
+        return {key: _note_data(value) for key, value in model.items()}
+    if isinstance(model, list):
+        return [_note_data(value) for value in model]
+    return model
 
 
 def parse_settings(text: str, label: str = "config.toml", environ=None, source: str = "",
@@ -579,7 +499,7 @@ def _one_line(label: str, exc: ValidationError) -> str:
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":
-        return f"{label}: {key}: unknown key"
+        return f"{label}: {key}: unknown key{_nearest_key(loc, value)}"
     if kind in ("missing", "too_short") and key == "profiles":
         return f"{label}: profiles: no profile; add one, e.g. [profiles.me] with interests = [\"...\"]"
     if kind == "missing":
@@ -606,6 +526,53 @@ def _one_line(label: str, exc: ValidationError) -> str:
         wants = list(dict.fromkeys(_expected(e) for e in members))
         return f"{label}: {key}: expected {' or '.join(wants)}, got {_show(value)}"
     return f"{label}: {key}: {error['msg']}, got {_show(value)}"
+
+
+def _nearest_key(loc: list[str], value) -> str:
+    """``; did you mean `[profiles.theory]`?`` for ``[profile.theory]``, ``; did you mean `port`?`` for
+    ``prot``: the nearest key the table at ``loc`` knows, spelled as the user would write it."""
+    import difflib  # here: only a mistake pays for it
+
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    known = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        known.append(field.alias or name)
+        if Secret in (typing.get_args(field.annotation) or (field.annotation,)):
+            known += [f"{name}_env", f"{name}_file"]
+    near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if not near or _key_path([near[0]]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
+        return ""
+    if not isinstance(value, dict):
+        return f"; did you mean `{near[0]}`?"
+    table = [*loc[:-1], near[0]]
+    if value and all(isinstance(v, dict) for v in value.values()):  # [profile.theory]: a table of tables
+        table.append(next(iter(value)))
+    return f"; did you mean `[{_key_path(table)}]`?"
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` (``["profiles", "me"]`` -> Profile), or None."""
+    model: type[BaseModel] = Settings
+    expect_key = False  # after a dict or list field, the next part is a key or an index, not a field
+    for part in loc:
+        if expect_key:
+            expect_key = False
+            continue
+        field = model.model_fields.get("from_" if part == "from" else part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        origin = typing.get_origin(annotation)
+        if origin in (dict, list):
+            annotation, expect_key = typing.get_args(annotation)[-1], True
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return None if expect_key else model
 
 
 def _expected(error) -> str:

@@ -28,7 +28,7 @@ from typing import Iterator
 
 from . import ledger
 from .arxiv.calendar import Clock, ClockError, announcement_day_at
-from .config import ConfigError, Settings, parse_settings, read_config_text
+from .config import ConfigError, Settings, parse_settings, read_config_text, remember_valid
 from .db import open_db
 from .deliver import outbox
 from .locks import LockBusy, pid_lock
@@ -90,7 +90,8 @@ class LoadedConfig:
 def load_config(path: Path) -> LoadedConfig:
     """Read once and validate; every failure is a :class:`ConfigError` of one line."""
     text = read_config_text(path)
-    settings = parse_settings(text, label=path.name, source=str(path))
+    settings = parse_settings(text, label=str(path), source=str(path))  # the file by its whole path
+    remember_valid(text, settings)  # for `digest status --service`, which then need not validate it again
     return LoadedConfig(path, text, settings)
 
 

@@ -15,20 +15,80 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Callable, Iterable
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .records import Announcement, Paper
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 BUSY_TIMEOUT_MS = 10_000
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+MIGRATIONS: list[Callable[[Database], None]] = []
+
+
+class Database:
+    """A connection with the three calls digest's queries make (``execute``, ``query``, ``executescript``),
+    on plain sqlite3: importing sqlite_utils (which loads numpy) costs a reading command 0.1 s, a third
+    of its start. Anything else (``db["papers"].insert``, ``enable_fts`` in a migration) goes to a
+    sqlite_utils ``Database`` over the same connection, made the first time it is asked for."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.execute("PRAGMA recursive_triggers = on")  # as sqlite_utils.Database sets it
+        self._utils = None
+
+    def execute(self, sql: str, parameters=None) -> sqlite3.Cursor:
+        return self.conn.execute(sql, parameters or [])
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        """Inside a transaction, statement by statement: sqlite3's own executescript would COMMIT first,
+        and a migration is one transaction (as sqlite_utils does it)."""
+        if not self.conn.in_transaction:
+            return self.conn.executescript(sql)
+        cursor = self.conn.cursor()
+        for statement in _statements(sql):
+            cursor.execute(statement)
+        return cursor
+
+    def query(self, sql: str, params=None):
+        """Each row as a dict of its columns, as sqlite_utils' ``query`` yields them."""
+        cursor = self.conn.execute(sql, params or [])
+        keys = [column[0] for column in cursor.description]
+        for row in cursor:
+            yield dict(zip(keys, row))
+
+    @property
+    def utils(self) -> sqlite_utils.Database:
+        if self._utils is None:
+            import sqlite_utils  # heavy (numpy): only for what plain sqlite3 does not offer
+
+            self._utils = sqlite_utils.Database(self.conn)
+        return self._utils
+
+    def __getitem__(self, table: str):
+        return self.utils[table]
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not set yet (copy, pickle): never recurse into ``utils``
+            raise AttributeError(name)
+        return getattr(self.utils, name)
 
 
 def migration(fn):
     MIGRATIONS.append(fn)
     return fn
+
+
+def _statements(sql: str):
+    """The complete statements of a script; a statement can only end at a semicolon."""
+    pending = ""
+    for part in sql.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                yield pending.strip()
+            pending = ""
 
 
 class DatabaseError(Exception):
@@ -57,7 +117,7 @@ def describe_sqlite_error(path: str | Path, exc: sqlite3.Error) -> str:
     return f"{path}: {text}"
 
 
-def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
+def open_db(path: str | Path, migrate: bool = True) -> Database:
     """Open (creating when missing) with WAL and a busy timeout, then apply pending migrations."""
     path = Path(path)
     if str(path) != ":memory:":
@@ -75,7 +135,7 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
         if str(path) != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-        db = sqlite_utils.Database(conn)
+        db = Database(conn)
         if migrate:
             apply_migrations(db, label=path.name)
     except sqlite3.DatabaseError as exc:
@@ -83,7 +143,7 @@ def open_db(path: str | Path, migrate: bool = True) -> sqlite_utils.Database:
     return db
 
 
-def open_for_reading(path: str | Path) -> sqlite_utils.Database:
+def open_for_reading(path: str | Path) -> Database:
     """For the commands that only read (status, search, show, export...): a database that does not
     exist yet is an empty one in memory (nothing is created on a mistyped path), and one in a folder
     this user cannot write (SQLite's WAL needs its -shm file beside the database) is opened read-only."""
@@ -105,7 +165,7 @@ def open_for_reading(path: str | Path) -> sqlite_utils.Database:
                 conn.close()
                 if query == "immutable=1":  # neither way reads it: say why, not "closed database"
                     raise
-        db = sqlite_utils.Database(conn)
+        db = Database(conn)
         pending = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in recorded_migrations(db)]
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(describe_sqlite_error(path, exc)) from None
@@ -119,7 +179,7 @@ def open_for_reading(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-def apply_migrations(db: sqlite_utils.Database, upto: int | None = None, label: str = "the database") -> list[str]:
+def apply_migrations(db: Database, upto: int | None = None, label: str = "the database") -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction. Returns the names applied.
 
     A database that records a migration this version does not know was written by a newer digest:
@@ -143,13 +203,13 @@ def apply_migrations(db: sqlite_utils.Database, upto: int | None = None, label: 
     return applied
 
 
-def recorded_migrations(db: sqlite_utils.Database) -> set[str]:
+def recorded_migrations(db: Database) -> set[str]:
     if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
         return set()
     return {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
 
 
-def schema_entries(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
+def schema_entries(db: Database) -> dict[tuple[str, str], str]:
     """Every table, index, trigger and view of ``db`` by (type, name), with its SQL in one line (SQLite's
     own ``sqlite_*`` tables, made on demand, left out)."""
     return {(kind, name): " ".join((sql or "").split()) for kind, name, sql in db.execute(
@@ -165,7 +225,7 @@ def _written_by_digest() -> dict[tuple[str, str], str]:
         fresh.conn.close()
 
 
-def foreign_schema(db: sqlite_utils.Database) -> list[str]:
+def foreign_schema(db: Database) -> list[str]:
     """One line per table, index, trigger or view in ``db`` that digest's migrations did not write, or
     wrote otherwise: a trigger added to a database (by hand, or in a restored file) acts on every write
     digest makes, so a file holding one is not digest's, whatever else it passes. Empty when the schema
@@ -182,7 +242,7 @@ def foreign_schema(db: sqlite_utils.Database) -> list[str]:
 class transaction:
     """BEGIN IMMEDIATE ... COMMIT, so a writer takes the lock up front and never deadlocks on upgrade."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self.conn = db.conn
 
     def __enter__(self):
@@ -205,7 +265,7 @@ def now_iso() -> str:
 # -- the schema -------------------------------------------------------------------------------------
 
 @migration
-def m001_initial(db: sqlite_utils.Database) -> None:
+def m001_initial(db: Database) -> None:
     db.executescript(
         """
         CREATE TABLE papers (
@@ -370,11 +430,32 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         );
         """
     )
-    db["papers"].enable_fts(["title", "abstract", "authors"], create_triggers=True, tokenize="porter")
+    # What sqlite_utils' db["papers"].enable_fts(["title", "abstract", "authors"], create_triggers=True,
+    # tokenize="porter") wrote, spelled out: the same schema, without importing sqlite_utils (and numpy)
+    # each time `digest status` migrates a database in memory to compare schemas (foreign_schema).
+    db.executescript(
+        """
+        CREATE VIRTUAL TABLE "papers_fts" USING FTS5 (
+            "title", "abstract", "authors",
+            tokenize='porter',
+            content="papers"
+        );
+        CREATE TRIGGER "papers_ai" AFTER INSERT ON "papers" BEGIN
+          INSERT INTO "papers_fts" (rowid, "title", "abstract", "authors") VALUES (new.rowid, new."title", new."abstract", new."authors");
+        END;
+        CREATE TRIGGER "papers_ad" AFTER DELETE ON "papers" BEGIN
+          INSERT INTO "papers_fts" ("papers_fts", rowid, "title", "abstract", "authors") VALUES('delete', old.rowid, old."title", old."abstract", old."authors");
+        END;
+        CREATE TRIGGER "papers_au" AFTER UPDATE ON "papers" BEGIN
+          INSERT INTO "papers_fts" ("papers_fts", rowid, "title", "abstract", "authors") VALUES('delete', old.rowid, old."title", old."abstract", old."authors");
+          INSERT INTO "papers_fts" (rowid, "title", "abstract", "authors") VALUES (new.rowid, new."title", new."abstract", new."authors");
+        END;
+        """
+    )
 
 
 @migration
-def m002_renders(db: sqlite_utils.Database) -> None:
+def m002_renders(db: Database) -> None:
     """The rendered digest, stored once, so a delivery retried days later sends exactly what was built."""
     db.executescript(
         """
@@ -389,13 +470,13 @@ def m002_renders(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m003_delivery_progress(db: sqlite_utils.Database) -> None:
+def m003_delivery_progress(db: Database) -> None:
     """How many parts of a split chat delivery went out, so a retry sends only the rest."""
     db.execute("ALTER TABLE deliveries ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0")
 
 
 @migration
-def m004_coverage_ledger(db: sqlite_utils.Database) -> None:
+def m004_coverage_ledger(db: Database) -> None:
     """The ledger: which digest of each profile covers each announced paper, one row per paper, so
     "every paper in exactly one digest" is a constraint rather than a property of how days are counted.
     Filled from the digests already built (the earliest digest wins where older versions sent a paper
@@ -430,7 +511,7 @@ def m004_coverage_ledger(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m005_notices(db: sqlite_utils.Database) -> None:
+def m005_notices(db: Database) -> None:
     """Failure notices (digest/notices.py): one row per problem and announcement day, claimed before the
     notice is sent, so a notice goes out at most once and a failed notice is never retried in a loop;
     ``reported_at``: when the next digest's header said what was caught up."""
@@ -451,7 +532,7 @@ def m005_notices(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m006_library_titles(db: sqlite_utils.Database) -> None:
+def m006_library_titles(db: Database) -> None:
     """What the arXiv API answered for a library entry's title (library.py), so each title is asked once."""
     db.executescript(
         """
@@ -465,7 +546,7 @@ def m006_library_titles(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m007_arxiv_missing_and_library_files(db: sqlite_utils.Database) -> None:
+def m007_arxiv_missing_and_library_files(db: Database) -> None:
     """Ids arXiv has no paper for (profiles.py), so each is asked again only after a while; and each library
     file as last read (library.py), so a large export is parsed again only when it changes."""
     db.executescript(
@@ -487,7 +568,7 @@ def m007_arxiv_missing_and_library_files(db: sqlite_utils.Database) -> None:
 
 # -- papers and announcements ---------------------------------------------------------------------
 
-def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
+def save_papers(db: Database, papers: Iterable[Paper]) -> int:
     """Upsert by id, keeping the highest version's metadata. Returns how many rows changed."""
     changed = 0
     stamp = now_iso()
@@ -510,12 +591,13 @@ def save_papers(db: sqlite_utils.Database, papers: Iterable[Paper]) -> int:
                     {**row, "last_seen": stamp},
                 )
             else:
-                db["papers"].insert({**row, "first_seen": stamp, "last_seen": stamp})
+                row = {**row, "first_seen": stamp, "last_seen": stamp}
+                db.execute(f"INSERT INTO papers ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row)
             changed += 1
     return changed
 
 
-def save_announcements(db: sqlite_utils.Database, announcements: Iterable[Announcement], source: str) -> int:
+def save_announcements(db: Database, announcements: Iterable[Announcement], source: str) -> int:
     """Store papers and the day they were announced on. Idempotent: the same day twice changes nothing."""
     announcements = list(announcements)
     save_papers(db, [a.paper for a in announcements])
@@ -566,12 +648,12 @@ def paper_from_row(row: dict) -> Paper:
     )
 
 
-def get_paper(db: sqlite_utils.Database, paper_id: str) -> Paper | None:
+def get_paper(db: Database, paper_id: str) -> Paper | None:
     rows = list(db.query("SELECT * FROM papers WHERE id = ?", [paper_id]))
     return paper_from_row(rows[0]) if rows else None
 
 
-def get_papers(db: sqlite_utils.Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
+def get_papers(db: Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
     found: dict[str, Paper] = {}
     for chunk in chunks(list(dict.fromkeys(paper_ids))):
         marks = ",".join("?" * len(chunk))
@@ -580,7 +662,7 @@ def get_papers(db: sqlite_utils.Database, paper_ids: Iterable[str]) -> dict[str,
     return found
 
 
-def first_announced(db: sqlite_utils.Database, ids: list[str]) -> dict[str, str]:
+def first_announced(db: Database, ids: list[str]) -> dict[str, str]:
     """The first day each of ``ids`` was announced on (ISO dates), for those announced at all."""
     found: dict[str, str] = {}
     for chunk in chunks(list(ids)):
@@ -590,19 +672,19 @@ def first_announced(db: sqlite_utils.Database, ids: list[str]) -> dict[str, str]
     return found
 
 
-def latest_day(db: sqlite_utils.Database) -> dt.date | None:
+def latest_day(db: Database) -> dt.date | None:
     """The latest announcement day stored."""
     row = db.execute("SELECT MAX(announced_on) FROM announcements").fetchone()
     return dt.date.fromisoformat(row[0]) if row and row[0] else None
 
 
-def announcements_of(db: sqlite_utils.Database, paper_id: str) -> list[dict]:
+def announcements_of(db: Database, paper_id: str) -> list[dict]:
     """Every day a paper was announced: day, kind, version, source."""
     return [dict(r) for r in db.query("SELECT announced_on AS day, kind, version, source FROM announcements "
                                       "WHERE paper_id = ? ORDER BY announced_on", [paper_id])]
 
 
-def announced_per_day(db: sqlite_utils.Database, days: int) -> list[dict]:
+def announced_per_day(db: Database, days: int) -> list[dict]:
     """The last ``days`` stored days, oldest first: papers, new, cross-lists, replacements."""
     return [dict(r) for r in db.query(
         "SELECT announced_on AS day, COUNT(*) AS papers, SUM(kind = 'new') AS new, SUM(kind = 'cross') AS cross, "
@@ -610,7 +692,7 @@ def announced_per_day(db: sqlite_utils.Database, days: int) -> list[dict]:
         "ORDER BY announced_on DESC LIMIT ?", [days])][::-1]
 
 
-def primary_categories(db: sqlite_utils.Database, since: str, most: int = 15) -> list[dict]:
+def primary_categories(db: Database, since: str, most: int = 15) -> list[dict]:
     """The ``most`` commonest primary categories of the papers announced since ``since``."""
     return [dict(r) for r in db.query(
         "SELECT p.primary_category AS category, COUNT(DISTINCT p.id) AS papers FROM announcements a "
@@ -618,7 +700,7 @@ def primary_categories(db: sqlite_utils.Database, since: str, most: int = 15) ->
         "ORDER BY papers DESC, category LIMIT ?", [since, most])]
 
 
-def totals(db: sqlite_utils.Database) -> dict[str, int]:
+def totals(db: Database) -> dict[str, int]:
     """How many papers, announcements, embedded and summarized papers the history holds."""
     return dict(zip(("papers", "announcements", "embedded", "summarized"), db.execute(
         "SELECT (SELECT COUNT(*) FROM papers), (SELECT COUNT(*) FROM announcements), "
@@ -626,7 +708,7 @@ def totals(db: sqlite_utils.Database) -> dict[str, int]:
     ).fetchone()))
 
 
-def space_by_table(db: sqlite_utils.Database) -> dict[str, int]:
+def space_by_table(db: Database) -> dict[str, int]:
     """Bytes each table takes with its indexes (SQLite's dbstat), the full-text index's shadow tables
     counted as one ``papers_fts``; empty where SQLite was built without dbstat."""
     try:
@@ -641,7 +723,7 @@ def space_by_table(db: sqlite_utils.Database) -> dict[str, int]:
     return space
 
 
-def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
+def announced_on(db: Database, day: dt.date) -> list[Announcement]:
     """A day's announcements in arXiv's listing order."""
     rows = list(db.query(
         "SELECT a.kind, a.position, a.announced_on, p.* FROM announcements a JOIN papers p ON p.id = a.paper_id "
@@ -656,12 +738,12 @@ def announced_on(db: sqlite_utils.Database, day: dt.date) -> list[Announcement]:
 
 # -- fetches: what arXiv said about each day ----------------------------------------------------------
 
-def has_announcements(db: sqlite_utils.Database, day: dt.date) -> bool:
+def has_announcements(db: Database, day: dt.date) -> bool:
     return db.execute("SELECT 1 FROM announcements WHERE announced_on = ? LIMIT 1", [day.isoformat()]).fetchone() \
         is not None
 
 
-def record_fetch(db: sqlite_utils.Database, *, announced_on: dt.date | None, categories: str, source: str,
+def record_fetch(db: Database, *, announced_on: dt.date | None, categories: str, source: str,
                  status: str, entries: int = 0, skipped: int = 0, error: str | None = None,
                  detail: str | None = None) -> int:
     with transaction(db):
@@ -674,7 +756,7 @@ def record_fetch(db: sqlite_utils.Database, *, announced_on: dt.date | None, cat
     return cursor.lastrowid
 
 
-def day_fetched(db: sqlite_utils.Database, day: dt.date, categories: list[str]) -> str | None:
+def day_fetched(db: Database, day: dt.date, categories: list[str]) -> str | None:
     """What arXiv said about ``day`` for (at least) ``categories``: "announced" (its papers are stored),
     "empty" (arXiv positively announced nothing), or None (never fetched, or only failed fetches).
     A fetch made for fewer categories (before the configuration grew) does not count."""
@@ -687,28 +769,28 @@ def day_fetched(db: sqlite_utils.Database, day: dt.date, categories: list[str]) 
     return "announced" if "announced" in found else ("empty" if found else None)
 
 
-def latest_feed_fetch(db: sqlite_utils.Database) -> tuple[str, str | None, str | None] | None:
+def latest_feed_fetch(db: Database) -> tuple[str, str | None, str | None] | None:
     """(status, day, error) of the latest fetch of the feed, or None before the first."""
     row = db.execute("SELECT status, announced_on, error FROM fetches WHERE source = 'feed' ORDER BY id DESC LIMIT 1"
                      ).fetchone()
     return tuple(row) if row else None
 
 
-def latest_fetch_error(db: sqlite_utils.Database) -> dict | None:
+def latest_fetch_error(db: Database) -> dict | None:
     """The most recent error a fetch recorded: when, from where, what."""
     row = db.execute("SELECT fetched_at, 'fetch ' || source, error FROM fetches WHERE error IS NOT NULL "
                      "ORDER BY fetched_at DESC LIMIT 1").fetchone()
     return dict(zip(("at", "source", "error"), row)) if row else None
 
 
-def empty_detail(db: sqlite_utils.Database, day: dt.date) -> str | None:
+def empty_detail(db: Database, day: dt.date) -> str | None:
     """How we know ``day`` announced nothing, as recorded with its latest "empty" fetch."""
     row = db.execute("SELECT detail FROM fetches WHERE announced_on = ? AND status = 'empty' "
                      "ORDER BY id DESC LIMIT 1", [day.isoformat()]).fetchone()
     return row[0] if row else None
 
 
-def later_feed_days(db: sqlite_utils.Database, paper_ids: list[str], day: dt.date) -> dict[str, dt.date]:
+def later_feed_days(db: Database, paper_ids: list[str], day: dt.date) -> dict[str, dt.date]:
     """For each of ``paper_ids`` that arXiv's feed announced after ``day``: the first such day."""
     found: dict[str, dt.date] = {}
     for chunk in chunks(paper_ids):
@@ -720,7 +802,7 @@ def later_feed_days(db: sqlite_utils.Database, paper_ids: list[str], day: dt.dat
     return found
 
 
-def previous_feed_day(db: sqlite_utils.Database, day: dt.date) -> dt.date | None:
+def previous_feed_day(db: Database, day: dt.date) -> dt.date | None:
     """The latest day before ``day`` that arXiv's feed announced papers on."""
     row = db.execute("SELECT MAX(announced_on) FROM announcements WHERE source = 'feed' AND announced_on < ?",
                      [day.isoformat()]).fetchone()

@@ -16,12 +16,15 @@ Read from the tables' owners only, so it says exactly what `digest status` shows
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from . import ledger, runs
-from .config import Settings
 from .db import foreign_schema
 from .deliver import outbox
 from .text import plural
+
+if TYPE_CHECKING:
+    from .config import Settings  # annotations only: pydantic is for validating
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "failing": 2}
 

@@ -19,15 +19,18 @@ import datetime as dt
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .config import Profile, Settings
 from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
 from .deliver import outbox
 from .records import Announcement, DigestView
-from .render import Rendered
 from .runs import first_done_day
 from .taxonomy import CategoryExpression
 from .text import plural
+
+if TYPE_CHECKING:
+    from .config import Profile, Settings  # annotations only: pydantic is for validating
+    from .render import Rendered  # loads jinja2, which the reading commands never need
 
 MIN_LOOKBACK_DAYS = 7
 

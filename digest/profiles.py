@@ -10,18 +10,17 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .arxiv.http import ArxivError
 from .arxiv.ids import InvalidArxivId, normalize_id
-from .config import Profile, Settings
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
-from .embed import Embedder, embed_papers, paper_text, shared_embedder
-from .library import LibraryError, library_of, matched_titles, title_key, weigh
-from .rank import Anchor, Signals
 from .records import Paper
 from .text import one_line, plural
 
 if TYPE_CHECKING:
     import sqlite_utils
+
+    from .config import Profile, Settings  # annotations only: pydantic is for validating
+    from .embed import Embedder
+    from .rank import Anchor
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ LOOKUPS_PER_RUN = 200  # ids of liked or library papers fetched from arXiv per p
 MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
 
 FetchPapers = Callable[..., "tuple[list[Paper], list[str]]"]  # (settings, ids, raise_errors=True)
-FindTitle = Callable[[Settings, str], "Paper | None"]
+FindTitle = Callable[["Settings", str], "Paper | None"]
 
 
 def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Profile, *,
@@ -41,6 +40,10 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
     missing)`` (``digest.arxiv.fetch_papers``) and stored; without it only stored seeds are used. Library
     entries without an arXiv id are matched by title with ``find_title`` (``arxiv.api.find_by_title``).
     """
+    # Here, not at the top: embed and rank load numpy, which the feedback commands below never need.
+    from .embed import embed_papers, paper_text, shared_embedder
+    from .rank import Anchor, Signals
+
     embedder = embedder or shared_embedder(settings.embedding)
     warnings: list[str] = []
     seeds = _seed_papers(db, settings, profile.seed_papers, fetch_papers, warnings)
@@ -67,6 +70,8 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
 
 
 def _interest_anchors(embedder: Embedder, profile: Profile) -> list[Anchor]:
+    from .rank import Anchor
+
     if not profile.interests:
         return []
     vectors = embedder.embed_queries([i.text for i in profile.interests])
@@ -101,6 +106,8 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                     find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
     """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
     be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
+    from .library import LibraryError, library_of, matched_titles, title_key, weigh  # heavy, as above
+
     if not profile.seed_library:
         return []
     try:
@@ -139,6 +146,8 @@ def _stored_or_fetched(db, settings: Settings, ids: list[str], fetch_papers: Fet
     absent = [paper_id for paper_id in ids if paper_id not in papers]
     wanted = _not_known_missing(db, absent)[:LOOKUPS_PER_RUN]
     if wanted and fetch_papers is not None:
+        from .arxiv.http import ArxivError  # requests: only when there is something to fetch
+
         try:
             fetched, missing = fetch_papers(settings, wanted, raise_errors=True)
         except ArxivError as exc:  # nothing learnt: asked again next run

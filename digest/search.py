@@ -13,18 +13,20 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
-from .config import Settings
 from .db import announcements_of, chunks, first_announced, get_paper
 from .records import Paper
 from .taxonomy import is_known
 from .text import HIT_END, HIT_START
-from .vectors import VectorIndex
 
-EmbedText = Callable[[str], np.ndarray]
+if TYPE_CHECKING:  # numpy: for the semantic commands only, imported where they run
+    from .config import Settings  # annotations only: pydantic is for validating
+    import numpy as np
+
+    from .vectors import VectorIndex
+
+EmbedText = Callable[[str], "np.ndarray"]
 
 # bm25 column weights for title, abstract, authors: a word in the title says more than one in the abstract.
 BM25_WEIGHTS = (5.0, 1.0, 3.0)
@@ -187,6 +189,8 @@ def semantic_search(db, settings: Settings, query: str, filters: Filters | None 
     filters.check()
     if not query.strip():
         raise HistoryError("empty query: give words to search for")
+    from .vectors import VectorIndex  # numpy: only the semantic commands pay for it
+
     index = index or VectorIndex(db, settings.embedding.vectors_key).open()
     vector = (embed or embed_query(settings))(query)
     return _nearest_papers(db, index, vector, filters, limit, exclude=None)
@@ -196,6 +200,8 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
             index: VectorIndex | None = None) -> list[dict]:
     """The papers in the history nearest to ``paper_id`` by embedding."""
     paper_id = normalize_paper_id(paper_id)
+    from .vectors import VectorIndex  # numpy: only the semantic commands pay for it
+
     index = index or VectorIndex(db, settings.embedding.vectors_key).open()
     vector = index.vector(paper_id)
     if vector is None:

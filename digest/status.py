@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from . import health, ledger, runs
-from .config import Settings
 from .db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
 from .deliver import outbox
 from .schedule import next_run
 from .summarize import latest_call_error, tokens_by_day
+
+if TYPE_CHECKING:
+    from .config import Settings  # annotations only: pydantic is for validating
 
 # -- stats -----------------------------------------------------------------------------------------
 

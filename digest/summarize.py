@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .config import LLMSettings, Settings
 from .logs import redact
 from .records import Paper, Summary
 from .text import cap, clean_untrusted
 
 if TYPE_CHECKING:
+    from .config import LLMSettings, Settings  # annotations only: pydantic is for validating
     import openai
 
 log = logging.getLogger("digest.summarize")

@@ -4,6 +4,7 @@ From arXiv's published category taxonomy. An archive name alone (``cs``, ``math`
 the feed and the API both take it.
 """
 
+import difflib
 import re
 
 ARCHIVES = frozenset(
@@ -73,7 +74,7 @@ class CategoryExpression:
                 word = re.match(r"[^+]*?(?=[+-]|$)", source[position:]).group(0) or source[position:]
                 if not word:
                     raise CategoryExpressionError(f"missing a category after {sign!r} in {source!r}")
-                raise CategoryExpressionError(f"unknown arXiv category {word!r}")
+                raise CategoryExpressionError(f"unknown arXiv category {word!r}{_did_you_mean(word)}")
             (include if sign == "+" else exclude).append(code)
             position += len(code)
         if not include:
@@ -109,6 +110,14 @@ def _longest_code_at(source: str, position: int) -> str | None:
 
 
 _CODES_LONGEST_FIRST = sorted(CATEGORIES | ARCHIVES, key=len, reverse=True)
+
+
+def _did_you_mean(word: str) -> str:
+    """``; did you mean cs.LG?`` for ``cs.lg`` or ``cs.LGG``: the nearest code regardless of case, and
+    only a close one (codes are short: at 0.8, ``cs.XY`` is as near cs.SY as cs.CY)."""
+    lowered = {code.lower(): code for code in sorted(CATEGORIES | ARCHIVES)}
+    near = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.85)
+    return f"; did you mean {lowered[near[0]]}?" if near else ""
 
 
 def _covers(code: str, category: str) -> bool:

@@ -79,14 +79,20 @@ PROSE = {"title", "error", "last_error", "delivery", "target", "counts", "reason
 ISO_MOMENT = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)$")
 
 
+def moment(text: str | None) -> str:
+    """A moment as every command shows it to people: to the minute, ``2026-12-05 12:19Z`` in UTC, else
+    with its offset (``2026-12-07 07:00 -05:00``); JSON keeps it whole. Anything else unchanged."""
+    found = ISO_MOMENT.match(text or "")
+    if not found:
+        return "" if text is None else text
+    offset = found.group(5)
+    return f"{found.group(1)} {found.group(2)}{'Z' if offset in ('Z', '+00:00') else ' ' + offset}"
+
+
 def _cell(column: str, value) -> str:
-    """A value as a table shows it: a UTC moment to the minute (JSON keeps it whole), a delivery's
-    channels one per line, so that an 80-column terminal never cuts one in the middle."""
-    text = shown_cell(value)
-    moment = ISO_MOMENT.match(text)
-    if moment:
-        offset = moment.group(5)
-        return f"{moment.group(1)} {moment.group(2)}{'Z' if offset in ('Z', '+00:00') else ' ' + offset}"
+    """A value as a table shows it: a moment to the minute (:func:`moment`), a delivery's channels one
+    per line, so that an 80-column terminal never cuts one in the middle."""
+    text = moment(shown_cell(value))
     return text.replace("; ", "\n") if column == "delivery" else text
 
 

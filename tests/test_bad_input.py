@@ -198,13 +198,13 @@ def test_an_unreadable_credential_file_is_one_line_even_for_root(tmp_path, write
         process = digest_process(["--config", str(config), *command], without_root_override=True)
         assert process.returncode == 2, command
         assert process.stderr == \
-            f"Error: config.toml: email.password_file: cannot read {secret}: Permission denied\n", command
+            f"Error: {config}: email.password_file: cannot read {secret}: Permission denied\n", command
         assert "hunter2" not in process.stdout + process.stderr
     # Showing the configuration needs no password: it says where it comes from, and why it cannot be read.
     process = digest_process(["--config", str(config), "config"], without_root_override=True)
     assert process.returncode == 0, process.stderr
     assert f'password_file = "{secret}"' in process.stdout
-    assert f"# not readable here: config.toml: email.password_file: cannot read {secret}: Permission denied" \
+    assert f"# not readable here: {config}: email.password_file: cannot read {secret}: Permission denied" \
         in process.stdout
 
 

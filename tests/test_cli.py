@@ -57,10 +57,10 @@ def test_missing_config_is_one_line_and_exit_2(isolated_home):
 
 
 def test_bad_config_is_one_line_and_exit_2(write_config):
-    write_config('[profiles.me]\ninterests = ["x"]\n[email]\nport = "abc"\n')
+    path = write_config('[profiles.me]\ninterests = ["x"]\n[email]\nport = "abc"\n')
     result = run("config")
     assert result.exit_code == 2
-    assert result.output == 'Error: config.toml: email.port: expected an integer, got "abc"\n'
+    assert result.output == f'Error: {path}: email.port: expected an integer, got "abc"\n'
 
 
 def test_config_shows_redacted_json(write_config, monkeypatch):

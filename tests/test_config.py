@@ -27,8 +27,8 @@ def test_example_config_is_valid_and_complete():
 
 @pytest.mark.parametrize("body, message", [
     ('[email]\nport = "abc"\n', 'config.toml: email.port: expected an integer, got "abc"'),
-    ('[email]\nprot = 25\n', "config.toml: email.prot: unknown key"),
-    ('[emial]\n', "config.toml: emial: unknown key"),
+    ('[email]\nprot = 25\n', "config.toml: email.prot: unknown key; did you mean `port`?"),
+    ('[emial]\n', "config.toml: emial: unknown key; did you mean `[email]`?"),
     ('[email]\nsecurity = "tls"\n', "config.toml: email.security: expected 'starttls', 'ssl' or 'none', got \"tls\""),
     ('[llm]\nsummarize = "some"\n', "config.toml: llm.summarize: expected an integer or 'all', got \"some\""),
     ('[llm]\nconcurrency = 0\n', "config.toml: llm.concurrency: expected a number >= 1, got 0"),

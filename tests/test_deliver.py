@@ -397,13 +397,20 @@ def test_check_reports_each_channel(smtp, chat, tmp_path):
     assert smtp.messages == [] and chat.posts == []
 
 
+# arXiv on a loopback port nothing listens on (9, discard): `check` tries it first, and says so.
+NO_ARXIV = '[arxiv]\nfeed_url = "http://127.0.0.1:9/atom/"\napi_url = "http://127.0.0.1:9/api/query"\nmin_interval = 0\n'
+ARXIV_DOWN = ["FAIL  arxiv feed: http://127.0.0.1:9/atom/cs.AI: connection refused after 1 attempts",
+              "FAIL  arxiv api: http://127.0.0.1:9/api/query: connection refused after 1 attempts",
+              "ok    llm: none configured (llm.model is empty): digests show abstracts"]
+
+
 def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
-    config = write_config(smtp.settings_toml(USER, "wrong-password")
+    config = write_config(NO_ARXIV + smtp.settings_toml(USER, "wrong-password")
                           + '[chat.team]\nurl = "json://127.0.0.1:9/hook"\n'
                           + '[profiles.me]\ninterests = ["x"]\nemail_to = ["a@example.org"]\nchat = ["team"]\n')
     result = CliRunner().invoke(cli, ["--config", str(config), "check"])
     assert result.exit_code == 1
-    assert result.output.splitlines() == [
+    assert result.output.splitlines() == [*ARXIV_DOWN,
         f"FAIL  email: 127.0.0.1:{smtp.port}: login as {USER} refused: 535 5.7.8 (check email.user and the password)",
         "FAIL  chat team: 127.0.0.1:9: not reachable: Connection refused",
     ]
@@ -412,11 +419,12 @@ def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
 
 def test_an_unknown_chat_url_is_said_once_in_our_words(write_config):
     # apprise logs "Unsupported URL: ..." at ERROR on its own logger; the user must see our line only.
-    config = write_config('[chat.team]\nurl = "nonsense://127.0.0.1/hook"\n'
+    config = write_config(NO_ARXIV + '[chat.team]\nurl = "nonsense://127.0.0.1/hook"\n'
                           '[profiles.me]\ninterests = ["x"]\nchat = ["team"]\n')
     result = CliRunner().invoke(cli, ["--config", str(config), "check"])
     assert result.exit_code == 1
-    assert result.output.splitlines() == ["FAIL  chat team: chat.team.url: apprise does not recognise this URL"]
+    assert result.output.splitlines() == [*ARXIV_DOWN,
+                                          "FAIL  chat team: chat.team.url: apprise does not recognise this URL"]
 
 
 def test_a_sender_left_a_zombie_counts_as_dead_so_its_delivery_is_sent_again():

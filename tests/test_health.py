@@ -46,7 +46,8 @@ def test_a_delivery_waiting_for_a_retry_is_degraded_and_exits_1_until_it_goes_ou
     assert code == 1 and health["state"] == "degraded"
     assert health["reasons"] == [f"1 delivery waiting for a retry, the first {DAY} email to reader@example.org: "
                                  f"127.0.0.1:{smtp.port}: message refused: 451 4.3.0 temporary failure"]
-    assert text == "Health:      degraded\n             " + health["reasons"][0] + "\n"
+    assert text.startswith("Health:      degraded\n             1 delivery waiting")  # a long reason wraps
+    assert " ".join(text.split()) == "Health: degraded " + " ".join(health["reasons"][0].split())
     make_due(db)
     world.run()
     assert check(world)[0] == 0

@@ -359,9 +359,9 @@ def test_digest_without_a_render_is_rebuilt_from_its_items(db_path):
 # -- feedback ----------------------------------------------------------------------------------------
 
 def test_like_dislike_and_clear(db_path, db):
-    assert run("like", "https://arxiv.org/abs/2606.20722v3").output == (
-        "Liked 2606.20722 (Multimodal Image Colorization: Quantifying the Impact of Text-Conditioned Guidance on "
-        "Grayscale-to-Color Translation) for every profile.\n")
+    assert run("like", "https://arxiv.org/abs/2606.20722v3").output == (  # within 120 columns, into a pipe
+        "Liked 2606.20722 (Multimodal Image Colorization: Quantifying the Impact of Text-Conditioned Guidance on\n"
+        "  Grayscale-to-Color Translation) for every profile.\n")
     assert run("dislike", "2606.21162", "--profile", "me").output == (
         "Disliked 2606.21162 (PIAvatar: Physically Interactive Avatars via Deformation Gradient Decoupling) "
         "for profile me.\n")
@@ -383,7 +383,8 @@ def test_like_takes_several_ids_and_stores_none_when_one_is_wrong(db_path, db):
         2, 'Error: "arXiv:nonsense" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)\n')
     assert db.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
     done = run("like", "2606.20722", "https://arxiv.org/abs/2606.21162v2", "--profile", "me")
-    assert [line.split(" (")[0] for line in done.output.splitlines()] == ["Liked 2606.20722", "Liked 2606.21162"]
+    assert [line.split(" (")[0] for line in done.output.splitlines() if not line.startswith(" ")] == [
+        "Liked 2606.20722", "Liked 2606.21162"]  # a long title continues on an indented line
     assert db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall() == [
         ("2606.20722", "me", 1), ("2606.21162", "me", 1)]
 

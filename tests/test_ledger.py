@@ -377,7 +377,7 @@ def test_resend_after_a_refused_recipient_was_fixed_sends_only_to_them(service, 
     assert nothing.stdout == "Nothing to send again: no delivery failed for good.\n"
     vague = svc.digest("resend", "--all", today=D(2026, 6, 23))
     assert (vague.returncode, vague.stderr) == (
-        2, "Error: --all: name the day to send again, e.g. `digest resend 2026-06-29 --all`\n")
+        2, "Error: --all: name the day to send again, e.g. `digest resend --day 2026-06-29 --all`\n")
     asked = svc.digest("resend", "2026-06-23", "--to", ALICE, today=D(2026, 6, 23))  # the user asks, explicitly
     assert asked.returncode == 0 and (len(svc.mailed(ALICE)), len(svc.mailed(BOB))) == (2, 1)
     old = svc.digest("run", "--resend", today=D(2026, 6, 23))

@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import os
 import sqlite3
 import sys
+import textwrap
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
-from ..config import ConfigError, Settings, load_settings
+from ..config_rules import config_label, find_config, read_config_text, validated_view
 from ..db import DatabaseError, describe_sqlite_error, open_db, open_for_reading
+from ..secrets import ConfigError
 from ..text import csv_cell
 from ..views import rows_view
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class UsageProblem(click.ClickException):
@@ -49,17 +56,30 @@ class App:
         self._settings: Settings | None = None
         self._db = None
         self._db_in_memory = False
+        self.reading = False  # set by a command that only reads (see :func:`reading`)
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             try:
-                self._settings = load_settings(self.config_path, resolve=False)  # secrets: when used
+                self._settings = self._validated_view() if self.reading else None
+                if self._settings is None:
+                    # Pydantic, and the whole model: 0.07 s. Secrets are read when used. A command that may
+                    # write leaves a note for the reading commands (see digest.config_rules).
+                    from ..config import load_settings
+
+                    self._settings = load_settings(self.config_path, resolve=False, note=not self.reading)
             except ConfigError as exc:
                 raise UsageProblem(str(exc)) from None
             from ..logs import setup_logging
             setup_logging(self._settings.secrets(), stream=sys.stderr)
         return self._settings
+
+    def _validated_view(self):
+        """For a reading command: the settings as the note of an earlier validation of this very text
+        has them, or None (then it is validated now)."""
+        file = find_config(self.config_path)
+        return validated_view(read_config_text(file), str(file), config_label(self.config_path, file))
 
     @property
     def settings_with_secrets(self) -> Settings:
@@ -100,6 +120,18 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def reading(fn):
+    """For a command that only reads (status, search, show, digests, stats): the configuration as an
+    earlier command validated it, when this text was validated before (see digest.config_rules)."""
+
+    @functools.wraps(fn)
+    def command(app: App, *args, **kwargs):
+        app.reading = True
+        return fn(app, *args, **kwargs)
+
+    return command
 
 
 class Terminated(KeyboardInterrupt):
@@ -177,6 +209,13 @@ def emit(app: App, rows: list[dict], columns: list[str] | None = None, *, as_jso
         app.console.print(empty)
         return
     app.console.print(rows_view(rows, columns, title))
+
+
+def wrapped(app: App, line: str, indent: str = "  ") -> str:
+    """A line of plain output within the console's width (80 columns on an 80-column terminal), continued
+    under ``indent``; a path or URL longer than the line is never cut."""
+    return textwrap.fill(line, app.console.width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def parse_day(value: str | None, option: str) -> dt.date | None:

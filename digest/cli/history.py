@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from . import App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app
+from . import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
+               wrapped)
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
@@ -20,19 +21,17 @@ EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's key
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
     from ..arxiv.ids import InvalidArxivId
-    from ..embed import EmbeddingError
     from ..search import HistoryError
 
     try:
         yield
     except (HistoryError, InvalidArxivId) as exc:
         raise UsageProblem(str(exc)) from None
-    except EmbeddingError as exc:
-        raise RunFailure(str(exc)) from None
     except Exception as exc:
-        from ..arxiv.http import ArxivError  # only now: importing requests costs every cold search 0.2-0.3 s
-
-        if isinstance(exc, ArxivError):
+        # Their modules load numpy and requests (0.1-0.3 s): an error of theirs can only come from a
+        # module already imported, so look only there.
+        embed, http = sys.modules.get("digest.embed"), sys.modules.get("digest.arxiv.http")
+        if (embed and isinstance(exc, embed.EmbeddingError)) or (http and isinstance(exc, http.ArxivError)):
             raise RunFailure(str(exc)) from None
         raise
 
@@ -81,6 +80,8 @@ def search_command(app: App, query, semantic, raw, since, until, category, autho
     """Search every paper ever fetched: titles, abstracts and authors, best match first."""
     from .. import search, views
 
+    app.reading = not semantic  # the semantic search loads a model anyway: its settings are the model's
+
     with _history_errors():
         filters = _filters(app, since, until, category, author, profile, liked)
         if semantic:
@@ -111,6 +112,7 @@ def _say_what_semantic_search_misses(app: App) -> None:
 @click.argument("paper_id", metavar="ID")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def show_command(app: App, paper_id: str, as_json: bool) -> None:
     """Everything known about a paper: metadata, days announced, digest ranks, summary, feedback."""
     from .. import search, views
@@ -150,6 +152,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1), help="At most this many.")
 @listing_options()
 @pass_app
+@reading
 def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None:
     """The digests built, newest first, with each channel's delivery status; --day shows one day's in full."""
     from .. import search
@@ -171,6 +174,7 @@ def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None
 @click.option("--profile", metavar="NAME", help="Only this profile's digest.")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
     """One day's full ranked list, as the email had it (now `digest digests --day`)."""
     day = parse_day(day_text, "DATE")
@@ -201,7 +205,7 @@ def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: 
     verb = "Liked" if value > 0 else "Disliked"
     for one in done:
         title = f" ({' '.join(one['title'].split())})" if one["title"] else ""
-        click.echo(f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}.")
+        click.echo(wrapped(app, f"{verb} {one['id']}{title} for {'profile ' + profile if profile else 'every profile'}."))
 
 
 @cli.command("like")
@@ -228,6 +232,7 @@ def dislike_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -
 @click.option("--clear-all", is_flag=True, help="Forget all feedback (of --profile, when given).")
 @listing_options()
 @pass_app
+@reading
 def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -> None:
     """List your likes and dislikes, or clear them."""
     from .. import profiles
@@ -300,6 +305,7 @@ def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Announcement days to cover.")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def stats_command(app: App, days: int, as_json: bool) -> None:
     """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
     from .. import status, views
@@ -318,6 +324,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
               help="Ask the installed service's database, as its user (systemd-run; run with sudo).")
 @listing_options(csv_ok=False)
 @pass_app
+@reading
 def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
     from .. import health, status, views
@@ -328,8 +335,8 @@ def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     data = status.status(app.reader, app.settings, database_exists=exists)
     if check and as_json:
         click.echo(json.dumps(data["health"], indent=2, ensure_ascii=False))
-    elif check:
-        click.echo("\n".join(views.health_lines(data["health"])))
+    elif check:  # a reason longer than the line continues two columns further in, so each still starts a line
+        click.echo("\n".join(wrapped(app, line, " " * 15) for line in views.health_lines(data["health"])))
     elif as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:

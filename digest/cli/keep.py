@@ -25,7 +25,7 @@ def backup_command(app: App, target: Path) -> None:
         raise UsageProblem(str(exc)) from None
     except BackupError as exc:
         raise RunFailure(str(exc)) from None
-    click.echo(f"Wrote {target} ({size / 1e6:.1f} MB).")
+    click.echo(f"Wrote {target} ({size / 2**20:.1f} MiB).")  # MiB, as `digest stats` counts
 
 
 @cli.command("restore")

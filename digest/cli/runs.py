@@ -38,10 +38,13 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
         raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    settings = app.settings_with_secrets  # a secret that cannot be read is the first thing to hear
+    if trigger == "cli" and not no_fetch:
+        _arxiv_resolves(settings)
     db = app.db
     with _terminate_as_interrupt():
         try:
-            result = pipeline.run_day(db, app.settings_with_secrets, days=days, profiles=list(profile_names), dry_run=dry_run,
+            result = pipeline.run_day(db, settings, days=days, profiles=list(profile_names), dry_run=dry_run,
                                       trigger=trigger, fetch=not no_fetch)
         except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
             raise UsageProblem(str(exc)) from None
@@ -62,6 +65,17 @@ def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, tr
         click.echo(f"Warning: {result.error}", err=True)
 
 
+def _arxiv_resolves(settings) -> None:
+    """A run from a shell on a machine that cannot resolve arXiv says so at once (within
+    readiness.RESOLVE_SECONDS), not after a minute of retries; the daemon's runs (another trigger) retry."""
+    from ..readiness import arxiv_hosts, unresolved
+
+    reason = unresolved(arxiv_hosts(settings))
+    if reason:
+        raise RunFailure(f"{reason}: is this machine offline? Nothing was fetched; `digest check` tries "
+                         f"everything a run needs")
+
+
 @cli.command("deliver", hidden=True)
 @pass_app
 def deliver_command(app: App) -> None:
@@ -77,7 +91,8 @@ def deliver_command(app: App) -> None:
 
 
 @cli.command("resend")
-@click.argument("day_text", metavar="[YYYY-MM-DD]", required=False)
+@click.argument("day_argument", metavar="[YYYY-MM-DD]", required=False)  # the spelling before --day; kept
+@click.option("--day", "day_text", metavar="YYYY-MM-DD", help="Only this announcement day's digests.")
 @click.option("--profile", metavar="NAME", help="Only this profile's digest.")
 @click.option("--failed", "which", flag_value="failed", default=True,
               help="Only deliveries that failed for good (the default).")
@@ -86,15 +101,18 @@ def deliver_command(app: App) -> None:
 @click.option("--to", "target", metavar="TARGET", help="Only this recipient address or chat target.")
 @click.option("--dry-run", is_flag=True, help="Say who would get what, and send nothing.")
 @pass_app
-def resend_command(app: App, day_text, profile, which, channel, target, dry_run) -> None:
+def resend_command(app: App, day_argument, day_text, profile, which, channel, target, dry_run) -> None:
     """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
     Says who will get what before it sends."""
     from ..deliver import deliver_due, outbox
+    from ..views import moment
 
-    day = parse_day(day_text, "YYYY-MM-DD")
+    if day_argument and day_text and day_argument != day_text:
+        raise UsageProblem(f"--day {day_text} and {day_argument}: give the day once, as --day")
+    day = parse_day(day_text or day_argument, "--day")
     check_profile(app, profile)
     if which == "all" and day is None:
-        raise UsageProblem("--all: name the day to send again, e.g. `digest resend 2026-06-29 --all`")
+        raise UsageProblem("--all: name the day to send again, e.g. `digest resend --day 2026-06-29 --all`")
     rows = outbox.chosen_for_resend(app.db, day=day, profile=profile, failed_only=which == "failed" and not target
                                     and not channel, channel=channel, target=target)
     if not rows:
@@ -103,7 +121,7 @@ def resend_command(app: App, day_text, profile, which, channel, target, dry_run)
         return
     click.echo(("Would send again:" if dry_run else "Sending again:"))
     for row in rows:
-        why = f"failed: {row['last_error']}" if row["status"] == "failed" else f"sent {row['sent_at']}"
+        why = f"failed: {row['last_error']}" if row["status"] == "failed" else f"sent {moment(row['sent_at'])}"
         click.echo(f"  {row['day']} {row['profile']}: {outbox.where(row)} ({why})")
     if dry_run:
         return

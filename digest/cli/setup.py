@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, as_toml, find_config, load_settings
+from ..config_rules import find_config
 from ..db import DatabaseError
-from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app
+from ..secrets import ConfigError
+from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
 
 # -- configuration -------------------------------------------------------------------------------------
 
@@ -84,8 +85,11 @@ def _digest_command(config: Path | None) -> str:
 @pass_app
 def show_config(app: App, show_path: bool, check_only: bool, no_credentials: bool, as_json: bool) -> None:
     """Show the effective configuration, secrets redacted."""
+    from ..config import as_toml, load_settings  # pydantic: here, not at every command's start
+
     if check_only:  # digest.service's ExecReload= runs this first, so a bad file fails `systemctl reload`
         try:
+            # No note: ExecReload= runs this as root, whose files in the service's cache it could not replace.
             settings = load_settings(app.config_path, credentials=not no_credentials)
         except ConfigError as exc:
             raise UsageProblem(str(exc)) from None
@@ -134,22 +138,23 @@ def daemon_command(app: App, once: bool) -> None:
 @listing_options(csv_ok=False)
 @pass_app
 def check_command(app: App, service: bool, as_json: bool) -> None:
-    """Try every configured channel without sending anything: SMTP login, chat reachability, files dir."""
+    """Try everything a run needs, sending nothing: arXiv's feed and API answering, the LLM answering with
+    the configured key and model, and every channel (SMTP login, chat reachability, the files folder)."""
     from ..deliver import check_channels
+    from ..readiness import check_arxiv, check_llm
     from ..service import service_problems
 
     if service:
         problems = service_problems()
         results = [("service", not problems, "; ".join(problems) or f"digest.service can run {sys.prefix}")]
     else:
-        results = check_channels(app.settings_with_secrets)
+        settings = app.settings_with_secrets
+        results = [*check_arxiv(settings), check_llm(settings), *check_channels(settings)]
     if as_json:
         click.echo(json.dumps([{"channel": c, "ok": ok, "detail": d} for c, ok, d in results], indent=2))
     else:
         for channel, ok, detail in results:
-            click.echo(f"{'ok  ' if ok else 'FAIL'}  {channel}: {detail}")
-        if not results:
-            click.echo("No channel configured.")
+            click.echo(wrapped(app, f"{'ok  ' if ok else 'FAIL'}  {channel}: {detail}", " " * 6))
     if not all(ok for _, ok, _ in results):
         sys.exit(1)
 

@@ -12,13 +12,15 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..config import Settings
 from ..logs import redact
 from ..text import one_line
 from . import outbox
 from .errors import PermanentFailure, TransientFailure
+
+if TYPE_CHECKING:
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 log = logging.getLogger("digest.deliver")
 
