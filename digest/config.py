@@ -109,6 +109,8 @@ class LLMSettings(Section):
     daily_token_budget: int = Field(300_000, ge=0)
     timeout: float = Field(60.0, gt=0)
     deadline: float = Field(900.0, gt=0, description="seconds all summaries of one run may take")
+    max_tokens: int = Field(1000, ge=200, le=32_000, description="the longest answer one request may generate")
+    temperature: float = Field(0.2, ge=0, le=2, description="low: summaries keep to the text")
     full_text: int = Field(0, ge=0, description="how many top papers are summarized from their full text")
     full_text_max_tokens: int = Field(12_000, ge=1000)
 
