@@ -543,8 +543,9 @@ Now answer, in {language}, with only the JSON object for the paper above: "tldr"
 
 QUOTED = re.compile(rf"^{re.escape(MARK_OPEN)}$.*?^{re.escape(MARK_CLOSE)}$", re.S | re.M)
 TLDR_LABEL = re.compile(r"^\W*(tl\W{0,2}dr|summary)\s*[:：\-–—]\s*", re.I)  # "TL;DR: ...", "Summary - ..."
-PROMPT_LINE = re.compile(rf"^\W*(arxiv id|title|abstract|full text)\b|{re.escape(MARK_OPEN)}|{re.escape(MARK_CLOSE)}",
-                         re.I)
+# How the quoted paper's lines start ("arXiv id:", "Title:", ...), and its markers: no answer starts so.
+PROMPT_LINE = re.compile(r"^\W*(?i:arxiv id|title|abstract|full text(?: \(may be cut off\))?)\s*:"
+                         rf"|^\s*(?:{re.escape(MARK_OPEN)}|{re.escape(MARK_CLOSE)})")
 # What a model writes where a field has nothing to say: dropped, so the digest shows no question for it.
 PLACEHOLDERS = {"", "n a", "na", "none", "null", "nil", "nothing", "unknown", "empty", "tbd", "todo",
                 "not applicable", "not available", "not mentioned", "not specified", "not stated", "not given",
@@ -620,7 +621,7 @@ def tldr_problem(tldr: str, title: str = "", instructions: str = "") -> str | No
     quoted paper ("arXiv id:", "Title:", the markers), and must not be a piece of the instructions."""
     shown = repr(cap(" ".join(tldr.split()), 60))
     normal, title = _normal(tldr), _normal(title)
-    if word_count(normal.replace(title, " ") if title else normal) < MIN_TLDR_WORDS:
+    if word_count(f" {normal} ".replace(f" {title} ", " ") if title else normal) < MIN_TLDR_WORDS:
         if word_count(normal) >= MIN_TLDR_WORDS:
             return f"the tldr is the paper's title, not a sentence about the paper: {shown}"
         return f"the tldr is not a sentence about the paper (fewer than {MIN_TLDR_WORDS} words): {shown}"
