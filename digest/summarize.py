@@ -618,25 +618,27 @@ def tldr_problem(tldr: str, title: str = "", instructions: str = "") -> str | No
 
     It must have at least :data:`MIN_TLDR_WORDS` words besides the paper's title (a word has a letter:
     ids and numbers do not count; two CJK characters count as one), must not start like a line of the
-    quoted paper ("arXiv id:", "Title:", the markers), and must not be a piece of the instructions."""
+    quoted paper ("arXiv id:", "Title:", the markers), and must have a word that the instructions do not
+    (SmolLM2-135M answered "The paper is between lines.")."""
     shown = repr(cap(" ".join(tldr.split()), 60))
     normal, title = _normal(tldr), _normal(title)
-    if word_count(f" {normal} ".replace(f" {title} ", " ") if title else normal) < MIN_TLDR_WORDS:
+    rest = " ".join(f" {normal} ".replace(f" {title} ", " ").split()) if title else normal
+    if word_count(rest) < MIN_TLDR_WORDS:
         if word_count(normal) >= MIN_TLDR_WORDS:
             return f"the tldr is the paper's title, not a sentence about the paper: {shown}"
         return f"the tldr is not a sentence about the paper (fewer than {MIN_TLDR_WORDS} words): {shown}"
     if PROMPT_LINE.match(tldr):
         return f"the tldr repeats the prompt's lines, not a sentence about the paper: {shown}"
-    if _within(normal, instructions):
-        return f"the tldr repeats the prompt's instructions: {shown}"
+    if _only_words_of(rest, instructions):
+        return f"the tldr repeats the prompt's instructions, not a sentence about the paper: {shown}"
     return None
 
 
 def is_filler(value: str, instructions: str = "") -> bool:
-    """A FAQ answer that says nothing: a placeholder ("N/A", "None"), a line of the quoted paper, or a
-    piece of the instructions."""
+    """A FAQ answer that says nothing: a placeholder ("N/A", "None"), a line of the quoted paper, or
+    nothing but words of the instructions ("what problem the paper tries to solve")."""
     normal = _normal(value)
-    return normal in PLACEHOLDERS or bool(PROMPT_LINE.match(value)) or _within(normal, instructions)
+    return normal in PLACEHOLDERS or bool(PROMPT_LINE.match(value)) or _only_words_of(normal, instructions)
 
 
 def word_count(text: str) -> int:
@@ -645,9 +647,11 @@ def word_count(text: str) -> int:
     return sum(1 for token in CJK.sub(" ", text).split() if re.search(r"[^\W\d_]", token)) + wide // 2
 
 
-def _within(normal: str, instructions: str) -> bool:
-    """Whether these words (already :func:`_normal`) stand, whole words, in the instructions."""
-    return f" {normal} " in f" {_normal(instructions)} "
+def _only_words_of(normal: str, instructions: str) -> bool:
+    """Whether every one of these words (already :func:`_normal`) is a word of the instructions: an
+    echo of them, shuffled or cut, says nothing about the paper."""
+    words = set(normal.split())
+    return bool(words) and words <= set(_normal(instructions).split())
 
 
 def _normal(text: str) -> str:

@@ -310,6 +310,7 @@ DEGENERATE = [
     "N/A",
     "Title: {title}, version 1 of the paper",
     "one sentence of 10 to 40 words on what this paper does and what it finds",
+    "The paper is between lines.",  # SmolLM2-135M again, from the instructions' own words
 ]
 
 
