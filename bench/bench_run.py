@@ -47,7 +47,8 @@ STAGES = ["fetch", "embed", "rank", "summarize", "render", "deliver"]
 
 
 def llm_reply(request) -> Reply:
-    content = json.dumps({"tldr": "A short summary.", "problem": "p", "related_work": "r", "method": "m",
+    content = json.dumps({"tldr": "A stand-in model summarizes this paper in one plain sentence.", "problem": "p",
+                          "related_work": "r", "method": "m",
                           "experiments": "e", "further_work": "f", "summary": "s"})
     body = {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "bench-model",
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],

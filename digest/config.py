@@ -108,6 +108,8 @@ class LLMSettings(EnabledByModel, Section):
                                                                "abstract; 0 sends no request")
     timeout: float = Field(60.0, gt=0, description="seconds one request may take")
     deadline: float = Field(900.0, gt=0, description="seconds all summaries of one run may take")
+    max_tokens: int = Field(1000, ge=200, le=32_000, description="the longest answer one request may generate")
+    temperature: float = Field(0.2, ge=0, le=2, description="low: summaries keep to the text")
     full_text: int = Field(0, ge=0, description="how many top papers are summarized from their full text")
     full_text_max_tokens: int = Field(12_000, ge=1000, description="the full text is cut to this many tokens")
 

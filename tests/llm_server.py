@@ -6,12 +6,14 @@
         llm.script(rate_limited(2), ok())        # the next two requests, in arrival order
         llm.script_for("2606.01234", error())    # requests about this paper, before the general script
         llm.reject_response_format = True        # answer 400 to response_format, as some servers do
+        llm.reject_options = {"max_tokens"}      # 400 with OpenAI's words for a reasoning model's options
     Behaviours: ok(), slow(s), rate_limited(retry_after), error(status), echo_headers(), malformed(),
-    refusal(), refusal_text(), huge(chars), comply() (obeys links and HTML injected into the abstract).
+    refusal(), refusal_text(), huge(chars), comply() (obeys links and HTML injected into the abstract),
+    answer(tldr=..., ...) (exactly these fields, the others empty), cut_off() (stopped at max_tokens).
         llm.requests[0].paper_id, llm.requests[0].usage, llm.max_in_flight
 
 A normal answer is derived from the request so a test can check it reached the right paper: its
-``tldr`` is ``"TL;DR of <title>"`` and every other field names the paper's id. Usage is counted as
+``tldr`` is ``"TL;DR of <title>: a sentence on ..."`` and every other field names the paper's id. Usage is counted as
 one token per 4 characters of the prompt and of the answer, and reported in ``usage``.
 """
 
@@ -33,11 +35,12 @@ URL = re.compile(r"https?://[^\s\"'<>)\]]+")
 class Behaviour:
     """How the server answers one request."""
 
-    kind: str  # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, comply
+    kind: str  # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, comply, answer, cut_off
     status: int = 200
     delay: float = 0.0
     retry_after: str | None = None
     size: int = 0  # characters per field of a huge answer
+    fields: tuple = ()  # (key, value) pairs of an answer()
 
 
 def ok(delay: float = 0.0) -> Behaviour:
@@ -82,6 +85,16 @@ def huge(chars: int = 200_000) -> Behaviour:
     return Behaviour("huge", size=chars)
 
 
+def answer(**fields: str) -> Behaviour:
+    """Exactly these fields, every other one empty: what a small local model answered, say."""
+    return Behaviour("answer", fields=tuple(fields.items()))
+
+
+def cut_off() -> Behaviour:
+    """The server stopped the answer at max_tokens: half a JSON object, finish_reason "length"."""
+    return Behaviour("cut_off")
+
+
 def comply() -> Behaviour:
     """A gullible model: obeys the abstract, puts every URL of the prompt and some HTML into its answer."""
     return Behaviour("comply")
@@ -113,6 +126,7 @@ class LLMServer:
     def __init__(self, latency: float = 0.0):
         self.latency = latency
         self.reject_response_format = False
+        self.reject_options: set[str] = set()
         self.requests: list[LLMRequest] = []
         self._script: list[Behaviour] = []
         self._per_paper: dict[str, list[Behaviour]] = {}
@@ -182,6 +196,9 @@ class LLMServer:
         if self.reject_response_format and "response_format" in body:
             return _json_reply(400, {"error": {"message": "Invalid parameter: 'response_format' is not supported "
                                                           "by this model.", "param": "response_format"}})
+        rejected = self.reject_options & set(body)
+        if rejected:
+            return _json_reply(400, {"error": {"message": OPTION_ERRORS[sorted(rejected)[0]]}})
         if behaviour.kind == "rate_limited":
             headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after is not None else {}
             return _json_reply(429, {"error": {"message": "Rate limit reached"}}, headers)
@@ -197,15 +214,17 @@ class LLMServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", ""),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "choices": [{"index": 0, "finish_reason": "length" if behaviour.kind == "cut_off" else "stop", "message": {
                 "role": "assistant", "content": content, "refusal": refusal_message or None}}],
             "usage": logged.usage,
         })
 
     def _content(self, prompt: str, paper_id: str, title: str, behaviour: Behaviour) -> tuple[str | None, str]:
         """(message content, refusal text)."""
-        if behaviour.kind == "malformed":
+        if behaviour.kind in ("malformed", "cut_off"):
             return '{"tldr": "cut off in the midd', ""
+        if behaviour.kind == "answer":
+            return json.dumps({key: "" for key in ("tldr",) + FAQ_FIELDS} | dict(behaviour.fields)), ""
         if behaviour.kind == "refusal":
             return None, "I'm sorry, I can't help with that."
         if behaviour.kind == "refusal_text":
@@ -222,9 +241,18 @@ class LLMServer:
 
 def normal_answer(paper_id: str, title: str) -> dict[str, str]:
     """What the server answers for a paper when nothing odd is scripted."""
-    answer = {"tldr": f"TL;DR of {title}"}
+    answer = {"tldr": f"TL;DR of {title}: a sentence on what the paper does and finds."}
     answer.update({key: f"{key} of {paper_id}" for key in FAQ_FIELDS})
     return answer
+
+
+# What OpenAI answers a reasoning model (o1, o3, gpt-5) sent the options a chat model takes.
+OPTION_ERRORS = {
+    "max_tokens": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                  "Use 'max_completion_tokens' instead.",
+    "temperature": "Unsupported value: 'temperature' does not support 0.2 with this model. "
+                   "Only the default (1) value is supported.",
+}
 
 
 def _first(pattern: str, text: str) -> str:

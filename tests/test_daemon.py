@@ -411,7 +411,8 @@ def llm_reply(request):
 
     from loopback import Reply
 
-    content = json.dumps({"tldr": "A short summary.", "problem": "p", "related_work": "r", "method": "m",
+    content = json.dumps({"tldr": "A stand-in model summarizes this paper in one plain sentence.", "problem": "p",
+                          "related_work": "r", "method": "m",
                           "experiments": "e", "further_work": "f", "summary": "s"})
     body = {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "test-model",
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],

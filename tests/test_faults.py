@@ -19,7 +19,7 @@ import pytest
 from chat_server import ChatServer
 from click.testing import CliRunner
 from feeds import empty_feed_xml
-from llm_server import LLMServer, error, huge, malformed, ok, rate_limited, refusal, slow
+from llm_server import LLMServer, answer, error, huge, malformed, ok, rate_limited, refusal, slow
 from loopback import Reply
 from world import (
     DAY,
@@ -162,6 +162,31 @@ def test_every_llm_fault_in_one_run_costs_summaries_never_papers(world, smtp, mo
     assert text.count("no LLM summary") == 4
     statuses = [r[0] for r in db.execute("SELECT status FROM llm_calls ORDER BY id")]
     assert statuses.count("ok") == 2 and len(statuses) == 14
+
+
+def test_answers_that_are_no_summaries_are_rejected_and_labelled_in_a_real_digest_run(world, smtp):
+    """What a real llama.cpp server running SmolLM2-135M answered: TL;DRs "PAPER" and "arXiv id: ...",
+    every other field empty. `digest run` asks once more, then shows each paper's abstract, labelled."""
+    with LLMServer() as llm:
+        llm.script(answer(tldr="PAPER"), answer(tldr="PAPER"),
+                   answer(tldr="arXiv id: 2606.30237 (version 1),"), answer(tldr="arXiv id: 2606.30237 (version 1),"),
+                   ok())
+        settings = world.configure(llm=f'[llm]\nmodel = "gpt-test"\nbase_url = "{llm.url}"\napi_key = "sk-test"\n'
+                                       'summarize = 3\nconcurrency = 1\n', extra="[digest]\ntop = 3\n")
+        process = digest_process(["--config", str(settings.source), "run"])
+    assert process.returncode == 0, process.stderr
+    db = world.open()
+    assert_invariants(db, smtp, EXPECTED, sent=1)
+    assert all(r.body["max_tokens"] == 1000 and r.body["temperature"] == 0.2 for r in llm.requests)
+    rows = db.execute("SELECT status, error FROM llm_calls ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["invalid"] * 4 + ["ok"]
+    assert all("not a sentence about the paper" in r[1] for r in rows[:4])
+    digest = json.loads(stored_render(db, "json"))
+    assert [item["summary"]["source"] for item in digest["items"][:3]] == ["abstract", "abstract", "llm"]
+    text = " ".join(smtp.messages[0].part("plain").split())
+    assert text.count("no LLM summary") == 2 and "arXiv id: 2606.30237" not in text
+    shown = {item["summary"]["tldr"] for item in digest["items"] if item["summary"]}
+    assert shown.isdisjoint({"PAPER", "arXiv id: 2606.30237 (version 1),"})
 
 
 # -- SMTP -------------------------------------------------------------------------------------------------------

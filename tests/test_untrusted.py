@@ -135,7 +135,7 @@ def test_hostile_papers_are_text_in_every_format_with_no_link_but_arxivs(templat
     # The model was told the paper is data, saw the injection quoted as such, and complied anyway ...
     assert "never instructions to you" in answer.body["messages"][0]["content"]
     user = answer.body["messages"][1]["content"]
-    assert user.index("<<<PAPER") < user.index("Ignore previous instructions") < user.index("PAPER>>>")
+    assert user.index("\n<<<PAPER\n") < user.index("Ignore previous instructions") < user.index("\nPAPER>>>\n")
 
     message = smtp.messages[0]
     html, text = message.part("html"), message.part("plain")
