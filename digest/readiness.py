@@ -15,7 +15,7 @@ import urllib.parse
 from .config import Settings
 from .logs import redact
 
-RESOLVE_SECONDS = 8.0  # a resolver that has not answered by then will not help a person waiting at a terminal
+RESOLVE_SECONDS = 5.0  # a resolver that has not answered by then will not help a person waiting at a terminal
 CHECK_SECONDS = 10.0  # the longest one check of `digest check` waits for an answer
 
 Result = tuple[str, bool, str]  # (what, worked, what worked or what failed), as deliver.check_channels

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 from loopback import Reply
-from test_history import _fill
+from test_history import filled_database
 
 from digest import db as dbm
 from digest.cli import cli
@@ -32,12 +32,7 @@ PROFILES = '[profiles.me]\ninterests = ["spiking neural networks"]\n[profiles.vi
 @pytest.fixture(scope="module")
 def filled_template(tmp_path_factory):
     """test_history's database: real papers, two digests, deliveries, summaries, LLM calls and a run."""
-    path = tmp_path_factory.mktemp("filled") / "digest.db"
-    db = dbm.open_db(path)
-    _fill(db)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return path
+    return filled_database(tmp_path_factory.mktemp("filled"))
 
 
 @pytest.fixture
@@ -232,7 +227,8 @@ def test_a_run_that_cannot_resolve_arxiv_says_so_at_once_in_one_line(write_confi
     config = write_config(UNRESOLVABLE)
     started = time.monotonic()
     process = digest_process(["--config", str(config), "run"], timeout=60)
-    assert time.monotonic() - started < 10
+    # readiness.RESOLVE_SECONDS (5 s) bounds the look-up; the rest is one cold start on 2 shared cores.
+    assert time.monotonic() - started < 15
     assert process.returncode == 1
     assert process.stderr.startswith("Error: cannot resolve nonexistent.invalid (")
     assert process.stderr.endswith("): is this machine offline? Nothing was fetched; `digest check` tries "

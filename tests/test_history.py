@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import zoneinfo
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,14 +92,19 @@ def _fill(db) -> None:
          ("deliver", "done", '{"queued": 1, "sent": 0}', "2026-06-30T12:00:30+00:00", 0.25)])
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "digest.db"
+def filled_database(folder) -> Path:
+    """A database of real papers, two digests, deliveries, summaries, LLM calls and a run, in ``folder``."""
+    path = folder / "digest.db"
     db = dbm.open_db(path)
     _fill(db)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
     return path
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return filled_database(tmp_path_factory.mktemp("template"))
 
 
 @pytest.fixture
