@@ -139,3 +139,15 @@ def test_every_category_code_of_arxivs_taxonomy_survives_the_cleaner(code):
 
     title = f"Benchmarks for {code} agents ({code}/0101001), cf. {code}."
     assert clean_untrusted(title) == title
+
+
+def test_on_a_phone_the_received_body_reads_as_a_list_with_tap_targets(big_day, tmp_path):
+    from test_render_browser import CHROMIUM, phone_layout
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    _, mail, _ = big_day
+    layout = phone_layout(tmp_path, mail.part("html"))
+    starts = dict(layout["heads"])
+    assert starts["Every other paper (587)"] <= 6_100, layout["heads"]
+    assert len(layout["votes"]) == 30 and all(w >= 44 and h >= 44 for w, h in layout["votes"]), layout["votes"]
