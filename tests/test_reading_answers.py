@@ -54,7 +54,7 @@ def test_status_check_says_there_is_no_database_instead_of_ok(fresh):
     assert (check.exit_code, " ".join(check.output.split())) == (
         2, f"Health: failing no database at {fresh}: nothing has run with this configuration as "
            f"this user (the service's own: `sudo digest status --service`)")
-    assert check.output.startswith(f"Health:      failing\n             no database at {fresh}: ")
+    assert check.output.startswith("Health:      failing\n             no database at")  # the path may wrap
     assert not fresh.parent.exists()
     dbm.open_db(fresh).conn.close()  # a database that exists, and no run in it
     empty = digest("status", "--check")
