@@ -17,13 +17,13 @@ names what is only there. The text part always lists every paper.
 from __future__ import annotations
 
 import datetime as dt
-import email.quoprimime
 import functools
 import json
 import re
 import unicodedata
 import urllib.parse
 from dataclasses import asdict, dataclass, fields
+from email.message import EmailMessage
 
 import jinja2
 
@@ -114,7 +114,16 @@ def _render_html(context: dict, **email) -> str:
 
 
 def _fits(html: str) -> bool:
-    return len(email.quoprimime.body_encode(html)) <= EMAIL_HTML_BUDGET
+    return sent_size(html) <= EMAIL_HTML_BUDGET
+
+
+def sent_size(html: str) -> int:
+    """Bytes of an HTML part as it goes over SMTP: quoted-printable as deliver/email.py encodes it (the
+    standard library's, which escapes more than quopri does), every line ended with CRLF."""
+    part = EmailMessage()
+    part.set_content(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    encoded = part.get_payload()
+    return len(encoded) + encoded.count("\n")
 
 
 def _email_html(context: dict, faq_shown: int) -> str:

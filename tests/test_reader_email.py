@@ -79,6 +79,9 @@ def test_the_html_body_stays_under_gmails_clipping_size_and_names_what_it_leaves
     rows, mail, _ = big_day
     body = mail.part("html")
     assert len(body.encode("utf-8")) <= 100_000
+    [sent] = [p for p in mail.message.walk() if p.get_content_type() == "text/html" and not p.is_attachment()]
+    assert sent["Content-Transfer-Encoding"] == "quoted-printable"
+    assert len(sent.get_payload().encode()) <= 100_000  # also as it went over the wire, encoded
     shown = [paper_id for paper_id, _ in entries(body)]
     attachment = mail.attachments()[f"digest-me-{DAY}.html"]
     complete = [paper_id for paper_id, _ in entries(attachment)]
