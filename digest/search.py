@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .db import announcements_of, chunks, first_announced, get_paper
+from .deliver import outbox
+from .ledger import appearances, in_profile_sql, listing, of_day
+from .profiles import feedback_on
 from .records import Paper
+from .summarize import latest_summary
 from .taxonomy import is_known
 from .text import HIT_END, HIT_START
 
@@ -86,8 +90,6 @@ class Filters:
             where.append(f"{alias}.authors LIKE ? ESCAPE '\\'")
             params.append("%" + _like_escape(self.author.strip()) + "%")
         if self.profile:
-            from .ledger import in_profile_sql  # the ledger loads the renderer (jinja2): only when asked
-
             where.append(in_profile_sql(alias))
             params.append(self.profile)
         if self.liked:
@@ -258,11 +260,6 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
     if paper is None:
         return {**_paper_fields(_fetch_one(settings, paper_id, fetch)), "stored": False, "versions": [],
                 "announcements": [], "digests": [], "summary": None, "feedback": []}
-    # Here, not at the top: a cold `digest search` loads neither the renderer (jinja2) nor the summarizer.
-    from .ledger import appearances
-    from .profiles import feedback_on
-    from .summarize import latest_summary
-
     announcements = announcements_of(db, paper_id)
     digests = appearances(db, paper_id)
     versions = sorted({a["version"] for a in announcements} | {paper.version})
@@ -320,9 +317,6 @@ def _paper_fields(paper: Paper) -> dict:
 
 def list_digests(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
     """The digests built, newest first, with each channel's delivery status."""
-    from .deliver import outbox  # here: it loads the renderer, which a search never needs
-    from .ledger import listing
-
     rows = listing(db, profile, limit)
     for row in rows:
         row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
@@ -336,14 +330,10 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
 def day_digests(db, day: dt.date, profile: str | None = None) -> list[dict]:
     """One day's digests as the email had them: the stored text render, or else the ranked list
     rebuilt from digest_items (a digest built before renders were stored)."""
-    from .ledger import of_day
-
     digests = of_day(db, day, profile)
     if not digests:
         raise HistoryError(f"no digest for {day}{' and profile ' + profile if profile else ''}; "
                            f"`digest digests` lists the days there are")
-    from .deliver import outbox
-
     for digest in digests:
         digest["text"] = outbox.stored_text(db, digest["id"]) or _items_as_text(digest)
     return digests

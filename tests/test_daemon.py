@@ -31,7 +31,7 @@ from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
 from digest.config import load_settings, parse_settings
 from digest.db import open_db
 from digest.records import Announcement, DigestView, Paper, Ranked
-from digest.render import Rendered
+from digest.records import Rendered
 
 SUNDAY = dt.date(2026, 6, 28)  # a weekend day: nothing owed, the daemon only waits
 TUESDAY = dt.date(2026, 6, 23)  # the listing's first full feed day

@@ -25,8 +25,8 @@ import apprise
 import requests
 
 from ..config import ChatTarget, Settings
-from ..ledger import Digest
-from ..render import MARKDOWN_BREAK, Rendered
+from ..records import Digest, Rendered
+from ..render import MARKDOWN_BREAK
 from . import matrix
 from .errors import PermanentFailure, TransientFailure
 from .outbox import Claim

@@ -16,8 +16,7 @@ from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
 from ..feedback.links import message_key
-from ..ledger import Digest
-from ..render import Rendered
+from ..records import Digest, Rendered
 from .errors import PermanentFailure, TransientFailure
 from .outbox import Claim
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ..atomic import write_atomically
 from ..config import Settings
-from ..ledger import Digest
-from ..render import Rendered
+from ..records import Digest, Rendered
 from ..text import clean_untrusted
 from .errors import PermanentFailure, TransientFailure
 from .outbox import Claim
