@@ -43,6 +43,7 @@ import numpy as np
 
 from .config import cache_dir
 from .locks import process_alive
+from .quiet import import_quietly, quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,6 @@ class OnnxEncoder:
     def __init__(self, folder: Path, threads: int = 0, graph: str | Path = GRAPH):
         import tokenizers
 
-        from .embed import import_quietly
 
         onnxruntime = import_quietly("onnxruntime")
 
@@ -257,7 +257,6 @@ def export(resolved: str, target: Path) -> None:
     import sentence_transformers
     import torch
 
-    from .embed import quiet_third_party
 
     quiet_third_party()
     warnings.filterwarnings("ignore")  # the tracer's and the legacy exporter's warnings are about the trace

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import embed, learn, ledger, notices, rank, render, summarize
@@ -31,7 +30,7 @@ from .arxiv.http import session_for
 from .config import Profile, Settings
 from .db import day_fetched, empty_detail, has_announcements, latest_day
 from .deliver import deliver_due, outbox
-from .locks import pid_lock
+from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary
 from .runs import Run, Turns
@@ -76,15 +75,6 @@ class RunResult:
     previews: list[str] = field(default_factory=list)
     outcomes: list[ProfileOutcome] = field(default_factory=list)
     deliveries: list[dict] = field(default_factory=list)  # this run's digests' outbox rows
-
-
-@contextmanager
-def run_lock(settings: Settings):
-    """One run at a time per database, across processes: a daemon's run and a manual `digest run`
-    wait for each other instead of racing. flock is released by the kernel if the holder dies."""
-    with pid_lock(settings.database_path().with_suffix(".lock"), wait=True,
-                  on_wait=lambda pid: log.info("waiting for another digest run (pid %s) to finish", pid)):
-        yield
 
 
 def run_day(db, settings: Settings, *, days: list[dt.date] | None = None, profiles: list[str] | None = None,

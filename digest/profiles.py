@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .arxiv.ids import InvalidArxivId, normalize_id
+from .arxiv.ids import InvalidArxivId, normalize_id, title_key
 from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .records import Paper
 from .text import one_line, plural
@@ -106,7 +106,7 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                     find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
     """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
     be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
-    from .library import LibraryError, library_of, matched_titles, title_key, weigh  # heavy, as above
+    from .library import LibraryError, library_of, matched_titles, weigh  # heavy, as above
 
     if not profile.seed_library:
         return []

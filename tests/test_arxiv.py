@@ -32,6 +32,7 @@ from digest.arxiv.calendar import Calendar
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.db import open_db
+from digest.http_retry import retry_after_seconds
 
 RSS = DATA / "rss"
 API = DATA / "api"
@@ -347,9 +348,9 @@ def test_retries_run_out_into_a_failed_fetch(http_server, db):
 
 
 def test_retry_after_as_an_http_date():
-    assert http.retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
-    assert http.retry_after_seconds("120") == 120.0
-    assert http.retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("soon") is None
 
 
 # -- papers by id through the arxiv package ---------------------------------------------------------------

@@ -14,7 +14,8 @@ from world import DAY, PROFILE, copy_database
 
 from digest.config import parse_settings
 from digest.db import open_db
-from digest.library import LibraryError, read_library, title_key, weigh
+from digest.arxiv.ids import title_key
+from digest.library import LibraryError, read_library, weigh
 from digest.profiles import profile_signals
 
 # As Zotero's "Export Library…" writes them: a preprint, a journal article with an arXiv URL, a book without any.
