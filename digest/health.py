@@ -18,9 +18,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import ledger, runs
+from . import ledger, outbox, runs
 from .db import foreign_schema
-from .deliver import outbox
 from .text import plural
 
 if TYPE_CHECKING:

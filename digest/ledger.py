@@ -21,8 +21,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import outbox
 from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
-from .deliver import outbox
 from .records import Announcement, Digest, DigestView, Rendered
 from .runs import first_done_day
 from .taxonomy import CategoryExpression

@@ -23,10 +23,9 @@ import re
 import socket
 from dataclasses import dataclass
 
-from . import ledger, runs
+from . import ledger, outbox, runs
 from .config import Settings
 from .db import now_iso, transaction
-from .deliver import outbox
 from .health import llm_summarized_none
 from .secrets import redact
 from .text import one_line

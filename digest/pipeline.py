@@ -22,14 +22,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from . import embed, learn, ledger, notices, rank, render, summarize
+from . import embed, learn, ledger, notices, outbox, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
 from .arxiv.http import session_for
 from .config import Profile, Settings
 from .db import day_fetched, empty_detail, has_announcements, latest_day
-from .deliver import deliver_due, outbox
+from .deliver import deliver_due
 from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary

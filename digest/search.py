@@ -15,8 +15,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from . import outbox
 from .db import announcements_of, chunks, first_announced, get_paper
-from .deliver import outbox
 from .ledger import appearances, in_profile_sql, listing, of_day
 from .profiles import feedback_on
 from .records import Paper

@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import health, ledger, runs
+from . import health, ledger, outbox, runs
 from .db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
-from .deliver import outbox
 from .schedule import next_run
 from .summarize import latest_call_error, tokens_by_day
 

@@ -24,7 +24,7 @@ from digest import deliver, ledger, render
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.deliver import chat as chat_module
-from digest.deliver import outbox
+from digest import outbox
 
 USER, PASSWORD = "digest-user", "s3cret-passw0rd"
 ALICE, BOB = "alice@example.org", "bob@example.org"

@@ -104,7 +104,8 @@ def deliver_command(app: App) -> None:
 def resend_command(app: App, day_argument, day_text, profile, which, channel, target, dry_run) -> None:
     """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
     Says who will get what before it sends."""
-    from ..deliver import deliver_due, outbox
+    from .. import outbox
+    from ..deliver import deliver_due
     from ..views import moment
 
     if day_argument and day_text and day_argument != day_text:

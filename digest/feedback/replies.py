@@ -32,7 +32,7 @@ from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..config import ImapSettings, Settings
 from ..db import open_db
 from ..deliver.email import message_id, sender_address
-from ..deliver.outbox import sent_emails
+from ..outbox import sent_emails
 from ..ledger import digest_by_id, paper_at_rank
 from ..profiles import set_feedback
 from ..secrets import redact
