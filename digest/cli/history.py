@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
+from .common import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
                wrapped)
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 
-from . import App, RunFailure, Terminated, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
+from .common import App, RunFailure, Terminated, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
 
 # -- the run ------------------------------------------------------------------------------------------
 

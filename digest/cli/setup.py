@@ -14,7 +14,7 @@ import click
 from ..config_rules import find_config
 from ..db import DatabaseError
 from ..secrets import ConfigError
-from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
+from .common import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
 
 # -- configuration -------------------------------------------------------------------------------------
 
