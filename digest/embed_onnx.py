@@ -25,6 +25,9 @@ The int8 graph runs 2.5-2.7x as fast here (integer dot products against float32 
 quarter of the weights' memory. Its vectors are not the same: a cosine of 0.99 or more to the float32 ones
 on real abstracts, so they are stored under their own key (``EmbeddingSettings.vectors_key``)
 and the ranking bench measures what they cost (bench/bench_embed_speed.py).
+
+Longer than most modules on purpose: the export, its cache and lock, the quantisation and the encoder
+that reads what they made are one format, changed together.
 """
 
 from __future__ import annotations
