@@ -3,9 +3,8 @@
 Migrations are functions ``m001_...`` applied in order on every open and recorded in ``_migrations``.
 Never edit one that has shipped: add the next.
 
-Longer than most modules on purpose: the whole schema, in the order it grew, is read in one place
-(STYLE: "schema in one file, migrations recorded"), next to the queries on the tables it owns (papers,
-announcements, fetches).
+Longer than most modules on purpose: the whole schema, in the order it grew, is read in one place, next
+to the queries on the tables it owns (papers, announcements, fetches).
 """
 
 from __future__ import annotations

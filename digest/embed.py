@@ -68,12 +68,6 @@ class Embedder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def uses_onnx(self) -> bool:
-        """Whether the model runs from its ONNX export (loading it first if need be)."""
-        from .embed_onnx import OnnxEncoder
-
-        return isinstance(self._load(), OnnxEncoder)
-
     def _load(self):
         if self._model is None:
             resolved = resolve_model(self.model_name)
@@ -140,11 +134,6 @@ def shared_embedder(settings: EmbeddingSettings) -> Embedder:
     return _SHARED[key]
 
 
-def release_models() -> None:
-    """Drop every loaded model (a long-lived process that embeds rarely can free the memory)."""
-    _SHARED.clear()
-
-
 # -- the cache --------------------------------------------------------------------------------------
 
 def vector_to_blob(vector: np.ndarray) -> bytes:
@@ -158,11 +147,6 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
 def paper_text(paper: Paper) -> str:
     """What is embedded: the title and the abstract, the same text the content hash covers."""
     return f"{paper.title}\n{paper.abstract}"
-
-
-def load_vectors(db: "sqlite_utils.Database", paper_ids: Iterable[str], model: str) -> dict[str, np.ndarray]:
-    """Stored vectors of these papers for this model; papers without one are simply absent."""
-    return {paper_id: vector for paper_id, (_, vector) in _stored(db, paper_ids, model).items()}
 
 
 def _stored(db, paper_ids: Iterable[str], model: str) -> dict[str, tuple[str, np.ndarray]]:
@@ -264,5 +248,5 @@ def _progress_bar(show: bool, total: int, model: str):
 
 
 __all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "count_unembedded", "embed_history", "embed_papers",
-           "load_vectors", "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids",
+           "paper_text", "resolve_model", "shared_embedder", "unembedded_ids",
            "vector_to_blob"]

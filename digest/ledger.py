@@ -88,7 +88,7 @@ def first_day(db) -> dt.date | None:
     return min(days) if days else None
 
 
-# -- reading digests (for `digest digests`, `digest DAY`, `show`, `status`, `stats`) ------------------------
+# -- reading digests (for `digest digests`, `digests --day`, `show`, `status`, `stats`) ------------------------
 
 def listing(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
     """The digests built, newest first: day, profile, counts, subject."""

@@ -328,28 +328,12 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
 
 
 def day_digests(db, day: dt.date, profile: str | None = None) -> list[dict]:
-    """One day's digests as the email had them: the stored text render, or else the ranked list
-    rebuilt from digest_items (a digest built before renders were stored)."""
+    """One day's digests as the email had them: the text render stored with each."""
     digests = of_day(db, day, profile)
     if not digests:
         raise HistoryError(f"no digest for {day}{' and profile ' + profile if profile else ''}; "
                            f"`digest digests` lists the days there are")
     for digest in digests:
-        digest["text"] = outbox.stored_text(db, digest["id"]) or _items_as_text(digest)
+        digest["text"] = (outbox.stored_text(db, digest["id"])
+                          or f"digest {digest['id']}: no text was stored with it\n")
     return digests
-
-
-def _items_as_text(digest: dict) -> str:
-    lines = [digest["subject"] or f"arXiv digest {digest['day']} ({digest['profile']})", ""]
-    section = None
-    for item in digest["items"]:
-        if item["section"] != section:
-            section = item["section"]
-            lines += ["", {"top": "Top papers", "rest": "Everything else",
-                           "replaced": "Replaced"}.get(section, section), ""]
-        title = " ".join(item["title"].split())
-        lines.append(f"{item['rank']:>4}. {title} [{item['id']}] ({item['score']:.3f}, {item['kind']})")
-        lines.append(f"      {item['reason']}")
-    return "\n".join(lines).replace("\n\n\n", "\n\n").strip() + "\n"
-
-

@@ -526,7 +526,6 @@ def test_fetch_command_backfills_with_a_summary(http_server, write_config):
     write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
     total = sum(1 for day in (D(2026, 6, 29), D(2026, 6, 30)) for r in listing_papers(day)
                 if "cs.AI" in r["categories"])
-    # the spelling before --since/--until still works
-    result = run("fetch", "--from", "2026-06-27", "--to", "2026-06-30")
+    result = run("fetch", "--since", "2026-06-27", "--until", "2026-06-30")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1] == f"2026-06-27..2026-06-30: 2 announcement days, {total:,} papers stored"

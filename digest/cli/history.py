@@ -1,4 +1,4 @@
-"""The history: search, show, related, digests, digest, like, dislike, feedback, export, stats, status."""
+"""The history: search, show, related, digests, like, dislike, feedback, export, stats, status."""
 
 from __future__ import annotations
 
@@ -167,19 +167,6 @@ def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None
     rows = search.list_digests(app.reader, profile, limit)
     emit(app, rows, ["day", "profile", "announced", "new", "cross", "summarized", "delivery"], as_json=as_json,
          as_csv=as_csv, empty="No digest yet; `digest run` builds today's.")
-
-
-@cli.command("digest", hidden=True)  # the spelling before `digests --day`; kept for a release
-@click.argument("day_text", metavar="YYYY-MM-DD")
-@click.option("--profile", metavar="NAME", help="Only this profile's digest.")
-@listing_options(csv_ok=False)
-@pass_app
-@reading
-def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
-    """One day's full ranked list, as the email had it (now `digest digests --day`)."""
-    day = parse_day(day_text, "DATE")
-    check_profile(app, profile)
-    _show_day(app, day, profile, as_json)
 
 
 def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:

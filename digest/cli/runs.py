@@ -1,4 +1,4 @@
-"""Running digest by hand: run, resend, doctor, fetch (and deliver, which the daemon runs)."""
+"""Running digest by hand: run, resend, doctor, fetch, embed (and deliver, which the daemon runs)."""
 
 from __future__ import annotations
 
@@ -22,18 +22,15 @@ from .common import App, RunFailure, Terminated, UsageProblem, check_profile, cl
 @click.option("--dry-run", is_flag=True,
               help="Fetch and store the day's papers, then render each digest to preview files beside the "
                    "database; build no digest, call no LLM, send nothing.")
-@click.option("--resend", is_flag=True, hidden=True)
 @click.option("--no-fetch", is_flag=True, help="Use only announcements already stored.")
 @click.option("--trigger", default="cli", hidden=True)
 @listing_options(csv_ok=False)
 @pass_app
-def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, trigger, as_json) -> None:
+def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, as_json) -> None:
     """Fetch, rank, summarize and deliver one announcement day now."""
     from .. import notices, pipeline
     from ..embed import EmbeddingError
 
-    if resend:
-        raise UsageProblem("--resend: use `digest resend DAY` (failed deliveries) or `digest resend DAY --all`")
     days = [parse_day(text, "--day") for text in day_text]
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
@@ -176,16 +173,13 @@ def _terminate_as_interrupt():
 @click.option("--since", "since_text", metavar="YYYY-MM-DD", help="Backfill from this announcement day (API).")
 @click.option("--until", "until_text", metavar="YYYY-MM-DD",
               help="Backfill up to this day, included (default: --since).")
-@click.option("--from", "from_text", hidden=True)  # --from/--to: the spellings before --since/--until
-@click.option("--to", "to_text", hidden=True)
 @pass_app
-def fetch_command(app: App, since_text: str | None, until_text: str | None, from_text: str | None,
-                  to_text: str | None) -> None:
+def fetch_command(app: App, since_text: str | None, until_text: str | None) -> None:
     """Fetch today's feed, or backfill past announcement days with --since/--until."""
     from ..arxiv import api, feed
 
-    start = parse_day(since_text, "--since") or parse_day(from_text, "--from")
-    end = parse_day(until_text, "--until") or parse_day(to_text, "--to")
+    start = parse_day(since_text, "--since")
+    end = parse_day(until_text, "--until")
     if start is None and end is None:
         result = feed.fetch_announcements(app.db, app.settings)
         if result.status == "failed":

@@ -1,4 +1,4 @@
-"""Setting up and keeping digest running: init, config, check, daemon."""
+"""Setting up and keeping digest running: init, demo, config, check, daemon."""
 
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from .common import App, RunFailure, UsageProblem, cli, listing_options, pass_ap
 # -- configuration -------------------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--path", "path_", hidden=True)  # the spelling before the global --config; kept for a release
 @pass_app
-def init(app: App, path_: str | None) -> None:
+def init(app: App) -> None:
     """Write a commented configuration file to start from (never overwrites); `digest --config FILE init`
     writes it to FILE."""
-    target = Path(path_) if path_ else find_config(app.config_path)
+    target = find_config(app.config_path)
     if target.exists():
         raise UsageProblem(f"{target}: already exists; edit it, or remove it first")
     text = resources.files("digest").joinpath("config.example.toml").read_text(encoding="utf-8")
