@@ -69,14 +69,8 @@ def _run_problems(db, run: dict, settings: Settings) -> list[str]:
         if run["day"] and ledger.day_settled(db, settings, dt.date.fromisoformat(run["day"])):
             return []
         return [f"{what} {run['status']}: {run['error'] or 'no reason recorded'}"]
-    papers = llm_summarized_none(run, settings)
+    papers = runs.llm_summarized_none(run, settings)
     if papers:
         return [f"{what}: the LLM summarized none of its {papers} papers; the digest showed their abstracts "
                 f"(see the last error)"]
     return []
-
-
-def llm_summarized_none(run: dict, settings: Settings) -> int:
-    """How many papers a run wanted summarized when the LLM (configured) summarized none of them; else 0."""
-    summarized = next((s["counts"] for s in run["stages"] if s["stage"] == "summarize"), {})
-    return summarized.get("papers", 0) if settings.llm.enabled and not summarized.get("llm") else 0
