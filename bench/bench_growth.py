@@ -37,7 +37,7 @@ from feeds import LISTING_DAYS, feed_xml, listing_papers, serve_feeds  # noqa: E
 from loopback import LoopbackServer, Reply  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 YEAR_PAPERS = 500 * 250
 ANSWER = "An answer of the length a real model writes, naming the method, the data and the result. " * 7

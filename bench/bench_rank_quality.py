@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 from digest import embed, profiles, rank  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402

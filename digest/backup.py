@@ -30,10 +30,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from . import ledger
 from .config import Settings
-from .db import MIGRATIONS, DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
 from .locks import run_lock
+from .storage import ledger
+from .storage.db import MIGRATIONS, DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
 
 
 class BackupError(Exception):

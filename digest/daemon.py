@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import ledger, outbox
 from .arxiv.calendar import Clock, ClockError, announcement_day_at
 from .config import ConfigError, Settings, parse_settings, read_config_text, remember_valid
-from .db import open_db
 from .locks import LockBusy, pid_lock
-from .runs import mark_interrupted, record_give_up
+from .storage import ledger, outbox
+from .storage.db import open_db
+from .storage.runs import mark_interrupted, record_give_up
 from .schedule import (
     last_firing,
     next_firing,

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from . import db as dbm
 from .config import DEFAULT_MODEL, EmbeddingSettings, Settings
 from .quiet import import_quietly, quiet_third_party
 from .records import Paper
+from .storage import db as dbm
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .arxiv.ids import InvalidArxivId, normalize_id, title_key
-from .db import now_iso, transaction
+from .storage.db import now_iso, transaction
 
 if TYPE_CHECKING:
     from .records import Paper

@@ -23,10 +23,10 @@ import re
 import socket
 from dataclasses import dataclass
 
-from . import ledger, outbox, runs
 from .config import Settings
-from .db import now_iso, transaction
 from .secrets import redact
+from .storage import ledger, outbox, runs
+from .storage.db import now_iso, transaction
 from .text import one_line
 
 log = logging.getLogger("digest.notices")

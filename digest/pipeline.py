@@ -3,7 +3,7 @@ profile's digest of what it is owed, stage by stage, resumable.
 
 fetch -> embed -> rank -> summarize -> render -> deliver. Each stage records itself in ``run_stages`` and
 logs one line with its counts and duration. What goes into a digest is what the ledger says the profile
-is owed (:func:`digest.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
+is owed (:func:`digest.storage.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
 rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a
 crashed run started again skips every finished stage's effect and never sends a paper twice.
 
@@ -22,18 +22,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from . import embed, learn, ledger, notices, outbox, rank, render, summarize
+from . import embed, learn, notices, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
 from .arxiv.http import session_for
 from .config import Profile, Settings
-from .db import day_fetched, empty_detail, has_announcements, latest_day
 from .deliver import deliver_due
 from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary
-from .runs import Run, Turns
+from .storage import ledger, outbox
+from .storage.db import day_fetched, empty_detail, has_announcements, latest_day
+from .storage.runs import Run, Turns
 from .text import one_line, plural
 
 log = logging.getLogger("digest.pipeline")

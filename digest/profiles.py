@@ -11,8 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .arxiv.ids import InvalidArxivId, normalize_id, title_key
-from .db import get_paper, get_papers, now_iso, save_papers, transaction
 from .records import Paper
+from .storage.db import get_paper, get_papers, now_iso, save_papers, transaction
 from .text import one_line, plural
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from digest.arxiv import api, atom, calendar, feed, http, ids
 from digest.arxiv.calendar import Calendar
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.db import open_db
+from digest.storage.db import open_db
 from digest.http_retry import retry_after_seconds
 
 RSS = DATA / "rss"

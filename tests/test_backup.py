@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 from world import integrity, make_world
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest.cli import cli
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest.records import Announcement, Paper
 
 EXPECTED_COLUMNS = {
@@ -97,7 +97,7 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
 
     for attempt in range(4):
         path = tmp_path / f"race{attempt}" / "digest.db"
-        code = f"from digest.db import open_db; open_db({str(path)!r})"
+        code = f"from digest.storage.db import open_db; open_db({str(path)!r})"
         racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
         errors = [racer.communicate(timeout=60)[1] for racer in racers]
         assert [racer.returncode for racer in racers] == [0, 0, 0, 0], errors

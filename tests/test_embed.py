@@ -16,8 +16,9 @@ from conftest import ROOT
 from feeds import listing_papers
 from neighbours import stored_vectors
 
-from digest import db as dbm
-from digest import embed, profiles, rank, search
+from digest.storage import db as dbm
+from digest import embed, profiles, rank
+from digest.history import search
 from digest.config import EmbeddingSettings, cache_dir, parse_settings
 from digest.embed_onnx import OnnxEncoder
 from digest.records import Announcement, Paper

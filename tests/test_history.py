@@ -20,14 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from digest import db as dbm
-from digest import export, profiles, search, views
+from digest.storage import db as dbm
+from digest.history import export, search, views
+from digest import profiles
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.records import Announcement, Paper
 from digest.schedule import next_firing, next_run, schedule_trigger
-from digest.status import status as status_of
-from digest.vectors import VectorIndex
+from digest.history.status import status as status_of
+from digest.history.vectors import VectorIndex
 
 MODEL = "all-MiniLM-L6-v2"
 # Papers about spiking networks, and one whose "spikes" the porter stemmer files under the same word.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from feeds import listing_papers
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest import embed, learn, profiles, rank
 from digest.config import EmbeddingSettings, parse_settings
 from digest.records import Announcement, Paper

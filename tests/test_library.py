@@ -13,7 +13,7 @@ from neighbours import nearest_neighbour, ranks_now
 from world import DAY, PROFILE, copy_database
 
 from digest.config import parse_settings
-from digest.db import open_db
+from digest.storage.db import open_db
 from digest.arxiv.ids import title_key
 from digest.library import LibraryError, read_library, weigh
 from digest.profiles import profile_signals

@@ -16,7 +16,7 @@ from loopback import Reply
 from smtp_server import SMTPServer
 from world import assert_ledger
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest import embed, pipeline
 from digest.cli import cli
 from digest.config import parse_settings

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from feeds import api_feed_xml, arxiv_section, listing_papers
 from loopback import Reply
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest.cli import cli
 
 KNOWN = listing_papers()[0]  # a real paper the loopback API has

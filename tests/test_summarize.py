@@ -27,7 +27,7 @@ from llm_server import (
     refusal_text,
 )
 
-from digest import db as dbm
+from digest.storage import db as dbm
 from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper

@@ -30,8 +30,9 @@ from conftest import ROOT
 from feeds import arxiv_section, feed_xml, serve_feeds
 from smtp_server import SMTPServer
 
-from digest import db as dbm
-from digest import embed, ledger, pipeline
+from digest.storage import db as dbm
+from digest import embed, pipeline
+from digest.storage import ledger
 from digest.arxiv.feed import parse_feed
 from digest.config import parse_settings
 

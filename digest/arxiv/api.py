@@ -17,8 +17,8 @@ from typing import Callable
 import requests
 
 from ..config import Settings
-from ..db import day_fetched, later_feed_days, previous_feed_day, save_announcements
 from ..records import Announcement, Paper
+from ..storage.db import day_fetched, later_feed_days, previous_feed_day, save_announcements
 from ..taxonomy import ARCHIVES, CategoryExpression
 from ..text import plural
 from .atom import (

@@ -10,7 +10,7 @@ inside its body when that module loads heavy packages (numpy, torch, requests, l
 and `digest status` then start in a fraction of a second.
 """
 
-from .common import cli, main
 from . import history, keep, runs, setup  # noqa: F401  (each registers its commands on the group)
+from .common import cli, main
 
 __all__ = ["cli", "main"]

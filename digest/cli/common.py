@@ -18,10 +18,10 @@ import click
 from rich.console import Console
 
 from ..config_rules import config_label, find_config, read_config_text, validated_view
-from ..db import DatabaseError, describe_sqlite_error, open_db, open_for_reading
+from ..history.views import rows_view
 from ..secrets import ConfigError
+from ..storage.db import DatabaseError, describe_sqlite_error, open_db, open_for_reading
 from ..text import csv_cell
-from ..views import rows_view
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -222,7 +222,7 @@ def parse_day(value: str | None, option: str) -> dt.date | None:
 
 def check_profile(app: App, profile: str | None) -> None:
     """A profile named in the configuration, or one that once had digests (since removed from it)."""
-    from .. import ledger
+    from ..storage import ledger
 
     if profile is None or profile in app.settings.profiles or ledger.profile_start(app.reader, profile) is not None:
         return

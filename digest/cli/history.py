@@ -14,14 +14,14 @@ from .common import (App, RunFailure, UsageProblem, check_profile, cli, emit, li
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
-EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's keys (that module loads numpy)
+EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.history.export.WRITERS's keys (that module loads numpy)
 
 
 @contextmanager
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
     from ..arxiv.ids import InvalidArxivId
-    from ..search import HistoryError
+    from ..history.search import HistoryError
 
     try:
         yield
@@ -51,7 +51,7 @@ def _history_filters(fn):
 
 
 def _filters(app: App, since, until, category, author, profile, liked):
-    from ..search import Filters
+    from ..history.search import Filters
 
     check_profile(app, profile)
     return Filters(since=parse_day(since, "--since"), until=parse_day(until, "--until"), category=category,
@@ -61,7 +61,7 @@ def _filters(app: App, since, until, category, author, profile, liked):
 
 def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
     """Snippets with their hits marked the Markdown way (JSON), or as plain text (CSV)."""
-    from ..search import plain_snippet
+    from ..history.search import plain_snippet
 
     mark = "**" if marked else ""
     return [{**r, "snippet": plain_snippet(r["snippet"], mark, mark)} if "snippet" in r else r for r in rows]
@@ -78,7 +78,7 @@ def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
 def search_command(app: App, query, semantic, raw, since, until, category, author, profile, liked, limit,
                    as_json, as_csv) -> None:
     """Search every paper ever fetched: titles, abstracts and authors, best match first."""
-    from .. import search, views
+    from ..history import search, views
 
     app.reading = not semantic  # the semantic search loads a model anyway: its settings are the model's
 
@@ -115,7 +115,7 @@ def _say_what_semantic_search_misses(app: App) -> None:
 @reading
 def show_command(app: App, paper_id: str, as_json: bool) -> None:
     """Everything known about a paper: metadata, days announced, digest ranks, summary, feedback."""
-    from .. import search, views
+    from ..history import search, views
 
     with _history_errors():
         details = search.paper_details(app.reader, app.settings, paper_id)
@@ -132,7 +132,7 @@ def show_command(app: App, paper_id: str, as_json: bool) -> None:
 @pass_app
 def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: bool) -> None:
     """The papers in your history nearest to ID by embedding."""
-    from .. import search, views
+    from ..history import search, views
 
     with _history_errors():
         rows = search.related(app.reader, app.settings, paper_id, limit)
@@ -155,7 +155,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 @reading
 def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None:
     """The digests built, newest first, with each channel's delivery status; --day shows one day's in full."""
-    from .. import search
+    from ..history import search
 
     day = parse_day(day_text, "--day")
     check_profile(app, profile)
@@ -170,7 +170,7 @@ def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None
 
 
 def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
-    from .. import search
+    from ..history import search
 
     with _history_errors():
         digests = search.day_digests(app.reader, day, profile)
@@ -182,7 +182,8 @@ def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
 
 
 def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: int) -> None:
-    from .. import profiles, search
+    from .. import profiles
+    from ..history import search
 
     check_profile(app, profile)
     with _history_errors():
@@ -250,7 +251,7 @@ def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -
 def export_command(app: App, day_text, query, semantic, since, until, category, author, profile, liked, limit, fmt,
                    output) -> None:
     """Export a day, a search result or your liked papers as BibTeX, RIS, CSV or JSON."""
-    from .. import export
+    from ..history import export
     from ..text import plural
 
     # --liked is the source on its own, and a filter of --query; a day is exported whole.
@@ -295,7 +296,7 @@ def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str
 @reading
 def stats_command(app: App, days: int, as_json: bool) -> None:
     """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
-    from .. import status, views
+    from ..history import status, views
 
     data = status.history_stats(app.reader, days)
     if as_json:
@@ -314,7 +315,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
 @reading
 def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
-    from .. import health, status, views
+    from ..history import health, status, views
 
     if service:
         _status_of_the_service(app, check, as_json)

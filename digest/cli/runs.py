@@ -101,9 +101,9 @@ def deliver_command(app: App) -> None:
 def resend_command(app: App, day_argument, day_text, profile, which, channel, target, dry_run) -> None:
     """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
     Says who will get what before it sends."""
-    from .. import outbox
+    from ..storage import outbox
     from ..deliver import deliver_due
-    from ..views import moment
+    from ..history.views import moment
 
     if day_argument and day_text and day_argument != day_text:
         raise UsageProblem(f"--day {day_text} and {day_argument}: give the day once, as --day")
@@ -139,8 +139,8 @@ def doctor_command(app: App, as_json: bool) -> None:
     """Prove the ledger on the whole database: every announced paper of every profile in exactly one
     digest, or the exceptions listed; and that its schema is exactly digest's (no trigger or view added).
     Exit status 1 when a paper was missed or sent twice, or the schema is not digest's."""
-    from .. import ledger
-    from ..db import foreign_schema
+    from ..storage import ledger
+    from ..storage.db import foreign_schema
 
     reports = ledger.check(app.reader, app.settings)
     foreign = foreign_schema(app.reader)  # a trigger or view added to the file acts behind digest's back

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from ..config_rules import find_config
-from ..db import DatabaseError
 from ..secrets import ConfigError
+from ..storage.db import DatabaseError
 from .common import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
 
 # -- configuration -------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .. import outbox
-from ..ledger import digest_by_id
 from ..logs import redact
+from ..storage import outbox
+from ..storage.ledger import digest_by_id
 from ..text import one_line
 from .errors import PermanentFailure, TransientFailure
 

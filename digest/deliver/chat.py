@@ -25,9 +25,9 @@ import apprise
 import requests
 
 from ..config import ChatTarget, Settings
-from ..outbox import Claim
 from ..records import Digest, Rendered
 from ..render import MARKDOWN_BREAK
+from ..storage.outbox import Claim
 from . import matrix
 from .errors import PermanentFailure, TransientFailure
 

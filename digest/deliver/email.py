@@ -16,8 +16,8 @@ from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
 from ..feedback.links import message_key
-from ..outbox import Claim
 from ..records import Digest, Rendered
+from ..storage.outbox import Claim
 from .errors import PermanentFailure, TransientFailure
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..atomic import write_atomically
 from ..config import Settings
-from ..outbox import Claim
 from ..records import Digest, Rendered
+from ..storage.outbox import Claim
 from ..text import clean_untrusted
 from .errors import PermanentFailure, TransientFailure
 

@@ -22,9 +22,9 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from ..locks import process_alive
+from ..records import Rendered
 from .db import chunks, transaction
-from .locks import process_alive
-from .records import Rendered
 
 log = logging.getLogger("digest.deliver")
 

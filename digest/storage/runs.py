@@ -11,11 +11,11 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..text import one_line
 from .db import now_iso, transaction
-from .text import one_line
 
 if TYPE_CHECKING:
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 log = logging.getLogger("digest.pipeline")
 

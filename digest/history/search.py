@@ -1,8 +1,8 @@
 """Searching the history: filters, full-text search (FTS5, bm25), semantic search and related papers
-(through :mod:`digest.vectors`), one paper's details, and the digests as they were sent.
+(through :mod:`digest.history.vectors`), one paper's details, and the digests as they were sent.
 
 Library functions behind `digest search`, `show`, `related`, `digests` and `digest`. Each takes ``db``
-(and ``settings`` where it needs them) and returns plain data; :mod:`digest.views` draws it.
+(and ``settings`` where it needs them) and returns plain data; :mod:`digest.history.views` draws it.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from . import outbox
-from .db import announcements_of, chunks, first_announced, get_paper
-from .ledger import appearances, in_profile_sql, listing, of_day
-from .profiles import feedback_on
-from .records import Paper
-from .summarize import latest_summary
-from .taxonomy import is_known
-from .text import HIT_END, HIT_START
+from ..profiles import feedback_on
+from ..records import Paper
+from ..storage import outbox
+from ..storage.db import announcements_of, chunks, first_announced, get_paper
+from ..storage.ledger import appearances, in_profile_sql, listing, of_day
+from ..summarize import latest_summary
+from ..taxonomy import is_known
+from ..text import HIT_END, HIT_START
 
 if TYPE_CHECKING:  # numpy: for the semantic commands only, imported where they run
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
     import numpy as np
 
     from .vectors import VectorIndex
@@ -44,7 +44,7 @@ class HistoryError(ValueError):
 
 def normalize_paper_id(text: str) -> str:
     """An arXiv id without version (a version, URL or arXiv: prefix is accepted and dropped)."""
-    from .arxiv.ids import InvalidArxivId, normalize_id
+    from ..arxiv.ids import InvalidArxivId, normalize_id
 
     try:
         return normalize_id(text)[0]
@@ -178,7 +178,7 @@ def plain_snippet(snippet: str, start: str = "**", end: str = "**") -> str:
 
 def embed_query(settings: Settings) -> EmbedText:
     """Text -> vector with the configured model, loaded once per process as for the run's own stages."""
-    from .embed import shared_embedder
+    from ..embed import shared_embedder
 
     embedder = shared_embedder(settings.embedding)
     return lambda text: embedder.embed_texts([text])[0]
@@ -210,7 +210,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
         paper = get_paper(db, paper_id)
         if paper is None:
             raise HistoryError(f"{paper_id} is not in your history; `digest show {paper_id}` fetches it")
-        from .embed import paper_text
+        from ..embed import paper_text
 
         vector = (embed or embed_query(settings))(paper_text(paper))
     return _nearest_papers(db, index, vector, Filters(), limit, exclude=paper_id)
@@ -275,10 +275,10 @@ def _from_arxiv(settings: Settings, paper_ids: list[str], fetch, after: str = ""
     """``paper_ids`` (none of them in the history) from the arXiv API, in order. arXiv lacking one is the
     user's mistake (HistoryError); arXiv unreachable is an ArxivError (exit 1). Each message starts with
     the id and "not in your history", whatever failed, never a bare "connection refused"."""
-    from .arxiv.http import ArxivError
+    from ..arxiv.http import ArxivError
 
     if fetch is None:
-        from .arxiv.api import fetch_papers
+        from ..arxiv.api import fetch_papers
 
         fetch = functools.partial(fetch_papers, raise_errors=True)
     try:
@@ -297,7 +297,7 @@ def papers_to_judge(db, settings: Settings, paper_ids: list[str], fetch=None) ->
     """Before `digest like` records anything: every paper of ``paper_ids`` in the history, those it lacks
     fetched from arXiv and stored (a like counts only for a paper that can be embedded). One arXiv does
     not have, or arXiv unreachable, refuses the whole command: nothing is recorded."""
-    from .db import save_papers
+    from ..storage.db import save_papers
 
     missing = [i for i in dict.fromkeys(paper_ids) if get_paper(db, i) is None]
     if missing:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import ledger, outbox, runs
-from .db import foreign_schema
-from .text import plural
+from ..storage import ledger, outbox, runs
+from ..storage.db import foreign_schema
+from ..text import plural
 
 if TYPE_CHECKING:
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "failing": 2}
 

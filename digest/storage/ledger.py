@@ -21,15 +21,15 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..records import Announcement, Digest, DigestView, Rendered
+from ..taxonomy import CategoryExpression
+from ..text import plural
 from . import outbox
 from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
-from .records import Announcement, Digest, DigestView, Rendered
 from .runs import first_done_day
-from .taxonomy import CategoryExpression
-from .text import plural
 
 if TYPE_CHECKING:
-    from .config import Profile, Settings  # annotations only: pydantic is for validating
+    from ..config import Profile, Settings  # annotations only: pydantic is for validating
 
 MIN_LOOKBACK_DAYS = 7
 

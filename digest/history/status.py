@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import health, ledger, outbox, runs
-from .db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
-from .schedule import next_run
-from .summarize import latest_call_error, tokens_by_day
+from ..schedule import next_run
+from ..storage import ledger, outbox, runs
+from ..storage.db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
+from ..summarize import latest_call_error, tokens_by_day
+from . import health
 
 if TYPE_CHECKING:
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 # -- stats -----------------------------------------------------------------------------------------
 

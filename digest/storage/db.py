@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .records import Announcement, Paper
+from ..records import Announcement, Paper
 
 if TYPE_CHECKING:
     import sqlite_utils
