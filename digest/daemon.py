@@ -1,4 +1,5 @@
-"""The schedule, signals and catch-up: it only decides *when* the pipeline runs.
+"""The schedule, signals and catch-up: it decides *when* the pipeline runs (never how), and hosts the
+feedback links' web server and the reader of replies by email, which must outlive any one run.
 
 Every pipeline run is a child process (``python -m digest run``), so the daemon itself never imports
 torch or loads the model: between runs it is a small Python process, and a crash inside a run cannot
