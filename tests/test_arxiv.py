@@ -31,8 +31,8 @@ from digest.arxiv import api, atom, calendar, feed, http, ids
 from digest.arxiv.calendar import Calendar
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.storage.db import open_db
 from digest.http_retry import retry_after_seconds
+from digest.storage.db import open_db
 
 RSS = DATA / "rss"
 API = DATA / "api"

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import ROOT
 from world import integrity, make_world
 
-from digest.storage import db as dbm
 from digest.cli import cli
+from digest.storage import db as dbm
 
 pytestmark = pytest.mark.slow
 

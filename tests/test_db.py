@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from digest.storage import db as dbm
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
 
 EXPECTED_COLUMNS = {
     "papers": ["id", "version", "title", "abstract", "authors", "categories", "primary_category", "published",

@@ -16,12 +16,12 @@ from conftest import ROOT
 from feeds import listing_papers
 from neighbours import stored_vectors
 
-from digest.storage import db as dbm
 from digest import embed, profiles, rank
-from digest.history import search
 from digest.config import EmbeddingSettings, cache_dir, parse_settings
 from digest.embed_onnx import OnnxEncoder
+from digest.history import search
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
 
 DAY = dt.date(2026, 6, 23)
 TWO_PROFILES = ('[profiles.vision]\ninterests = ["image segmentation"]\n'

@@ -16,9 +16,9 @@ from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
 from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, make_world
 
-from digest.storage.db import open_db
 from digest.feedback.replies import ImapError, check_replies, own_text, parse_votes
-from digest.profiles import list_feedback
+from digest.storage.db import open_db
+from digest.storage.feedback import list_feedback
 
 IMAP_USER, IMAP_PASSWORD = "digest", "imap-pass-0815"
 

@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from digest.storage import db as dbm
-from digest.history import export, search, views
-from digest import profiles
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.records import Announcement, Paper
-from digest.schedule import next_firing, next_run, schedule_trigger
+from digest.history import export, search, views
 from digest.history.status import status as status_of
 from digest.history.vectors import VectorIndex
+from digest.records import Announcement, Paper
+from digest.schedule import next_firing, next_run, schedule_trigger
+from digest.storage import db as dbm
+from digest.storage.feedback import set_feedback
 
 MODEL = "all-MiniLM-L6-v2"
 # Papers about spiking networks, and one whose "spikes" the porter stemmer files under the same word.
@@ -271,7 +271,7 @@ def test_filters_narrow_the_search(db):
     assert spiking(author="thuan BUI") == {"2606.31781"}  # as forgiving as a search box
     assert spiking(profile="me") == {"2606.29847", "2606.24075", "2606.31781"}
     assert spiking(liked=True) == set()
-    profiles.set_feedback(db, "2606.24075", 1, "vision")
+    set_feedback(db, "2606.24075", 1, "vision")
     assert spiking(liked=True) == {"2606.24075"}
     assert spiking(liked=True, profile="me") == set()  # liked for another profile only
 
@@ -358,7 +358,7 @@ def test_like_dislike_and_clear(db_path, db):
     assert run("dislike", "2606.21162", "--profile", "me").output == (
         "Disliked 2606.21162 (PIAvatar: Physically Interactive Avatars via Deformation Gradient Decoupling) "
         "for profile me.\n")
-    profiles.set_feedback(db, "2401.99999", 1)  # a like recorded before `digest like` checked ids with arXiv
+    set_feedback(db, "2401.99999", 1)  # a like recorded before `digest like` checked ids with arXiv
     run("dislike", "2606.20722")  # the latest word wins
     rows = db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall()
     assert rows == [("2401.99999", "", 1), ("2606.20722", "", -1), ("2606.21162", "me", -1)]
@@ -383,7 +383,7 @@ def test_like_takes_several_ids_and_stores_none_when_one_is_wrong(db_path, db):
 
 
 def test_feedback_table(db_path, db):
-    profiles.set_feedback(db, "2606.20722", 1)
+    set_feedback(db, "2606.20722", 1)
     db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")
     out = run("feedback").output
     cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()[3:-1]]
@@ -404,8 +404,8 @@ def test_export_bibtex_of_a_day_in_the_profiles_order(db_path):
 
 
 def test_export_ris_of_liked_papers(db_path, db):
-    profiles.set_feedback(db, "2606.20722", 1)
-    profiles.set_feedback(db, "2606.21162", -1)
+    set_feedback(db, "2606.20722", 1)
+    set_feedback(db, "2606.21162", -1)
     result = run("export", "--liked", "--format", "ris")
     records = [r for r in result.output.split("ER  - \n") if r.strip()]
     assert len(records) == 1
@@ -678,8 +678,8 @@ def test_search_help_names_every_filter():
 
 @pytest.mark.parametrize("args", [["feedback"], ["digests"], ["stats"], ["status"], ["search", "spiking"]])
 def test_listings_fit_80_columns_without_cutting_a_word(db_path, db, args, monkeypatch):
-    profiles.set_feedback(db, "2606.24075", 1, "")
-    profiles.set_feedback(db, "2606.31781", -1, "me")
+    set_feedback(db, "2606.24075", 1, "")
+    set_feedback(db, "2606.31781", -1, "me")
     dbm.record_fetch(db, announced_on=None, categories="cs.CL", source="feed", status="failed",
                      error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
     monkeypatch.setenv("COLUMNS", "80")  # what rich reads for a terminal of 80 columns

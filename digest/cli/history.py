@@ -182,14 +182,14 @@ def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
 
 
 def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: int) -> None:
-    from .. import profiles
+    from ..storage import feedback
     from ..history import search
 
     check_profile(app, profile)
     with _history_errors():
         ids = [search.normalize_paper_id(text) for text in paper_ids]  # every id checked before one is stored
         search.papers_to_judge(app.db, app.settings, ids)  # one arXiv does not know: nothing is recorded
-        done = [profiles.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
+        done = [feedback.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
     verb = "Liked" if value > 0 else "Disliked"
     for one in done:
         title = f" ({' '.join(one['title'].split())})" if one["title"] else ""
@@ -223,15 +223,15 @@ def dislike_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -
 @reading
 def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -> None:
     """List your likes and dislikes, or clear them."""
-    from .. import profiles
+    from ..storage import feedback
 
     check_profile(app, profile)
     if clear_ids or clear_all:
         with _history_errors():
-            removed = profiles.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
+            removed = feedback.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
         click.echo(f"Cleared {removed} feedback {'entry' if removed == 1 else 'entries'}.")
         return
-    rows = profiles.list_feedback(app.reader, profile)
+    rows = feedback.list_feedback(app.reader, profile)
     if not as_json:  # JSON says null for "every profile"; a table and CSV say it in words
         rows = [{**row, "profile": row["profile"] or "(all)"} for row in rows]
     emit(app, rows, ["id", "feedback", "profile", "title", "created_at"], as_json=as_json, as_csv=as_csv,
@@ -277,7 +277,7 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
 def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str | None) -> None:
     """`export --liked`: one line on stderr naming the liked papers not in the history (liked before
     `digest like` fetched unknown ids), which cannot be exported."""
-    from ..profiles import liked_ids
+    from ..storage.feedback import liked_ids
     from ..text import plural
 
     if not liked_only:

@@ -31,7 +31,7 @@ from typing import Iterator
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..config import ImapSettings, Settings
 from ..deliver.email import message_id, sender_address
-from ..profiles import set_feedback
+from ..storage.feedback import set_feedback
 from ..secrets import redact
 from ..storage.db import open_db
 from ..storage.ledger import digest_by_id, paper_at_rank

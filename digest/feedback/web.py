@@ -20,7 +20,7 @@ from typing import Callable
 import jinja2
 
 from ..config import Settings
-from ..profiles import clear_feedback, set_feedback
+from ..storage.feedback import clear_feedback, set_feedback
 from ..storage.db import get_paper, open_db
 from ..text import clean_untrusted, one_line
 from .links import BadLink, KeyRefused, Vote, vote_of

@@ -10,8 +10,8 @@ import re
 
 from ..arxiv.calendar import Calendar
 from ..config import Settings
-from ..profiles import liked_ids
 from ..records import Paper
+from ..storage.feedback import liked_ids
 from ..storage.db import announced_on, day_fetched, first_announced, get_papers
 from ..storage.ledger import paper_ids_of
 from ..text import csv_cell

@@ -15,9 +15,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from ..profiles import feedback_on
 from ..records import Paper
 from ..storage import outbox
+from ..storage.feedback import feedback_on
 from ..storage.db import announcements_of, chunks, first_announced, get_paper
 from ..storage.ledger import appearances, in_profile_sql, listing, of_day
 from ..summarize import latest_summary
