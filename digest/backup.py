@@ -33,7 +33,8 @@ import sqlite_utils
 from .config import Settings
 from .locks import run_lock
 from .storage import ledger
-from .storage.db import MIGRATIONS, DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
+from .storage.db import DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
+from .storage.schema import MIGRATIONS
 
 
 class BackupError(Exception):
