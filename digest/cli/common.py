@@ -63,8 +63,7 @@ class App:
                     self._settings = load_settings(self.config_path, resolve=False, note=not self.reading)
             except ConfigError as exc:
                 raise UsageProblem(str(exc)) from None
-            from ..logs import setup_logging
-            setup_logging(self._settings.secrets(), stream=sys.stderr)
+                setup_logging(self._settings.secrets(), stream=sys.stderr)
         return self._settings
 
     def _validated_view(self):
@@ -81,7 +80,8 @@ class App:
             self.settings.check_secrets()
         except ConfigError as exc:
             raise UsageProblem(str(exc)) from None
-        from ..logs import setup_logging
+        from ..logs import setup_logging  # logging loads only for the commands that read the settings
+
         setup_logging(self.settings.secrets(), stream=sys.stderr)  # redact the values just read, too
         return self.settings
 
@@ -222,7 +222,7 @@ def parse_day(value: str | None, option: str) -> dt.date | None:
 
 def check_profile(app: App, profile: str | None) -> None:
     """A profile named in the configuration, or one that once had digests (since removed from it)."""
-    from ..storage import ledger
+    from ..storage import ledger  # with the outbox (socket): only a command given --profile pays for it
 
     if profile is None or profile in app.settings.profiles or ledger.profile_start(app.reader, profile) is not None:
         return

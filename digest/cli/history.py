@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ..arxiv.ids import InvalidArxivId
+from ..text import plural
 from .common import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
                wrapped)
 
@@ -20,7 +22,6 @@ EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.history.export.WRITE
 @contextmanager
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
-    from ..arxiv.ids import InvalidArxivId
     from ..history.search import HistoryError
 
     try:
@@ -252,7 +253,6 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
                    output) -> None:
     """Export a day, a search result or your liked papers as BibTeX, RIS, CSV or JSON."""
     from ..history import export
-    from ..text import plural
 
     # --liked is the source on its own, and a filter of --query; a day is exported whole.
     if bool(day_text) + bool(query) + (liked and not query) != 1:
@@ -278,7 +278,6 @@ def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str
     """`export --liked`: one line on stderr naming the liked papers not in the history (liked before
     `digest like` fetched unknown ids), which cannot be exported."""
     from ..storage.feedback import liked_ids
-    from ..text import plural
 
     if not liked_only:
         return
@@ -337,7 +336,7 @@ def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
 
 def _status_of_the_service(app: App, check: bool, as_json: bool) -> None:
     """`digest status` run as digest.service runs (its user, its state directory); exits with its status."""
-    import subprocess
+    import subprocess  # only `status --service` starts a process
 
     from ..service import as_the_service
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -45,8 +47,6 @@ def init(app: App) -> None:
 @click.option("--no-llm", is_flag=True, help="No LLM stub: the digest shows abstracts, as without an LLM.")
 def demo_command(folder: Path | None, no_llm: bool) -> None:
     """See digest work without arXiv: a recorded real day, a mail server and an LLM stub on loopback."""
-    import tempfile
-
     from ..demo import describe, run_demo
 
     folder = folder or Path(tempfile.mkdtemp(prefix="digest-demo-"))
@@ -61,8 +61,6 @@ def demo_command(folder: Path | None, no_llm: bool) -> None:
 def _digest_command(config: Path | None) -> str:
     """How the user calls this digest: `digest` when the shell finds this one, else its path (`make
     run` installs into .venv/bin, which is not on PATH), with --config when the file is not the default."""
-    import shutil
-
     me = Path(sys.argv[0]).resolve()
     found = shutil.which("digest")
     if me.name == "__main__.py" and me.parent.name == "digest":  # python -m digest

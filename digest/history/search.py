@@ -15,10 +15,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
 from ..storage import outbox
+from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
 from ..storage.feedback import feedback_on
-from ..storage.db import announcements_of, chunks, first_announced, get_paper
 from ..storage.ledger import appearances, in_profile_sql, listing, of_day
 from ..summarize import latest_summary
 from ..taxonomy import is_known
@@ -44,8 +45,6 @@ class HistoryError(ValueError):
 
 def normalize_paper_id(text: str) -> str:
     """An arXiv id without version (a version, URL or arXiv: prefix is accepted and dropped)."""
-    from ..arxiv.ids import InvalidArxivId, normalize_id
-
     try:
         return normalize_id(text)[0]
     except InvalidArxivId as exc:
@@ -297,8 +296,6 @@ def papers_to_judge(db, settings: Settings, paper_ids: list[str], fetch=None) ->
     """Before `digest like` records anything: every paper of ``paper_ids`` in the history, those it lacks
     fetched from arXiv and stored (a like counts only for a paper that can be embedded). One arXiv does
     not have, or arXiv unreachable, refuses the whole command: nothing is recorded."""
-    from ..storage.db import save_papers
-
     missing = [i for i in dict.fromkeys(paper_ids) if get_paper(db, i) is None]
     if missing:
         save_papers(db, _from_arxiv(settings, missing, fetch, after="; nothing recorded"))
