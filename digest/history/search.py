@@ -17,11 +17,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
-from ..storage import outbox
 from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
 from ..storage.feedback import feedback_on
-from ..storage.ledger import appearances, in_profile_sql, listing, of_day
-from ..summarize import latest_summary
 from ..taxonomy import is_known
 from ..text import HIT_END, HIT_START
 
@@ -89,6 +86,8 @@ class Filters:
             where.append(f"{alias}.authors LIKE ? ESCAPE '\\'")
             params.append("%" + _like_escape(self.author.strip()) + "%")
         if self.profile:
+            from ..storage.ledger import in_profile_sql  # logging, socket: only when asked
+
             where.append(in_profile_sql(alias))
             params.append(self.profile)
         if self.liked:
@@ -259,6 +258,11 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
     if paper is None:
         return {**_paper_fields(_fetch_one(settings, paper_id, fetch)), "stored": False, "versions": [],
                 "announcements": [], "digests": [], "summary": None, "feedback": []}
+    # Here, not at the top: the ledger (logging, socket) and the summarizer (concurrent.futures, email)
+    # cost a cold `digest search` more than the query itself.
+    from ..storage.ledger import appearances
+    from ..summarize import latest_summary
+
     announcements = announcements_of(db, paper_id)
     digests = appearances(db, paper_id)
     versions = sorted({a["version"] for a in announcements} | {paper.version})
@@ -314,6 +318,9 @@ def _paper_fields(paper: Paper) -> dict:
 
 def list_digests(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
     """The digests built, newest first, with each channel's delivery status."""
+    from ..storage import outbox  # here, as in paper_details: logging and socket
+    from ..storage.ledger import listing
+
     rows = listing(db, profile, limit)
     for row in rows:
         row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
@@ -326,6 +333,9 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
 
 def day_digests(db, day: dt.date, profile: str | None = None) -> list[dict]:
     """One day's digests as the email had them: the text render stored with each."""
+    from ..storage import outbox  # here, as in paper_details: logging and socket
+    from ..storage.ledger import of_day
+
     digests = of_day(db, day, profile)
     if not digests:
         raise HistoryError(f"no digest for {day}{' and profile ' + profile if profile else ''}; "
