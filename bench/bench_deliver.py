@@ -28,7 +28,7 @@ from test_render import all_papers, announced, make_view, settings_for  # noqa: 
 from digest import render  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.deliver import email as email_channel  # noqa: E402
-from digest.ledger import Digest
+from digest.storage.ledger import Digest
 
 REPEATS = 5
 

@@ -97,7 +97,7 @@ def _float32(threads: int = 0):
 def prepare() -> None:
     """The export, its int8 graph and the per-tensor int8 model, made before anything is timed."""
     ours = embed.Embedder(EmbeddingSettings(precision="int8"))
-    if not ours.uses_onnx() or ours._model.graph != embed_onnx.INT8_GRAPH:
+    if not isinstance(ours._load(), embed_onnx.OnnxEncoder) or ours._model.graph != embed_onnx.INT8_GRAPH:
         sys.exit("the bundled model did not export to ONNX or quantise to int8; see the log above")
     per_tensor_int8()
 

@@ -37,7 +37,8 @@ from feeds import LISTING_DAYS, feed_xml, listing_papers, serve_feeds  # noqa: E
 from loopback import LoopbackServer, Reply  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
+from digest.history.status import space_by_table  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 YEAR_PAPERS = 500 * 250
 ANSWER = "An answer of the length a real model writes, naming the method, the data and the result. " * 7
@@ -78,7 +79,7 @@ def main() -> None:
         papers = db["papers"].count
         raw = db.execute("SELECT SUM(LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(abstract AS BLOB)) "
                          "+ LENGTH(CAST(authors AS BLOB))) FROM papers").fetchone()[0]
-        space = dbm.space_by_table(db)
+        space = space_by_table(db)
         file_size = path.stat().st_size
         digests, emails = db["digests"].count, len(smtp.messages)
         db.conn.close()

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from digest import db as dbm  # noqa: E402
-from digest import search  # noqa: E402
+from digest.history import search  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 OUT = ROOT / "bench" / "out"

@@ -48,8 +48,8 @@ from loopback import LoopbackServer  # noqa: E402
 from peak_rss import measure  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
 from digest import profiles as feedback  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 DAY = dt.date(2026, 6, 30)  # the measured day
 EARLIER = dt.date(2026, 6, 23)  # the day the readers liked and disliked papers of

@@ -11,7 +11,7 @@ Data: ../shared/data/ranking/cs.AI_2025-09-01_to_2025-12-31.jsonl.gz, 16,332 rea
   (cs.AI primaries first, then cross-lists, each by id).
 - Feedback: on the first 8 days of the window the simulated reader opens digest's ranking, likes up to 5
   relevant papers among its top 20 and dislikes up to 2 irrelevant ones among its top 10, through
-  ``profiles.set_feedback`` (what `digest like/dislike --profile NAME` calls) into the `feedback` table of a
+  ``storage.feedback.set_feedback`` (what `digest like/dislike --profile NAME` calls) into the `feedback` table of a
   real SQLite database, read back by ``profiles.profile_signals`` (what every `digest run` calls). Later
   days are scored with that feedback fixed. The same likes go to the baselines that take feedback.
 - Scored: every later day of the window on which the reader has at least one relevant paper. nDCG@10
@@ -59,10 +59,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
 from digest import embed, profiles, rank  # noqa: E402
 from digest.config import EmbeddingSettings, parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
+from digest.storage import feedback as feedback_rows  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ranking" / "cs.AI_2025-09-01_to_2025-12-31.jsonl.gz"
 OUT = ROOT / "bench" / "out"
@@ -214,12 +215,12 @@ class DigestReaders:
 
     def give_feedback(self, cat: str, likes: list[str], dislikes: list[str]) -> None:
         for paper_id in likes:
-            profiles.set_feedback(self.db, paper_id, 1, profile_name(cat))
+            feedback_rows.set_feedback(self.db, paper_id, 1, profile_name(cat))
         for paper_id in dislikes:
-            profiles.set_feedback(self.db, paper_id, -1, profile_name(cat))
+            feedback_rows.set_feedback(self.db, paper_id, -1, profile_name(cat))
 
     def forget_feedback(self) -> None:
-        profiles.clear_feedback(self.db, everything=True)
+        feedback_rows.clear_feedback(self.db, everything=True)
 
 
 def profile_name(cat: str) -> str:

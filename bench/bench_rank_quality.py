@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
 from digest import embed, profiles, rank  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 SEED_DAYS = ("2026-06-22", "2026-06-23", "2026-06-24")

@@ -115,8 +115,8 @@ def run_day(config: Path, torch_path: bool = False) -> tuple[float, float]:
 def export_model() -> None:
     """The ONNX export, made once into bench/out/cache before anything is timed."""
     code = ("import logging, sys\nlogging.basicConfig(level=logging.INFO)\nfrom digest import embed\n"
-            "from digest.config import EmbeddingSettings\n"
-            "sys.exit(0 if embed.Embedder(EmbeddingSettings()).uses_onnx() else 1)\n")
+            "from digest.config import EmbeddingSettings\nfrom digest.embed_onnx import OnnxEncoder\n"
+            "sys.exit(0 if isinstance(embed.Embedder(EmbeddingSettings())._load(), OnnxEncoder) else 1)\n")
     subprocess.run([sys.executable, "-c", code], env=bench_env(), check=True)
 
 

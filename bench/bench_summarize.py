@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from llm_server import LLMServer  # noqa: E402
 from test_summarize import real_papers, settings_for  # noqa: E402
 
-from digest import db as dbm  # noqa: E402
 from digest import summarize  # noqa: E402
+from digest.storage import db as dbm  # noqa: E402
 
 PAPERS = 50
 LATENCY = 1.0

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import sqlite_utils
 
-from . import ledger
 from .config import Settings
-from .db import MIGRATIONS, DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
+from .locks import run_lock
+from .storage import ledger
+from .storage.db import DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
+from .storage.schema import MIGRATIONS
 
 
 class BackupError(Exception):
@@ -161,8 +163,6 @@ def restore(source: Path, settings: Settings) -> tuple[list[str], Path | None]:
     """Replace the database with ``source`` once it passed :func:`verify`; the database it replaces is
     kept as ``<db>.before-restore-<UTC time>``, beside every earlier one. Returns the coverage proof's
     lines and where the replaced database was kept (None when there was none)."""
-    from .pipeline import run_lock  # the pipeline's lock: a run waits for the restore, and the other way round
-
     path = settings.database_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     copy, proof = verify(source, settings, path.parent)

@@ -1,4 +1,5 @@
-"""The schedule, signals and catch-up: it only decides *when* the pipeline runs.
+"""The schedule, signals and catch-up: it decides *when* the pipeline runs (never how), and hosts the
+feedback links' web server and the reader of replies by email, which must outlive any one run.
 
 Every pipeline run is a child process (``python -m digest run``), so the daemon itself never imports
 torch or loads the model: between runs it is a small Python process, and a crash inside a run cannot
@@ -26,13 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import ledger
 from .arxiv.calendar import Clock, ClockError, announcement_day_at
 from .config import ConfigError, Settings, parse_settings, read_config_text, remember_valid
-from .db import open_db
-from .deliver import outbox
 from .locks import LockBusy, pid_lock
-from .runs import mark_interrupted, record_give_up
+from .logs import setup_logging
 from .schedule import (
     last_firing,
     next_firing,
@@ -42,6 +40,9 @@ from .schedule import (
     why_not_settled,
 )
 from .service import sd_notify, watchdog_interval
+from .storage import ledger, outbox
+from .storage.db import open_db
+from .storage.runs import mark_interrupted, record_give_up
 from .text import plural
 
 log = logging.getLogger("digest.daemon")
@@ -406,7 +407,6 @@ class Daemon:
             return False
         old = self.settings.schedule
         self.config = fresh
-        from .logs import setup_logging
         setup_logging(fresh.settings.secrets())
         if self.scheduler is not None and (old.time, old.timezone) != (fresh.settings.schedule.time,
                                                                         fresh.settings.schedule.timezone):
@@ -431,6 +431,5 @@ class Daemon:
 def run_daemon(config_path: Path, *, once: bool = False, environ=None) -> int:
     """`digest daemon`: load and validate the configuration, set up journald logging, serve."""
     config = load_config(config_path)
-    from .logs import setup_logging
     setup_logging(config.settings.secrets())
     return Daemon(config, environ=environ).serve(once=once)

@@ -13,18 +13,15 @@ load one, and a run that finds every paper's vector stored loads it only to embe
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-import tempfile
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from . import db as dbm
 from .config import DEFAULT_MODEL, EmbeddingSettings, Settings
+from .quiet import import_quietly, quiet_third_party
 from .records import Paper
+from .storage import db as dbm
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -70,12 +67,6 @@ class Embedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
-
-    def uses_onnx(self) -> bool:
-        """Whether the model runs from its ONNX export (loading it first if need be)."""
-        from .embed_onnx import OnnxEncoder
-
-        return isinstance(self._load(), OnnxEncoder)
 
     def _load(self):
         if self._model is None:
@@ -130,45 +121,6 @@ class SentenceTransformerEncoder:
                                  show_progress_bar=False)
 
 
-def quiet_third_party() -> None:
-    """Before transformers loads a model: its "Loading weights" bar (and huggingface_hub's download bars)
-    redraw with carriage returns, which journald stores as a blob. Shown on a terminal only."""
-    if sys.stderr.isatty():
-        return
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub and transformers load
-    if "huggingface_hub" in sys.modules:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    if "transformers" in sys.modules:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-
-
-def import_quietly(name: str):
-    """Import torch or onnxruntime where /proc/cpuinfo cannot be read (systemd's ProcSubset=pid). Both
-    bundle the cpuinfo library, which then prints "Error in cpuinfo: failed to parse processor
-    information", and onnxruntime adds three warnings, all at import. They are false alarms for what digest
-    runs: the matrix kernels detect the CPU by themselves, and onnxruntime embedded as fast without
-    /proc/cpuinfo as with it. So those lines are dropped; anything else the import prints goes through."""
-    if name in sys.modules or os.access("/proc/cpuinfo", os.R_OK):
-        return importlib.import_module(name)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as printed:
-        os.dup2(printed.fileno(), 2)  # the C libraries write to the file descriptor, not to sys.stderr
-        try:
-            return importlib.import_module(name)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            printed.seek(0)
-            for line in printed.read().decode(errors="replace").splitlines():
-                if "cpuinfo" not in line and "CPU vendor" not in line:
-                    print(line, file=sys.stderr)
-
-
 # One loaded model per name for the life of the process. A run is one process (the daemon starts a child
 # for each), so this is "load once per run": the embed stage, every profile's interests and seed papers
 # share it instead of each paying the seconds a load costs. The daemon itself never imports this module.
@@ -180,11 +132,6 @@ def shared_embedder(settings: EmbeddingSettings) -> Embedder:
     if key not in _SHARED:
         _SHARED[key] = Embedder(settings)
     return _SHARED[key]
-
-
-def release_models() -> None:
-    """Drop every loaded model (a long-lived process that embeds rarely can free the memory)."""
-    _SHARED.clear()
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -200,11 +147,6 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
 def paper_text(paper: Paper) -> str:
     """What is embedded: the title and the abstract, the same text the content hash covers."""
     return f"{paper.title}\n{paper.abstract}"
-
-
-def load_vectors(db: "sqlite_utils.Database", paper_ids: Iterable[str], model: str) -> dict[str, np.ndarray]:
-    """Stored vectors of these papers for this model; papers without one are simply absent."""
-    return {paper_id: vector for paper_id, (_, vector) in _stored(db, paper_ids, model).items()}
 
 
 def _stored(db, paper_ids: Iterable[str], model: str) -> dict[str, tuple[str, np.ndarray]]:
@@ -306,5 +248,5 @@ def _progress_bar(show: bool, total: int, model: str):
 
 
 __all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "count_unembedded", "embed_history", "embed_papers",
-           "load_vectors", "paper_text", "release_models", "resolve_model", "shared_embedder", "unembedded_ids",
+           "paper_text", "resolve_model", "shared_embedder", "unembedded_ids",
            "vector_to_blob"]

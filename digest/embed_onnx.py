@@ -25,6 +25,9 @@ The int8 graph runs 2.5-2.7x as fast here (integer dot products against float32 
 quarter of the weights' memory. Its vectors are not the same: a cosine of 0.99 or more to the float32 ones
 on real abstracts, so they are stored under their own key (``EmbeddingSettings.vectors_key``)
 and the ranking bench measures what they cost (bench/bench_embed_speed.py).
+
+Longer than most modules on purpose: the export, its cache and lock, the quantisation and the encoder
+that reads what they made are one format, changed together.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import numpy as np
 
 from .config import cache_dir
 from .locks import process_alive
+from .quiet import import_quietly, quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,6 @@ class OnnxEncoder:
     def __init__(self, folder: Path, threads: int = 0, graph: str | Path = GRAPH):
         import tokenizers
 
-        from .embed import import_quietly
 
         onnxruntime = import_quietly("onnxruntime")
 
@@ -257,7 +260,6 @@ def export(resolved: str, target: Path) -> None:
     import sentence_transformers
     import torch
 
-    from .embed import quiet_third_party
 
     quiet_third_party()
     warnings.filterwarnings("ignore")  # the tracer's and the legacy exporter's warnings are about the trace

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .arxiv.ids import InvalidArxivId, normalize_id
-from .db import now_iso, transaction
+from .arxiv.ids import InvalidArxivId, normalize_id, title_key
+from .storage.db import now_iso, transaction
 
 if TYPE_CHECKING:
     from .records import Paper
@@ -133,11 +133,6 @@ def weigh(paper_ids: list[str]) -> dict[str, float]:
     """Each id (in the file's order, the last the newest) with its weight, newest first."""
     unique = list(dict.fromkeys(reversed(paper_ids)))
     return {paper_id: 1 / (1 + math.log10(n)) for n, paper_id in enumerate(unique, start=1)}
-
-
-def title_key(title: str) -> str:
-    """A title as compared: lower case, words only ("{BERT}: Pre-training" -> "bert pre training")."""
-    return " ".join(re.findall(r"[^\W_]+", title.lower()))
 
 
 def _title_of(entry: dict) -> str:

@@ -6,10 +6,16 @@ The kernel drops a flock when its holder dies, so a SIGKILLed process never leav
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from .config import Settings  # annotations only: pydantic is for validating
+
+log = logging.getLogger("digest.pipeline")  # the run's own logger: the wait is part of a run
 
 
 def process_alive(pid: int) -> bool:
@@ -57,3 +63,13 @@ def pid_lock(path: Path, *, wait: bool, on_wait: Callable[[str], None] | None = 
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield path
+
+
+@contextmanager
+def run_lock(settings: Settings):
+    """One run at a time per database, across processes: a daemon's run and a manual `digest run`
+    wait for each other instead of racing, and so do a run and `digest restore`. flock is released by the
+    kernel if the holder dies."""
+    with pid_lock(settings.database_path().with_suffix(".lock"), wait=True,
+                  on_wait=lambda pid: log.info("waiting for another digest run (pid %s) to finish", pid)):
+        yield

@@ -23,12 +23,10 @@ import re
 import socket
 from dataclasses import dataclass
 
-from . import ledger, runs
 from .config import Settings
-from .db import now_iso, transaction
-from .deliver import outbox
-from .health import llm_summarized_none
 from .secrets import redact
+from .storage import ledger, outbox, runs
+from .storage.db import now_iso, transaction
 from .text import one_line
 
 log = logging.getLogger("digest.notices")
@@ -64,8 +62,9 @@ def problems(db, settings: Settings) -> list[Problem]:
                                  f"{outbox.where(row)}: {row['last_error']}", row["day"],
                                  "the digest is stored; after fixing the cause, `digest resend` sends it"))
     run = runs.last_run(db)
-    if run and run["day"] and llm_summarized_none(run, settings):
-        found.append(Problem("llm", run["day"], f"the LLM summarized none of the {llm_summarized_none(run, settings)} "
+    unsummarized = runs.llm_summarized_none(run, settings) if run and run["day"] else 0
+    if unsummarized:
+        found.append(Problem("llm", run["day"], f"the LLM summarized none of the {unsummarized} "
                                                 f"papers of {run['day']}; the digest showed their abstracts",
                              run["started_at"], "the digest went out with abstracts; the next run asks the LLM "
                                                 "again"))

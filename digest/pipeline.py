@@ -3,7 +3,7 @@ profile's digest of what it is owed, stage by stage, resumable.
 
 fetch -> embed -> rank -> summarize -> render -> deliver. Each stage records itself in ``run_stages`` and
 logs one line with its counts and duration. What goes into a digest is what the ledger says the profile
-is owed (:func:`digest.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
+is owed (:func:`digest.storage.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
 rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a
 crashed run started again skips every finished stage's effect and never sends a paper twice.
 
@@ -20,21 +20,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import embed, learn, ledger, notices, rank, render, summarize
+from . import embed, learn, notices, rank, render, summarize
 from .arxiv import api, feed
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
 from .arxiv.fulltext import full_text_fetcher
 from .arxiv.http import session_for
 from .config import Profile, Settings
-from .db import day_fetched, empty_detail, has_announcements, latest_day
-from .deliver import deliver_due, outbox
-from .locks import pid_lock
+from .deliver import deliver_due
+from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary
-from .runs import Run, Turns
+from .storage import ledger, outbox
+from .storage.db import day_fetched, empty_detail, has_announcements, latest_day
+from .storage.runs import Run, Turns
 from .text import one_line, plural
 
 log = logging.getLogger("digest.pipeline")
@@ -76,15 +76,6 @@ class RunResult:
     previews: list[str] = field(default_factory=list)
     outcomes: list[ProfileOutcome] = field(default_factory=list)
     deliveries: list[dict] = field(default_factory=list)  # this run's digests' outbox rows
-
-
-@contextmanager
-def run_lock(settings: Settings):
-    """One run at a time per database, across processes: a daemon's run and a manual `digest run`
-    wait for each other instead of racing. flock is released by the kernel if the holder dies."""
-    with pid_lock(settings.database_path().with_suffix(".lock"), wait=True,
-                  on_wait=lambda pid: log.info("waiting for another digest run (pid %s) to finish", pid)):
-        yield
 
 
 def run_day(db, settings: Settings, *, days: list[dt.date] | None = None, profiles: list[str] | None = None,

@@ -1,4 +1,5 @@
-"""One profile's configuration and feedback -> the Signals that rank.py scores papers against.
+"""One profile's configuration and feedback -> the Signals that rank.py scores papers against. The
+feedback rows themselves are :mod:`digest.storage.feedback`'s.
 
 Interests are embedded as text; seed papers and liked/disliked papers are embedded as papers, through the
 same cache as every announced paper, so several profiles and runs never embed one paper twice.
@@ -6,13 +7,13 @@ same cache as every announced paper, so several profiles and runs never embed on
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
-from .arxiv.ids import InvalidArxivId, normalize_id
-from .db import get_paper, get_papers, now_iso, save_papers, transaction
+from .arxiv.ids import InvalidArxivId, normalize_id, title_key
 from .records import Paper
+from .storage.db import get_papers, save_papers
+from .storage.feedback import feedback_values, not_known_missing, remember_missing
 from .text import one_line, plural
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOKUPS_PER_RUN = 200  # ids of liked or library papers fetched from arXiv per profile and run: two requests
-MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
 
 FetchPapers = Callable[..., "tuple[list[Paper], list[str]]"]  # (settings, ids, raise_errors=True)
 FindTitle = Callable[["Settings", str], "Paper | None"]
@@ -106,7 +106,7 @@ def _library_papers(db, settings: Settings, profile: Profile, fetch_papers: Fetc
                     find_title: FindTitle | None, warnings: list[str]) -> list[tuple[Paper, float]]:
     """The arXiv papers of the profile's seed_library with their weights (library.py); a file that cannot
     be read, entries arXiv has no paper for and papers that cannot be had are warnings, not failures."""
-    from .library import LibraryError, library_of, matched_titles, title_key, weigh  # heavy, as above
+    from .library import LibraryError, library_of, matched_titles, weigh  # heavy, as above
 
     if not profile.seed_library:
         return []
@@ -144,7 +144,7 @@ def _stored_or_fetched(db, settings: Settings, ids: list[str], fetch_papers: Fet
     fetcher is given (a liked paper or a library entry may never have been in a digest)."""
     papers = get_papers(db, ids)
     absent = [paper_id for paper_id in ids if paper_id not in papers]
-    wanted = _not_known_missing(db, absent)[:LOOKUPS_PER_RUN]
+    wanted = not_known_missing(db, absent)[:LOOKUPS_PER_RUN]
     if wanted and fetch_papers is not None:
         from .arxiv.http import ArxivError  # requests: only when there is something to fetch
 
@@ -154,25 +154,9 @@ def _stored_or_fetched(db, settings: Settings, ids: list[str], fetch_papers: Fet
             log.warning("%d papers not fetched from arXiv now: %s", len(wanted), one_line(exc))
             return papers
         save_papers(db, fetched)
-        _remember_missing(db, missing)
+        remember_missing(db, missing)
         papers.update(get_papers(db, [p.id for p in fetched]))
     return papers
-
-
-# -- ids arXiv has no paper for (the arxiv_missing table) ---------------------------------------------
-
-def _not_known_missing(db, ids: list[str]) -> list[str]:
-    """``ids`` but those arXiv said it lacks within MISSING_DAYS: a forged reply or a library of 2,000
-    unknown ids would otherwise be asked for at every run."""
-    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS)).isoformat(timespec="seconds")
-    known = {row[0] for row in db.execute("SELECT paper_id FROM arxiv_missing WHERE asked_at >= ?", [since])}
-    return [paper_id for paper_id in ids if paper_id not in known]
-
-
-def _remember_missing(db, ids: list[str]) -> None:
-    with transaction(db):
-        db.conn.executemany("INSERT OR REPLACE INTO arxiv_missing (paper_id, asked_at) VALUES (?, ?)",
-                            [(paper_id, now_iso()) for paper_id in ids])
 
 
 def _feedback_papers(db, settings: Settings, profile: str,
@@ -181,68 +165,8 @@ def _feedback_papers(db, settings: Settings, profile: str,
 
     `digest like` accepts a paper not in the history yet; it is fetched (when it can be) like a seed.
     """
-    rows = db.execute("SELECT paper_id, value FROM feedback WHERE profile IN ('', ?) "
-                      "ORDER BY profile = ?, created_at, paper_id", [profile, profile]).fetchall()
-    values = {paper_id: value for paper_id, value in rows}  # later rows (this profile's) overwrite
+    values = feedback_values(db, profile)
     papers = _stored_or_fetched(db, settings, list(values), fetch_papers)
     liked = [papers[i] for i, v in values.items() if v > 0 and i in papers]
     disliked = [papers[i] for i, v in values.items() if v < 0 and i in papers]
     return liked, disliked
-
-
-# -- feedback --------------------------------------------------------------------------------------
-
-def set_feedback(db, paper_id: str, value: int, profile: str = "") -> dict:
-    """Like (+1) or dislike (-1) a paper, for one profile or ('') all; the latest word wins."""
-    paper_id = _paper_id(paper_id)
-    with transaction(db):
-        db.execute("INSERT INTO feedback (paper_id, profile, value, created_at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (paper_id, profile) DO UPDATE SET value = excluded.value, "
-                   "created_at = excluded.created_at", [paper_id, profile, value, now_iso()])
-    paper = get_paper(db, paper_id)
-    return {"id": paper_id, "profile": profile, "value": value, "title": paper.title if paper else None}
-
-
-def list_feedback(db, profile: str | None = None) -> list[dict]:
-    """Likes and dislikes, newest first; for ``profile``, those that apply to it: its own and those given
-    for every profile (``profile`` None in the rows)."""
-    return [dict(r) for r in db.query(
-        "SELECT f.paper_id AS id, CASE f.value WHEN 1 THEN 'like' ELSE 'dislike' END AS feedback, "
-        "NULLIF(f.profile, '') AS profile, COALESCE(p.title, '') AS title, f.created_at FROM feedback f "
-        "LEFT JOIN papers p ON p.id = f.paper_id WHERE (? IS NULL OR f.profile IN ('', ?)) "
-        "ORDER BY f.created_at DESC, f.paper_id", [profile, profile])]
-
-
-def clear_feedback(db, paper_ids: Iterable[str] = (), profile: str | None = None, everything: bool = False) -> int:
-    """Forget feedback on ``paper_ids`` (or on every paper with ``everything``). Returns rows removed."""
-    ids = [_paper_id(i) for i in paper_ids]
-    with transaction(db):
-        if everything:
-            cursor = db.execute("DELETE FROM feedback WHERE (? IS NULL OR profile = ?)", [profile, profile])
-            return cursor.rowcount
-        removed = 0
-        for paper_id in ids:
-            removed += db.execute("DELETE FROM feedback WHERE paper_id = ? AND (? IS NULL OR profile = ?)",
-                                  [paper_id, profile, profile]).rowcount
-    return removed
-
-
-
-
-def _paper_id(text: str) -> str:
-    """An arXiv id without its version; InvalidArxivId (phrased for the user) when it is none."""
-    return normalize_id(text)[0]
-
-
-def liked_ids(db, profile: str | None = None) -> list[str]:
-    """The papers liked for ``profile`` (its own likes and those for every profile), or by anyone."""
-    return [r[0] for r in db.execute(
-        "SELECT DISTINCT paper_id FROM feedback WHERE value = 1 AND (? IS NULL OR profile IN ('', ?)) "
-        "ORDER BY paper_id", [profile, profile])]
-
-
-def feedback_on(db, paper_id: str) -> list[dict]:
-    """Every like or dislike of one paper: for which profile (None: every profile), which, when."""
-    return [dict(r) for r in db.query(
-        "SELECT NULLIF(profile, '') AS profile, CASE value WHEN 1 THEN 'like' ELSE 'dislike' END AS feedback, "
-        "created_at FROM feedback WHERE paper_id = ? ORDER BY profile", [paper_id])]

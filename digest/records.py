@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 
@@ -119,3 +120,55 @@ class DigestView:
     @property
     def replaced(self) -> list[Ranked]:
         return [i for i in self.items if i.section == "replaced"]
+
+
+@dataclass
+class Rendered:
+    """One digest in every format it is delivered in; stored as-is so a retry sends what was built.
+
+    ``html`` is the complete digest (files, chat attachments, the email's attachment); ``email_html`` the
+    email's own body within EMAIL_HTML_BUDGET, the same as ``html`` when the complete digest fits, and
+    empty in digests stored before it existed (sent as ``html``). ``attachment`` names the file the email
+    attaches ``html`` as when the two differ."""
+
+    subject: str
+    html: str
+    text: str
+    markdown: str
+    json: str
+    email_html: str = ""
+    attachment: str = ""
+
+    OPTIONAL = ("email_html", "attachment")
+
+    @classmethod
+    def formats(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @property
+    def email_body(self) -> str:
+        return self.email_html or self.html
+
+    @property
+    def attaches(self) -> bool:
+        """Whether the email must carry the complete digest: its body leaves something out."""
+        return bool(self.email_html) and self.email_html != self.html
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A stored digest: one profile, the days it was built for (several for a merged catch-up)."""
+
+    id: int
+    profile: str
+    day: dt.date  # the last (or only) day it was built for
+    days: tuple[dt.date, ...]
+    announced: int
+    summarized: int
+    subject: str | None
+
+    @classmethod
+    def from_row(cls, row) -> "Digest":
+        return cls(row["id"], row["profile"], dt.date.fromisoformat(row["announced_on"]),
+                   tuple(dt.date.fromisoformat(d) for d in json.loads(row["days"])), row["announced"],
+                   row["summarized"], row["subject"])

@@ -22,14 +22,14 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from email.message import EmailMessage
 
 import jinja2
 
 from .config import Settings
 from .feedback.links import link_maker
-from .records import DigestView, Ranked, Summary
+from .records import DigestView, Ranked, Rendered, Summary
 from .text import clean_untrusted, identifier_text
 
 # The line between the Markdown's top section and the rest: chat sends what comes before it as the
@@ -42,39 +42,6 @@ AUTHORS_SHOWN_REST = 3
 # Bytes of the email's HTML body as sent (quoted-printable, which is what a mail server measures), under
 # Gmail's clipping point of about 102 KB with room to spare; decoded, the body is a little smaller.
 EMAIL_HTML_BUDGET = 98_000
-
-
-@dataclass
-class Rendered:
-    """One digest in every format it is delivered in; stored as-is so a retry sends what was built.
-
-    ``html`` is the complete digest (files, chat attachments, the email's attachment); ``email_html`` the
-    email's own body within EMAIL_HTML_BUDGET, the same as ``html`` when the complete digest fits, and
-    empty in digests stored before it existed (sent as ``html``). ``attachment`` names the file the email
-    attaches ``html`` as when the two differ."""
-
-    subject: str
-    html: str
-    text: str
-    markdown: str
-    json: str
-    email_html: str = ""
-    attachment: str = ""
-
-    OPTIONAL = ("email_html", "attachment")
-
-    @classmethod
-    def formats(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @property
-    def email_body(self) -> str:
-        return self.email_html or self.html
-
-    @property
-    def attaches(self) -> bool:
-        """Whether the email must carry the complete digest: its body leaves something out."""
-        return bool(self.email_html) and self.email_html != self.html
 
 
 def render_digest(view: DigestView, settings: Settings) -> Rendered:

@@ -13,11 +13,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import ledger
 from .arxiv.calendar import Calendar, announcement_day_at
-from .db import day_fetched, latest_feed_fetch
-from .deliver import outbox
-from .runs import last_error_of_day
+from .storage import ledger, outbox
+from .storage.db import day_fetched, latest_feed_fetch
+from .storage.runs import last_error_of_day
 from .text import plural
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from .http_retry import retry_after_seconds
 from .logs import redact
 from .records import Paper, Summary
 from .text import cap, clean_untrusted
@@ -466,8 +467,6 @@ def _estimate_tokens(messages: list[dict], max_tokens: int) -> int:
 
 def _retry_after(headers) -> float:
     """Seconds the server asked us to wait: OpenAI's retry-after-ms, or Retry-After (seconds or a date)."""
-    from .arxiv.http import retry_after_seconds
-
     millis = headers.get("retry-after-ms")
     try:
         if millis:

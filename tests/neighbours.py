@@ -12,9 +12,17 @@ from digest.arxiv.feed import parse_feed
 from digest.profiles import profile_signals
 
 
+def stored_vectors(db, paper_ids: list[str], model: str) -> dict[str, np.ndarray]:
+    """The vectors in the embeddings table for these papers and this model (papers without one absent)."""
+    marks = ",".join("?" * len(paper_ids))
+    rows = db.execute(f"SELECT paper_id, vector FROM embeddings WHERE model = ? AND paper_id IN ({marks})",
+                      [model, *paper_ids]).fetchall()
+    return {paper_id: embed.blob_to_vector(blob) for paper_id, blob in rows}
+
+
 def ranks_now(db, settings, profile: str = "me") -> dict[str, int]:
     announcements = parse_feed(day_feed()).announcements
-    vectors = embed.load_vectors(db, [a.paper.id for a in announcements], settings.embedding.model)
+    vectors = stored_vectors(db, [a.paper.id for a in announcements], settings.embedding.model)
     signals, _ = profile_signals(db, settings, settings.profiles[profile])
     ranked = rank.rank_papers(announcements, vectors, signals, top=settings.top_for(settings.profiles[profile]))
     return {r.paper.id: r.rank for r in ranked}
@@ -22,6 +30,6 @@ def ranks_now(db, settings, profile: str = "me") -> dict[str, int]:
 
 def nearest_neighbour(db, settings, paper_id: str) -> str:
     ids = [a.paper.id for a in parse_feed(day_feed()).announcements]
-    vectors = embed.load_vectors(db, ids, settings.embedding.model)
+    vectors = stored_vectors(db, ids, settings.embedding.model)
     others = [i for i in ids if i != paper_id]
     return max(others, key=lambda i: float(np.dot(vectors[i], vectors[paper_id])))

@@ -31,7 +31,8 @@ from digest.arxiv import api, atom, calendar, feed, http, ids
 from digest.arxiv.calendar import Calendar
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.db import open_db
+from digest.http_retry import retry_after_seconds
+from digest.storage.db import open_db
 
 RSS = DATA / "rss"
 API = DATA / "api"
@@ -347,9 +348,9 @@ def test_retries_run_out_into_a_failed_fetch(http_server, db):
 
 
 def test_retry_after_as_an_http_date():
-    assert http.retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
-    assert http.retry_after_seconds("120") == 120.0
-    assert http.retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("soon") is None
 
 
 # -- papers by id through the arxiv package ---------------------------------------------------------------
@@ -525,7 +526,6 @@ def test_fetch_command_backfills_with_a_summary(http_server, write_config):
     write_config(arxiv_section(http_server.url) + '\n[profiles.me]\ninterests = ["agents"]\n')
     total = sum(1 for day in (D(2026, 6, 29), D(2026, 6, 30)) for r in listing_papers(day)
                 if "cs.AI" in r["categories"])
-    # the spelling before --since/--until still works
-    result = run("fetch", "--from", "2026-06-27", "--to", "2026-06-30")
+    result = run("fetch", "--since", "2026-06-27", "--until", "2026-06-30")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1] == f"2026-06-27..2026-06-30: 2 announcement days, {total:,} papers stored"

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from conftest import ROOT
 from world import integrity, make_world
 
-from digest import db as dbm
 from digest.cli import cli
+from digest.storage import db as dbm
+from digest.storage.schema import MIGRATIONS
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +178,7 @@ def test_a_backup_made_by_an_older_schema_is_upgraded_as_it_is_restored(world, t
     restored = digest(world, "restore", str(old))
     assert restored.exit_code == 0, restored.output
     names = {r[0] for r in rows(world.db_path, "SELECT name FROM _migrations")}
-    assert names == {fn.__name__ for fn in dbm.MIGRATIONS}
+    assert names == {fn.__name__ for fn in MIGRATIONS}
 
 
 # -- issue 24 ------------------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from conftest import ROOT
 from loopback import Reply
 from test_history import filled_database
 
-from digest import db as dbm
 from digest.cli import cli
 from digest.config import ConfigError, load_settings, parse_settings
+from digest.history.views import moment
 from digest.schedule import next_firing
-from digest.views import moment
+from digest.storage import db as dbm
 
 PROFILES = '[profiles.me]\ninterests = ["spiking neural networks"]\n[profiles.vision]\ninterests = ["segmentation"]\n'
 

@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 from world import assert_ledger
 
-from digest import db as dbm
-from digest import ledger, schedule, service
+from digest import schedule, service
 from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
 from digest.config import load_settings, parse_settings
-from digest.db import open_db
 from digest.records import Announcement, DigestView, Paper, Ranked
-from digest.render import Rendered
+from digest.records import Rendered
+from digest.storage import db as dbm
+from digest.storage import ledger
+from digest.storage.db import open_db
 
 SUNDAY = dt.date(2026, 6, 28)  # a weekend day: nothing owed, the daemon only waits
 TUESDAY = dt.date(2026, 6, 23)  # the listing's first full feed day

@@ -2,8 +2,9 @@ import datetime as dt
 
 import pytest
 
-from digest import db as dbm
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
+from digest.storage.schema import MIGRATIONS
 
 EXPECTED_COLUMNS = {
     "papers": ["id", "version", "title", "abstract", "authors", "categories", "primary_category", "published",
@@ -42,10 +43,10 @@ def test_migrations_are_recorded_and_applied_once(tmp_path):
     dbm.open_db(path)
     db = dbm.open_db(path)
     names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
-    assert names == [fn.__name__ for fn in dbm.MIGRATIONS]
+    assert names == [fn.__name__ for fn in MIGRATIONS]
 
 
-@pytest.mark.parametrize("earlier", range(1, len(dbm.MIGRATIONS) + 1))
+@pytest.mark.parametrize("earlier", range(1, len(MIGRATIONS) + 1))
 def test_upgrading_from_each_earlier_schema_keeps_data(tmp_path, earlier):
     path = tmp_path / "d.db"
     db = dbm.open_db(path, migrate=False)
@@ -97,7 +98,7 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
 
     for attempt in range(4):
         path = tmp_path / f"race{attempt}" / "digest.db"
-        code = f"from digest.db import open_db; open_db({str(path)!r})"
+        code = f"from digest.storage.db import open_db; open_db({str(path)!r})"
         racers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
         errors = [racer.communicate(timeout=60)[1] for racer in racers]
         assert [racer.returncode for racer in racers] == [0, 0, 0, 0], errors

@@ -19,12 +19,13 @@ from click.testing import CliRunner
 from smtp_server import SMTPServer
 from test_render import BIG_DAY, SCRIPT_TITLE, all_papers, announced, day_view, html_ids, make_view, tagged_ids
 
-from digest import db as dbm
-from digest import deliver, ledger, render
+from digest import deliver, render
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.deliver import chat as chat_module
-from digest.deliver import outbox
+from digest.storage import db as dbm
+from digest.storage import ledger
+from digest.storage import outbox
 
 USER, PASSWORD = "digest-user", "s3cret-passw0rd"
 ALICE, BOB = "alice@example.org", "bob@example.org"

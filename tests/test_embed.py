@@ -14,15 +14,23 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from feeds import listing_papers
+from neighbours import stored_vectors
 
-from digest import db as dbm
-from digest import embed, profiles, rank, search
+from digest import embed, profiles, rank
 from digest.config import EmbeddingSettings, cache_dir, parse_settings
+from digest.embed_onnx import OnnxEncoder
+from digest.history import search
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
 
 DAY = dt.date(2026, 6, 23)
 TWO_PROFILES = ('[profiles.vision]\ninterests = ["image segmentation"]\n'
                 '[profiles.language]\ninterests = ["machine translation", "speech recognition"]\n')
+
+
+def runs_onnx(embedder: embed.Embedder) -> bool:
+    """Whether the model runs from its ONNX export (loading it first if need be)."""
+    return isinstance(embedder._load(), OnnxEncoder)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +122,7 @@ def test_stored_vector_is_the_models_vector(db, day_papers, embedder):
     settings = parse_settings(TWO_PROFILES)
     vectors = embed.embed_papers(db, day_papers[:2], settings, embedder=embedder)
     direct = embedder.embed_texts([f"{p.title}\n{p.abstract}" for p in day_papers[:2]])
-    loaded = embed.load_vectors(db, [p.id for p in day_papers] + ["2401.00001"], "all-MiniLM-L6-v2")
+    loaded = stored_vectors(db, [p.id for p in day_papers] + ["2401.00001"], "all-MiniLM-L6-v2")
     assert list(loaded) == [p.id for p in day_papers[:2]]
     for paper, row in zip(day_papers[:2], direct):
         assert np.allclose(vectors[paper.id], row, atol=1e-5) and np.array_equal(loaded[paper.id], vectors[paper.id])
@@ -127,7 +135,7 @@ def test_a_changed_text_is_embedded_again_and_a_new_version_with_the_same_text_i
     changed = paper_of(listing_papers(DAY)[1], version=2)
     changed.abstract += " We also release the code."
     dbm.save_papers(db, [same_text, changed])
-    before, old = embedder.texts_encoded, embed.load_vectors(db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
+    before, old = embedder.texts_encoded, stored_vectors(db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
 
     vectors = embed.embed_papers(db, [same_text, changed], settings, embedder=embedder)
 
@@ -244,7 +252,7 @@ def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(d
     assert warnings == ["seed paper 0808.05394 was not found on arXiv; using the other seeds"]
     assert [s.label for s in signals.seeds] == ["seed paper 1707.08567"]
     stored = dbm.get_paper(db, "1707.08567")
-    assert stored is not None and embed.load_vectors(db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
+    assert stored is not None and stored_vectors(db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
     assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([embed.paper_text(stored)])[0], atol=1e-5)
     # Stored now: the next run asks arXiv for nothing but the one that does not exist.
     asked = len(http_server.requests)
@@ -297,7 +305,7 @@ def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts
 
     ours, theirs = embedder.embed_texts(chosen), torch_path.embed_texts(chosen)
 
-    assert embedder.uses_onnx() and not torch_path.uses_onnx()
+    assert runs_onnx(embedder) and not runs_onnx(torch_path)
     assert (ours * theirs).sum(axis=1).min() >= 0.9999  # so vectors stored before the switch stay valid
 
 
@@ -311,7 +319,7 @@ def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(d
 
     cosines = (quantised.embed_texts(chosen) * embedder.embed_texts(chosen)).sum(axis=1)
 
-    assert quantised.uses_onnx() and quantised._model.graph == "model.int8.onnx"
+    assert runs_onnx(quantised) and quantised._model.graph == "model.int8.onnx"
     assert cosines.mean() >= 0.985 and cosines.min() >= 0.97, cosines
     assert cosines.max() < 0.9999  # really the int8 graph, whose vectors are not float32's
     # Stored apart: the float32 vectors stay, switching back embeds nothing again, and a search with int8
@@ -359,7 +367,7 @@ def export_copy(embedder, tmp_path, monkeypatch) -> Path:
     """A cache of its own holding the session's float32 export (linked) and no int8 graph."""
     from digest import embed_onnx
 
-    assert embedder.uses_onnx()  # the session's export exists
+    assert runs_onnx(embedder)  # the session's export exists
     folder = embed_onnx.model_folder(embed.resolve_model("all-MiniLM-L6-v2"))
     shared = cache_dir() / "onnx" / embed_onnx.export_key(folder)
     monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))
@@ -430,7 +438,7 @@ def test_a_damaged_int8_graph_leaves_float32_and_is_made_again_next_time(embedde
     assert lines[0].endswith("); float32 this time, and it is made again by the next process")
     assert not (copy / "model.int8.onnx").exists()
     again = embed.Embedder(EmbeddingSettings(precision="int8"))
-    assert again.uses_onnx() and again._model.graph == "model.int8.onnx"  # quantised again, for real
+    assert runs_onnx(again) and again._model.graph == "model.int8.onnx"  # quantised again, for real
     assert sorted(p.name for p in copy.iterdir()) == ["export.json", "int8.json", "model.int8.onnx", "model.onnx",
                                                       "model.onnx.data", "tokenizer.json"]  # and nothing else left
 
@@ -451,7 +459,7 @@ def search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix: list[str
     """Embed the day's papers here (exporting the model once for the session), then search in a new process."""
     settings = parse_settings(TWO_PROFILES)
     embed.embed_papers(db, day_papers, settings, embedder=embedder)
-    assert embedder.uses_onnx()
+    assert runs_onnx(embedder)
     config = tmp_path / "config.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "digest.db"}"\n' + TWO_PROFILES)
     return subprocess.run([*prefix, sys.executable, "-c", SEARCH_IN_A_NEW_PROCESS, str(config)],
@@ -514,7 +522,7 @@ def test_a_model_that_does_not_export_cleanly_falls_back_to_sentence_transformer
             embedder = embed.Embedder(settings)
             vector = embedder.embed_texts([text])[0]
         lines.append([r.getMessage() for r in caplog.records if r.name == "digest.embed_onnx"])
-        assert not embedder.uses_onnx()
+        assert not runs_onnx(embedder)
         expected = embedder._model.model.encode([text], normalize_embeddings=True)[0]  # with the prompt
         assert np.allclose(vector, expected, atol=1e-6)
 

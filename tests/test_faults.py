@@ -37,11 +37,11 @@ from world import (
     stored_render,
 )
 
-from digest import db as dbm
 from digest import summarize
 from digest.cli import cli
-from digest.ledger import day_settled
-from digest.status import status as status_of
+from digest.history.status import status as status_of
+from digest.storage import db as dbm
+from digest.storage.ledger import day_settled
 
 pytestmark = pytest.mark.slow
 

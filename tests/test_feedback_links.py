@@ -22,10 +22,10 @@ from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed
 
 from digest import render
 from digest.config import parse_settings, state_dir
-from digest.db import open_db
 from digest.feedback.links import BadLink, Vote, link_maker, make_token, read_token, signing_key
 from digest.feedback.web import FeedbackServer
-from digest.profiles import list_feedback
+from digest.storage.db import open_db
+from digest.storage.feedback import list_feedback
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = "k" * 32

@@ -16,9 +16,9 @@ from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
 from world import DAY, READER, SMTP_PASSWORD, SMTP_USER, make_world
 
-from digest.db import open_db
 from digest.feedback.replies import ImapError, check_replies, own_text, parse_votes
-from digest.profiles import list_feedback
+from digest.storage.db import open_db
+from digest.storage.feedback import list_feedback
 
 IMAP_USER, IMAP_PASSWORD = "digest", "imap-pass-0815"
 
@@ -191,7 +191,7 @@ def served_bytes(imap: ImapServer) -> list[int]:
 def test_a_reply_naming_a_message_id_computed_without_the_secret_or_hiding_ours_among_500_records_nothing(
         template, tmp_path, http_server, write_config):
     from digest.deliver.email import message_id, sender_address
-    from digest.ledger import digest_by_id
+    from digest.storage.ledger import digest_by_id
 
     with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as smtp, ImapServer(users={IMAP_USER: IMAP_PASSWORD}) as imap:
         settings, db, digest = sent_world(template, tmp_path, http_server, write_config, smtp, imap)

@@ -1,5 +1,5 @@
 """A reader's likes and dislikes change the next digest, through the path `digest like` and `digest run` use:
-profiles.set_feedback -> the feedback table -> profiles.profile_signals -> rank.rank_papers, with the bundled
+storage.feedback.set_feedback -> the feedback table -> profiles.profile_signals -> rank.rank_papers, with the bundled
 model on real papers of two listing days. The papers' own primary categories tell which are alike."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from feeds import listing_papers
 
-from digest import db as dbm
 from digest import embed, learn, profiles, rank
 from digest.config import EmbeddingSettings, parse_settings
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
+from digest.storage.feedback import set_feedback
 
 FIRST, NEXT = dt.date(2026, 6, 23), dt.date(2026, 6, 26)
 PER_DAY = 60  # enough papers of each kind to compare, few enough to embed in seconds
@@ -81,7 +82,7 @@ def assert_whole(ranked, world) -> None:
 def test_liked_papers_bring_their_neighbours_up_in_the_next_digest(world):
     before = digest_of(world)
     for paper_id in first_of(world, "cs.IT", 4):  # information theory: far from language models
-        profiles.set_feedback(world[0], paper_id, 1, "me")
+        set_feedback(world[0], paper_id, 1, "me")
     after = digest_of(world)
 
     assert_whole(after, world)
@@ -99,7 +100,7 @@ def test_disliked_papers_sink_their_neighbours_but_keep_them_in_the_digest(world
     neighbours = nearest(world, disliked, 10)
     before = digest_of(world)
     for paper_id in disliked:
-        profiles.set_feedback(db, paper_id, -1, "me")
+        set_feedback(db, paper_id, -1, "me")
     after = digest_of(world)
 
     assert_whole(after, world)
@@ -121,7 +122,7 @@ def nearest(world, paper_ids: list[str], count: int) -> set[str]:
 def test_reasons_name_the_interest_and_the_liked_paper(world):
     liked = first_of(world, "cs.IT", 4)
     for paper_id in liked:
-        profiles.set_feedback(world[0], paper_id, 1, "me")
+        set_feedback(world[0], paper_id, 1, "me")
     reasons = [r.reason for r in digest_of(world)]
     assert any(reason.startswith('about "large language models" +0.') for reason in reasons), reasons[:5]
     assert any(", like your seed and liked papers +0." in reason for reason in reasons)
@@ -131,8 +132,8 @@ def test_reasons_name_the_interest_and_the_liked_paper(world):
 @pytest.mark.slow
 def test_the_same_feedback_and_papers_give_the_same_order_in_any_input_order(world):
     for paper_id in first_of(world, "cs.IT", 3):
-        profiles.set_feedback(world[0], paper_id, 1, "me")
-    profiles.set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
+        set_feedback(world[0], paper_id, 1, "me")
+    set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
     expected = [(r.paper.id, r.score, r.reason) for r in digest_of(world)]
     items = [Announcement(p, NEXT, "new", i) for i, p in enumerate(world[2][NEXT])]
     random.Random(3).shuffle(items)
@@ -157,8 +158,8 @@ def test_words_read_once_give_exactly_the_tfidf_scikit_learn_fits_on_the_texts_a
 @pytest.mark.slow
 def test_a_profile_ranked_with_the_runs_shared_words_gets_the_same_digest_as_alone(world):
     for paper_id in first_of(world, "cs.IT", 3):
-        profiles.set_feedback(world[0], paper_id, 1, "me")
-    profiles.set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
+        set_feedback(world[0], paper_id, 1, "me")
+    set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
     shared = learn.Words()
     digest_of(world, [Announcement(p, FIRST, "new", i) for i, p in enumerate(world[2][FIRST])], words=shared)
     alone = [(r.paper.id, r.score, r.reason) for r in digest_of(world)]

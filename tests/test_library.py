@@ -12,10 +12,11 @@ from loopback import Reply
 from neighbours import nearest_neighbour, ranks_now
 from world import DAY, PROFILE, copy_database
 
+from digest.arxiv.ids import title_key
 from digest.config import parse_settings
-from digest.db import open_db
-from digest.library import LibraryError, read_library, title_key, weigh
+from digest.library import LibraryError, read_library, weigh
 from digest.profiles import profile_signals
+from digest.storage.db import open_db
 
 # As Zotero's "Export Library…" writes them: a preprint, a journal article with an arXiv URL, a book without any.
 BIBTEX = r"""
@@ -257,7 +258,8 @@ def test_a_library_is_parsed_again_only_when_its_size_or_time_changed(tmp_path):
 def test_ids_arxiv_does_not_have_are_asked_a_capped_number_at_a_time_and_then_not_again_for_a_month(
         tmp_path, http_server):
     from digest.arxiv import api
-    from digest.profiles import LOOKUPS_PER_RUN, set_feedback
+    from digest.profiles import LOOKUPS_PER_RUN
+    from digest.storage.feedback import set_feedback
 
     asked: list[str] = []
 

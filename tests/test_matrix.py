@@ -22,7 +22,7 @@ from test_render import BIG_DAY, announced, day_view, html_ids, tagged_ids
 
 from digest import deliver, notices
 from digest.config import parse_settings
-from digest.deliver import outbox
+from digest.storage import outbox
 
 pytestmark = pytest.mark.skipif(synapse_missing() is not None, reason=synapse_missing() or "")
 

@@ -18,7 +18,7 @@ from world import (
 )
 
 from digest.cli import cli
-from digest.runs import record_give_up
+from digest.storage.runs import record_give_up
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ from loopback import Reply
 from smtp_server import SMTPServer
 from world import assert_ledger
 
-from digest import db as dbm
 from digest import embed, pipeline
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.records import Announcement, Paper
+from digest.storage import db as dbm
 
 DAY = dt.date(2026, 6, 26)  # a real feed day of the listing in tests/data/
 CATEGORIES = ["cs.CL"]

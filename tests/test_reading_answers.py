@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from feeds import api_feed_xml, arxiv_section, listing_papers
 from loopback import Reply
 
-from digest import db as dbm
 from digest.cli import cli
+from digest.storage import db as dbm
 
 KNOWN = listing_papers()[0]  # a real paper the loopback API has
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused
@@ -107,10 +107,10 @@ def test_show_of_a_paper_not_in_the_history_says_so_when_arxiv_is_unreachable(fr
 
 
 def test_export_liked_names_the_liked_papers_it_cannot_export(fresh):
-    from digest import profiles
+    from digest.storage.feedback import set_feedback
 
     db = dbm.open_db(fresh)
-    profiles.set_feedback(db, "2401.99999", 1)  # liked before `digest like` checked ids with arXiv
+    set_feedback(db, "2401.99999", 1)  # liked before `digest like` checked ids with arXiv
     db.conn.close()
     exported = digest("export", "--liked", "--format", "json")
     assert exported.exit_code == 0

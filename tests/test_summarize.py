@@ -27,10 +27,10 @@ from llm_server import (
     refusal_text,
 )
 
-from digest import db as dbm
 from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper
+from digest.storage import db as dbm
 from digest.text import clean_untrusted
 
 API_KEY = "sk-test-0123456789-SECRET"

@@ -30,10 +30,11 @@ from conftest import ROOT
 from feeds import arxiv_section, feed_xml, serve_feeds
 from smtp_server import SMTPServer
 
-from digest import db as dbm
-from digest import embed, ledger, pipeline
+from digest import embed, pipeline
 from digest.arxiv.feed import parse_feed
 from digest.config import parse_settings
+from digest.storage import db as dbm
+from digest.storage import ledger
 
 DAY = dt.date(2026, 6, 26)  # a Friday of the listing in tests/data/: 79 papers in cs.CL
 CATEGORIES = ["cs.CL"]

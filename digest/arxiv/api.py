@@ -17,9 +17,8 @@ from typing import Callable
 import requests
 
 from ..config import Settings
-from ..db import day_fetched, later_feed_days, previous_feed_day, save_announcements
-from ..library import title_key
 from ..records import Announcement, Paper
+from ..storage.db import day_fetched, later_feed_days, previous_feed_day, save_announcements
 from ..taxonomy import ARCHIVES, CategoryExpression
 from ..text import plural
 from .atom import (
@@ -36,7 +35,7 @@ from .atom import (
 from .calendar import Calendar
 from .feed import FetchResult, record
 from .http import ArxivError, session_for, where
-from .ids import InvalidArxivId, normalize_id
+from .ids import InvalidArxivId, normalize_id, title_key
 
 log = logging.getLogger("digest.arxiv")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import requests
 
 from ..config import Settings
-from ..db import record_fetch, save_announcements
 from ..records import ANNOUNCE_TYPES, Announcement, Paper
+from ..storage.db import record_fetch, save_announcements
 from ..text import plural
 from .atom import (
     ARXIV_NS,

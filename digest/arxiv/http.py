@@ -8,10 +8,7 @@ honour Retry-After on 429/503 and retry every transport failure (refused, reset,
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
-import re
 import threading
 import time
 import urllib.parse
@@ -22,6 +19,7 @@ from importlib.metadata import version as package_version
 import requests
 
 from ..config import Settings
+from ..http_retry import retry_after_seconds
 
 log = logging.getLogger("digest.arxiv")
 
@@ -66,23 +64,6 @@ def user_agent(settings: Settings) -> str:
         own_version = "0"
     contact = settings.arxiv.contact or "no contact configured"
     return f"digest/{own_version} (mailto:{contact})"
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date. None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
 
 
 class PoliteSession(requests.Session):

@@ -32,3 +32,8 @@ def normalize_id(text: str) -> tuple[str, int | None]:
         return f"{match['archive']}/{match['num']}", int(match["v"]) if match["v"] else None
     shown = text if len(text) <= 60 else text[:57] + "..."
     raise InvalidArxivId(f'"{shown}" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)')
+
+
+def title_key(title: str) -> str:
+    """A title as compared: lower case, words only ("{BERT}: Pre-training" -> "bert pre training")."""
+    return " ".join(re.findall(r"[^\W_]+", title.lower()))

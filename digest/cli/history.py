@@ -1,4 +1,4 @@
-"""The history: search, show, related, digests, digest, like, dislike, feedback, export, stats, status."""
+"""The history: search, show, related, digests, like, dislike, feedback, export, stats, status."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ from pathlib import Path
 
 import click
 
-from . import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
+from ..arxiv.ids import InvalidArxivId
+from ..text import plural
+from .common import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
                wrapped)
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
-EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.export.WRITERS's keys (that module loads numpy)
+EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.history.export.WRITERS's keys (that module loads numpy)
 
 
 @contextmanager
 def _history_errors():
     """A user's mistake in the history commands is one line and exit 2; arXiv unreachable is exit 1."""
-    from ..arxiv.ids import InvalidArxivId
-    from ..search import HistoryError
+    from ..history.search import HistoryError
 
     try:
         yield
@@ -51,7 +52,7 @@ def _history_filters(fn):
 
 
 def _filters(app: App, since, until, category, author, profile, liked):
-    from ..search import Filters
+    from ..history.search import Filters
 
     check_profile(app, profile)
     return Filters(since=parse_day(since, "--since"), until=parse_day(until, "--until"), category=category,
@@ -61,7 +62,7 @@ def _filters(app: App, since, until, category, author, profile, liked):
 
 def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
     """Snippets with their hits marked the Markdown way (JSON), or as plain text (CSV)."""
-    from ..search import plain_snippet
+    from ..history.search import plain_snippet
 
     mark = "**" if marked else ""
     return [{**r, "snippet": plain_snippet(r["snippet"], mark, mark)} if "snippet" in r else r for r in rows]
@@ -78,7 +79,7 @@ def _search_rows(rows: list[dict], marked: bool) -> list[dict]:
 def search_command(app: App, query, semantic, raw, since, until, category, author, profile, liked, limit,
                    as_json, as_csv) -> None:
     """Search every paper ever fetched: titles, abstracts and authors, best match first."""
-    from .. import search, views
+    from ..history import search, views
 
     app.reading = not semantic  # the semantic search loads a model anyway: its settings are the model's
 
@@ -115,7 +116,7 @@ def _say_what_semantic_search_misses(app: App) -> None:
 @reading
 def show_command(app: App, paper_id: str, as_json: bool) -> None:
     """Everything known about a paper: metadata, days announced, digest ranks, summary, feedback."""
-    from .. import search, views
+    from ..history import search, views
 
     with _history_errors():
         details = search.paper_details(app.reader, app.settings, paper_id)
@@ -132,7 +133,7 @@ def show_command(app: App, paper_id: str, as_json: bool) -> None:
 @pass_app
 def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: bool) -> None:
     """The papers in your history nearest to ID by embedding."""
-    from .. import search, views
+    from ..history import search, views
 
     with _history_errors():
         rows = search.related(app.reader, app.settings, paper_id, limit)
@@ -155,7 +156,7 @@ def related_command(app: App, paper_id: str, limit: int, as_json: bool, as_csv: 
 @reading
 def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None:
     """The digests built, newest first, with each channel's delivery status; --day shows one day's in full."""
-    from .. import search
+    from ..history import search
 
     day = parse_day(day_text, "--day")
     check_profile(app, profile)
@@ -169,21 +170,8 @@ def digests_command(app: App, day_text, profile, limit, as_json, as_csv) -> None
          as_csv=as_csv, empty="No digest yet; `digest run` builds today's.")
 
 
-@cli.command("digest", hidden=True)  # the spelling before `digests --day`; kept for a release
-@click.argument("day_text", metavar="YYYY-MM-DD")
-@click.option("--profile", metavar="NAME", help="Only this profile's digest.")
-@listing_options(csv_ok=False)
-@pass_app
-@reading
-def digest_command(app: App, day_text: str, profile, as_json: bool) -> None:
-    """One day's full ranked list, as the email had it (now `digest digests --day`)."""
-    day = parse_day(day_text, "DATE")
-    check_profile(app, profile)
-    _show_day(app, day, profile, as_json)
-
-
 def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
-    from .. import search
+    from ..history import search
 
     with _history_errors():
         digests = search.day_digests(app.reader, day, profile)
@@ -195,13 +183,14 @@ def _show_day(app: App, day, profile: str | None, as_json: bool) -> None:
 
 
 def _feedback(app: App, paper_ids: tuple[str, ...], profile: str | None, value: int) -> None:
-    from .. import profiles, search
+    from ..storage import feedback
+    from ..history import search
 
     check_profile(app, profile)
     with _history_errors():
         ids = [search.normalize_paper_id(text) for text in paper_ids]  # every id checked before one is stored
         search.papers_to_judge(app.db, app.settings, ids)  # one arXiv does not know: nothing is recorded
-        done = [profiles.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
+        done = [feedback.set_feedback(app.db, paper_id, value, profile or "") for paper_id in ids]
     verb = "Liked" if value > 0 else "Disliked"
     for one in done:
         title = f" ({' '.join(one['title'].split())})" if one["title"] else ""
@@ -235,15 +224,15 @@ def dislike_command(app: App, paper_ids: tuple[str, ...], profile: str | None) -
 @reading
 def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -> None:
     """List your likes and dislikes, or clear them."""
-    from .. import profiles
+    from ..storage import feedback
 
     check_profile(app, profile)
     if clear_ids or clear_all:
         with _history_errors():
-            removed = profiles.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
+            removed = feedback.clear_feedback(app.db, clear_ids, profile, everything=clear_all)
         click.echo(f"Cleared {removed} feedback {'entry' if removed == 1 else 'entries'}.")
         return
-    rows = profiles.list_feedback(app.reader, profile)
+    rows = feedback.list_feedback(app.reader, profile)
     if not as_json:  # JSON says null for "every profile"; a table and CSV say it in words
         rows = [{**row, "profile": row["profile"] or "(all)"} for row in rows]
     emit(app, rows, ["id", "feedback", "profile", "title", "created_at"], as_json=as_json, as_csv=as_csv,
@@ -263,8 +252,7 @@ def feedback_command(app: App, profile, clear_ids, clear_all, as_json, as_csv) -
 def export_command(app: App, day_text, query, semantic, since, until, category, author, profile, liked, limit, fmt,
                    output) -> None:
     """Export a day, a search result or your liked papers as BibTeX, RIS, CSV or JSON."""
-    from .. import export
-    from ..text import plural
+    from ..history import export
 
     # --liked is the source on its own, and a filter of --query; a day is exported whole.
     if bool(day_text) + bool(query) + (liked and not query) != 1:
@@ -289,8 +277,7 @@ def export_command(app: App, day_text, query, semantic, since, until, category, 
 def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str | None) -> None:
     """`export --liked`: one line on stderr naming the liked papers not in the history (liked before
     `digest like` fetched unknown ids), which cannot be exported."""
-    from ..profiles import liked_ids
-    from ..text import plural
+    from ..storage.feedback import liked_ids
 
     if not liked_only:
         return
@@ -308,7 +295,7 @@ def _say_what_was_skipped(app: App, liked_only: bool, papers: list, profile: str
 @reading
 def stats_command(app: App, days: int, as_json: bool) -> None:
     """Papers per day and category, digests, LLM tokens per day and delivery failures, as bar charts."""
-    from .. import status, views
+    from ..history import status, views
 
     data = status.history_stats(app.reader, days)
     if as_json:
@@ -327,7 +314,7 @@ def stats_command(app: App, days: int, as_json: bool) -> None:
 @reading
 def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
     """The last run, the next one, deliveries not sent and the last error: start here when a digest is late."""
-    from .. import health, status, views
+    from ..history import health, status, views
 
     if service:
         _status_of_the_service(app, check, as_json)
@@ -349,7 +336,7 @@ def status_command(app: App, check: bool, service: bool, as_json: bool) -> None:
 
 def _status_of_the_service(app: App, check: bool, as_json: bool) -> None:
     """`digest status` run as digest.service runs (its user, its state directory); exits with its status."""
-    import subprocess
+    import subprocess  # only `status --service` starts a process
 
     from ..service import as_the_service
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import App, RunFailure, UsageProblem, cli, pass_app
+from .common import App, RunFailure, UsageProblem, cli, pass_app
 
 
 @cli.command("backup")

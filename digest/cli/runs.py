@@ -1,4 +1,4 @@
-"""Running digest by hand: run, resend, doctor, fetch (and deliver, which the daemon runs)."""
+"""Running digest by hand: run, resend, doctor, fetch, embed (and deliver, which the daemon runs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 
-from . import App, RunFailure, Terminated, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
+from .common import App, RunFailure, Terminated, UsageProblem, check_profile, cli, listing_options, parse_day, pass_app
 
 # -- the run ------------------------------------------------------------------------------------------
 
@@ -22,18 +22,15 @@ from . import App, RunFailure, Terminated, UsageProblem, check_profile, cli, lis
 @click.option("--dry-run", is_flag=True,
               help="Fetch and store the day's papers, then render each digest to preview files beside the "
                    "database; build no digest, call no LLM, send nothing.")
-@click.option("--resend", is_flag=True, hidden=True)
 @click.option("--no-fetch", is_flag=True, help="Use only announcements already stored.")
 @click.option("--trigger", default="cli", hidden=True)
 @listing_options(csv_ok=False)
 @pass_app
-def run_command(app: App, day_text, profile_names, dry_run, resend, no_fetch, trigger, as_json) -> None:
+def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, as_json) -> None:
     """Fetch, rank, summarize and deliver one announcement day now."""
     from .. import notices, pipeline
     from ..embed import EmbeddingError
 
-    if resend:
-        raise UsageProblem("--resend: use `digest resend DAY` (failed deliveries) or `digest resend DAY --all`")
     days = [parse_day(text, "--day") for text in day_text]
     unknown = [n for n in profile_names if n not in app.settings.profiles]
     if unknown:
@@ -104,8 +101,9 @@ def deliver_command(app: App) -> None:
 def resend_command(app: App, day_argument, day_text, profile, which, channel, target, dry_run) -> None:
     """Send a digest again: by default only what failed for good; --all, --channel or --to for more.
     Says who will get what before it sends."""
-    from ..deliver import deliver_due, outbox
-    from ..views import moment
+    from ..storage import outbox
+    from ..deliver import deliver_due
+    from ..history.views import moment
 
     if day_argument and day_text and day_argument != day_text:
         raise UsageProblem(f"--day {day_text} and {day_argument}: give the day once, as --day")
@@ -141,8 +139,8 @@ def doctor_command(app: App, as_json: bool) -> None:
     """Prove the ledger on the whole database: every announced paper of every profile in exactly one
     digest, or the exceptions listed; and that its schema is exactly digest's (no trigger or view added).
     Exit status 1 when a paper was missed or sent twice, or the schema is not digest's."""
-    from .. import ledger
-    from ..db import foreign_schema
+    from ..storage import ledger
+    from ..storage.db import foreign_schema
 
     reports = ledger.check(app.reader, app.settings)
     foreign = foreign_schema(app.reader)  # a trigger or view added to the file acts behind digest's back
@@ -175,16 +173,13 @@ def _terminate_as_interrupt():
 @click.option("--since", "since_text", metavar="YYYY-MM-DD", help="Backfill from this announcement day (API).")
 @click.option("--until", "until_text", metavar="YYYY-MM-DD",
               help="Backfill up to this day, included (default: --since).")
-@click.option("--from", "from_text", hidden=True)  # --from/--to: the spellings before --since/--until
-@click.option("--to", "to_text", hidden=True)
 @pass_app
-def fetch_command(app: App, since_text: str | None, until_text: str | None, from_text: str | None,
-                  to_text: str | None) -> None:
+def fetch_command(app: App, since_text: str | None, until_text: str | None) -> None:
     """Fetch today's feed, or backfill past announcement days with --since/--until."""
     from ..arxiv import api, feed
 
-    start = parse_day(since_text, "--since") or parse_day(from_text, "--from")
-    end = parse_day(until_text, "--until") or parse_day(to_text, "--to")
+    start = parse_day(since_text, "--since")
+    end = parse_day(until_text, "--until")
     if start is None and end is None:
         result = feed.fetch_announcements(app.db, app.settings)
         if result.status == "failed":

@@ -1,30 +1,31 @@
-"""Setting up and keeping digest running: init, config, check, daemon."""
+"""Setting up and keeping digest running: init, demo, config, check, daemon."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 import click
 
 from ..config_rules import find_config
-from ..db import DatabaseError
 from ..secrets import ConfigError
-from . import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
+from ..storage.db import DatabaseError
+from .common import App, RunFailure, UsageProblem, cli, listing_options, pass_app, wrapped
 
 # -- configuration -------------------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--path", "path_", hidden=True)  # the spelling before the global --config; kept for a release
 @pass_app
-def init(app: App, path_: str | None) -> None:
+def init(app: App) -> None:
     """Write a commented configuration file to start from (never overwrites); `digest --config FILE init`
     writes it to FILE."""
-    target = Path(path_) if path_ else find_config(app.config_path)
+    target = find_config(app.config_path)
     if target.exists():
         raise UsageProblem(f"{target}: already exists; edit it, or remove it first")
     text = resources.files("digest").joinpath("config.example.toml").read_text(encoding="utf-8")
@@ -46,8 +47,6 @@ def init(app: App, path_: str | None) -> None:
 @click.option("--no-llm", is_flag=True, help="No LLM stub: the digest shows abstracts, as without an LLM.")
 def demo_command(folder: Path | None, no_llm: bool) -> None:
     """See digest work without arXiv: a recorded real day, a mail server and an LLM stub on loopback."""
-    import tempfile
-
     from ..demo import describe, run_demo
 
     folder = folder or Path(tempfile.mkdtemp(prefix="digest-demo-"))
@@ -62,8 +61,6 @@ def demo_command(folder: Path | None, no_llm: bool) -> None:
 def _digest_command(config: Path | None) -> str:
     """How the user calls this digest: `digest` when the shell finds this one, else its path (`make
     run` installs into .venv/bin, which is not on PATH), with --config when the file is not the default."""
-    import shutil
-
     me = Path(sys.argv[0]).resolve()
     found = shutil.which("digest")
     if me.name == "__main__.py" and me.parent.name == "digest":  # python -m digest

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..logs import redact
+from ..storage import outbox
+from ..storage.ledger import digest_by_id
 from ..text import one_line
-from . import outbox
 from .errors import PermanentFailure, TransientFailure
 
 if TYPE_CHECKING:
@@ -101,8 +102,6 @@ def _sender(channel: str) -> Callable:
 
 
 def _digest_row(db, digest_id: int):
-    from ..ledger import digest_by_id  # the ledger imports the outbox from this package
-
     digest = digest_by_id(db, digest_id)
     if digest is None:
         raise PermanentFailure(f"digest {digest_id} no longer exists")

@@ -25,11 +25,11 @@ import apprise
 import requests
 
 from ..config import ChatTarget, Settings
-from ..ledger import Digest
-from ..render import MARKDOWN_BREAK, Rendered
+from ..records import Digest, Rendered
+from ..render import MARKDOWN_BREAK
+from ..storage.outbox import Claim
 from . import matrix
 from .errors import PermanentFailure, TransientFailure
-from .outbox import Claim
 
 # Room left for the service's own markup: apprise converts Markdown to the service's dialect after we
 # measured it, which lengthens a message a little.

@@ -16,10 +16,9 @@ from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
 from ..feedback.links import message_key
-from ..ledger import Digest
-from ..render import Rendered
+from ..records import Digest, Rendered
+from ..storage.outbox import Claim
 from .errors import PermanentFailure, TransientFailure
-from .outbox import Claim
 
 
 def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:

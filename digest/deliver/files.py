@@ -13,11 +13,10 @@ from pathlib import Path
 
 from ..atomic import write_atomically
 from ..config import Settings
-from ..ledger import Digest
-from ..render import Rendered
+from ..records import Digest, Rendered
+from ..storage.outbox import Claim
 from ..text import clean_untrusted
 from .errors import PermanentFailure, TransientFailure
-from .outbox import Claim
 
 FEED_ENTRIES = 30
 ATOM = "http://www.w3.org/2005/Atom"

@@ -30,12 +30,12 @@ from typing import Iterator
 
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..config import ImapSettings, Settings
-from ..db import open_db
 from ..deliver.email import message_id, sender_address
-from ..deliver.outbox import sent_emails
-from ..ledger import digest_by_id, paper_at_rank
-from ..profiles import set_feedback
 from ..secrets import redact
+from ..storage.db import open_db
+from ..storage.feedback import set_feedback
+from ..storage.ledger import digest_by_id, paper_at_rank
+from ..storage.outbox import sent_emails
 from ..text import one_line
 from .links import message_key
 

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .text import HIT_END, HIT_START, plural, shown_cell
+from ..text import HIT_END, HIT_START, plural, shown_cell
 
 # -- terminal views --------------------------------------------------------------------------------
 

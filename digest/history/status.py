@@ -6,14 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import health, ledger, runs
-from .db import announced_per_day, latest_fetch_error, primary_categories, space_by_table, totals
-from .deliver import outbox
-from .schedule import next_run
-from .summarize import latest_call_error, tokens_by_day
+from ..schedule import next_run
+from ..storage import ledger, outbox, runs
+from ..storage.db import latest_fetch_error
+from ..summarize import latest_call_error, tokens_by_day
+from . import health
 
 if TYPE_CHECKING:
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
+    from ..storage.db import Database
 
 # -- stats -----------------------------------------------------------------------------------------
 
@@ -69,3 +70,44 @@ def last_error(db) -> dict | None:
     found = [e for e in (runs.latest_error(db), latest_fetch_error(db), outbox.latest_error(db),
                          latest_call_error(db)) if e]
     return max(found, key=lambda e: e["at"]) if found else None
+
+
+# -- what the papers table holds, for `digest stats` ---------------------------------------------------
+
+def announced_per_day(db: Database, days: int) -> list[dict]:
+    """The last ``days`` stored days, oldest first: papers, new, cross-lists, replacements."""
+    return [dict(r) for r in db.query(
+        "SELECT announced_on AS day, COUNT(*) AS papers, SUM(kind = 'new') AS new, SUM(kind = 'cross') AS cross, "
+        "SUM(kind LIKE 'replace%') AS replaced FROM announcements GROUP BY announced_on "
+        "ORDER BY announced_on DESC LIMIT ?", [days])][::-1]
+
+
+def primary_categories(db: Database, since: str, most: int = 15) -> list[dict]:
+    """The ``most`` commonest primary categories of the papers announced since ``since``."""
+    return [dict(r) for r in db.query(
+        "SELECT p.primary_category AS category, COUNT(DISTINCT p.id) AS papers FROM announcements a "
+        "JOIN papers p ON p.id = a.paper_id WHERE a.announced_on >= ? GROUP BY p.primary_category "
+        "ORDER BY papers DESC, category LIMIT ?", [since, most])]
+
+
+def totals(db: Database) -> dict[str, int]:
+    """How many papers, announcements, embedded and summarized papers the history holds."""
+    return dict(zip(("papers", "announcements", "embedded", "summarized"), db.execute(
+        "SELECT (SELECT COUNT(*) FROM papers), (SELECT COUNT(*) FROM announcements), "
+        "(SELECT COUNT(DISTINCT paper_id) FROM embeddings), (SELECT COUNT(DISTINCT paper_id) FROM summaries)"
+    ).fetchone()))
+
+
+def space_by_table(db: Database) -> dict[str, int]:
+    """Bytes each table takes with its indexes (SQLite's dbstat), the full-text index's shadow tables
+    counted as one ``papers_fts``; empty where SQLite was built without dbstat."""
+    try:
+        rows = db.execute("SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s "
+                          "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY 1").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    space: dict[str, int] = {}
+    for name, size in rows:
+        name = "papers_fts" if name.startswith("papers_fts") else name
+        space[name] = space.get(name, 0) + size
+    return space

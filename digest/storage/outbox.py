@@ -21,13 +21,10 @@ import datetime as dt
 import logging
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ..db import chunks, transaction
 from ..locks import process_alive
-
-if TYPE_CHECKING:
-    from ..render import Rendered
+from ..records import Rendered
+from .db import chunks, transaction
 
 log = logging.getLogger("digest.deliver")
 
@@ -79,8 +76,6 @@ class Claim:
 
 def save_render(db, digest_id: int, rendered: Rendered) -> None:
     """Store every format of a digest (inside the caller's transaction), so a retry sends what was built."""
-    from ..render import Rendered  # here: it loads jinja2, which the reading commands never need
-
     with transaction(db):
         db.conn.executemany(
             "INSERT OR REPLACE INTO renders (digest_id, format, body) VALUES (?, ?, ?)",
@@ -88,8 +83,6 @@ def save_render(db, digest_id: int, rendered: Rendered) -> None:
 
 
 def load_render(db, digest_id: int) -> Rendered:
-    from ..render import Rendered  # here: it loads jinja2, which the reading commands never need
-
     rows = dict(db.execute("SELECT format, body FROM renders WHERE digest_id = ?", [digest_id]).fetchall())
     missing = [name for name in Rendered.formats() if name not in rows and name not in Rendered.OPTIONAL]
     if missing:

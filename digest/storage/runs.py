@@ -9,9 +9,13 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+from ..text import one_line
 from .db import now_iso, transaction
-from .text import one_line
+
+if TYPE_CHECKING:
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 log = logging.getLogger("digest.pipeline")
 
@@ -174,3 +178,9 @@ def mark_interrupted(db, pid: int, reason: str) -> None:
     with transaction(db):
         db.execute("UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? "
                    "WHERE pid = ? AND status = 'running'", [reason, now_iso(), pid])
+
+
+def llm_summarized_none(run: dict, settings: Settings) -> int:
+    """How many papers a run wanted summarized when the LLM (configured) summarized none of them; else 0."""
+    summarized = next((s["counts"] for s in run["stages"] if s["stage"] == "summarize"), {})
+    return summarized.get("papers", 0) if settings.llm.enabled and not summarized.get("llm") else 0

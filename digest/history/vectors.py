@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomically
+from ..atomic import write_atomically
 
 # -- vectors ---------------------------------------------------------------------------------------
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from . import ledger, runs
-from .db import foreign_schema
-from .deliver import outbox
-from .text import plural
+from ..storage import ledger, outbox, runs
+from ..storage.db import foreign_schema
+from ..text import plural
 
 if TYPE_CHECKING:
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "failing": 2}
 
@@ -70,14 +69,8 @@ def _run_problems(db, run: dict, settings: Settings) -> list[str]:
         if run["day"] and ledger.day_settled(db, settings, dt.date.fromisoformat(run["day"])):
             return []
         return [f"{what} {run['status']}: {run['error'] or 'no reason recorded'}"]
-    papers = llm_summarized_none(run, settings)
+    papers = runs.llm_summarized_none(run, settings)
     if papers:
         return [f"{what}: the LLM summarized none of its {papers} papers; the digest showed their abstracts "
                 f"(see the last error)"]
     return []
-
-
-def llm_summarized_none(run: dict, settings: Settings) -> int:
-    """How many papers a run wanted summarized when the LLM (configured) summarized none of them; else 0."""
-    summarized = next((s["counts"] for s in run["stages"] if s["stage"] == "summarize"), {})
-    return summarized.get("papers", 0) if settings.llm.enabled and not summarized.get("llm") else 0

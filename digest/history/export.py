@@ -8,14 +8,14 @@ import io
 import json
 import re
 
-from .arxiv.calendar import Calendar
-from .config import Settings
-from .db import announced_on, day_fetched, first_announced, get_papers
-from .ledger import paper_ids_of
-from .profiles import liked_ids
-from .records import Paper
+from ..arxiv.calendar import Calendar
+from ..config import Settings
+from ..records import Paper
+from ..storage.db import announced_on, day_fetched, first_announced, get_papers
+from ..storage.feedback import liked_ids
+from ..storage.ledger import paper_ids_of
+from ..text import csv_cell
 from .search import Filters, HistoryError, search, semantic_search
-from .text import csv_cell
 
 # -- export ----------------------------------------------------------------------------------------
 

@@ -21,16 +21,15 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..records import Announcement, Digest, DigestView, Rendered
+from ..taxonomy import CategoryExpression
+from ..text import plural
+from . import outbox
 from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
-from .deliver import outbox
-from .records import Announcement, DigestView
 from .runs import first_done_day
-from .taxonomy import CategoryExpression
-from .text import plural
 
 if TYPE_CHECKING:
-    from .config import Profile, Settings  # annotations only: pydantic is for validating
-    from .render import Rendered  # loads jinja2, which the reading commands never need
+    from ..config import Profile, Settings  # annotations only: pydantic is for validating
 
 MIN_LOOKBACK_DAYS = 7
 
@@ -46,25 +45,6 @@ def lookback(settings: Settings) -> dt.timedelta:
 
 
 # -- digests ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Digest:
-    """A stored digest: one profile, the days it was built for (several for a merged catch-up)."""
-
-    id: int
-    profile: str
-    day: dt.date  # the last (or only) day it was built for
-    days: tuple[dt.date, ...]
-    announced: int
-    summarized: int
-    subject: str | None
-
-    @classmethod
-    def from_row(cls, row) -> "Digest":
-        return cls(row["id"], row["profile"], dt.date.fromisoformat(row["announced_on"]),
-                   tuple(dt.date.fromisoformat(d) for d in json.loads(row["days"])), row["announced"],
-                   row["summarized"], row["subject"])
-
 
 def digest_for(db, profile: str, day: dt.date) -> Digest | None:
     """The profile's digest built for ``day`` (its last day), if there is one."""
@@ -108,7 +88,7 @@ def first_day(db) -> dt.date | None:
     return min(days) if days else None
 
 
-# -- reading digests (for `digest digests`, `digest DAY`, `show`, `status`, `stats`) ------------------------
+# -- reading digests (for `digest digests`, `digests --day`, `show`, `status`, `stats`) ------------------------
 
 def listing(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
     """The digests built, newest first: day, profile, counts, subject."""

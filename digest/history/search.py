@@ -1,8 +1,8 @@
 """Searching the history: filters, full-text search (FTS5, bm25), semantic search and related papers
-(through :mod:`digest.vectors`), one paper's details, and the digests as they were sent.
+(through :mod:`digest.history.vectors`), one paper's details, and the digests as they were sent.
 
 Library functions behind `digest search`, `show`, `related`, `digests` and `digest`. Each takes ``db``
-(and ``settings`` where it needs them) and returns plain data; :mod:`digest.views` draws it.
+(and ``settings`` where it needs them) and returns plain data; :mod:`digest.history.views` draws it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .db import announcements_of, chunks, first_announced, get_paper
-from .records import Paper
-from .taxonomy import is_known
-from .text import HIT_END, HIT_START
+from ..arxiv.ids import InvalidArxivId, normalize_id
+from ..records import Paper
+from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
+from ..storage.feedback import feedback_on
+from ..taxonomy import is_known
+from ..text import HIT_END, HIT_START
 
 if TYPE_CHECKING:  # numpy: for the semantic commands only, imported where they run
-    from .config import Settings  # annotations only: pydantic is for validating
+    from ..config import Settings  # annotations only: pydantic is for validating
     import numpy as np
 
     from .vectors import VectorIndex
@@ -40,8 +42,6 @@ class HistoryError(ValueError):
 
 def normalize_paper_id(text: str) -> str:
     """An arXiv id without version (a version, URL or arXiv: prefix is accepted and dropped)."""
-    from .arxiv.ids import InvalidArxivId, normalize_id
-
     try:
         return normalize_id(text)[0]
     except InvalidArxivId as exc:
@@ -86,7 +86,7 @@ class Filters:
             where.append(f"{alias}.authors LIKE ? ESCAPE '\\'")
             params.append("%" + _like_escape(self.author.strip()) + "%")
         if self.profile:
-            from .ledger import in_profile_sql  # the ledger loads the renderer (jinja2): only when asked
+            from ..storage.ledger import in_profile_sql  # logging, socket: only when asked
 
             where.append(in_profile_sql(alias))
             params.append(self.profile)
@@ -176,7 +176,7 @@ def plain_snippet(snippet: str, start: str = "**", end: str = "**") -> str:
 
 def embed_query(settings: Settings) -> EmbedText:
     """Text -> vector with the configured model, loaded once per process as for the run's own stages."""
-    from .embed import shared_embedder
+    from ..embed import shared_embedder
 
     embedder = shared_embedder(settings.embedding)
     return lambda text: embedder.embed_texts([text])[0]
@@ -208,7 +208,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
         paper = get_paper(db, paper_id)
         if paper is None:
             raise HistoryError(f"{paper_id} is not in your history; `digest show {paper_id}` fetches it")
-        from .embed import paper_text
+        from ..embed import paper_text
 
         vector = (embed or embed_query(settings))(paper_text(paper))
     return _nearest_papers(db, index, vector, Filters(), limit, exclude=paper_id)
@@ -258,10 +258,10 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
     if paper is None:
         return {**_paper_fields(_fetch_one(settings, paper_id, fetch)), "stored": False, "versions": [],
                 "announcements": [], "digests": [], "summary": None, "feedback": []}
-    # Here, not at the top: a cold `digest search` loads neither the renderer (jinja2) nor the summarizer.
-    from .ledger import appearances
-    from .profiles import feedback_on
-    from .summarize import latest_summary
+    # Here, not at the top: the ledger (logging, socket) and the summarizer (concurrent.futures, email)
+    # cost a cold `digest search` more than the query itself.
+    from ..storage.ledger import appearances
+    from ..summarize import latest_summary
 
     announcements = announcements_of(db, paper_id)
     digests = appearances(db, paper_id)
@@ -278,10 +278,10 @@ def _from_arxiv(settings: Settings, paper_ids: list[str], fetch, after: str = ""
     """``paper_ids`` (none of them in the history) from the arXiv API, in order. arXiv lacking one is the
     user's mistake (HistoryError); arXiv unreachable is an ArxivError (exit 1). Each message starts with
     the id and "not in your history", whatever failed, never a bare "connection refused"."""
-    from .arxiv.http import ArxivError
+    from ..arxiv.http import ArxivError
 
     if fetch is None:
-        from .arxiv.api import fetch_papers
+        from ..arxiv.api import fetch_papers
 
         fetch = functools.partial(fetch_papers, raise_errors=True)
     try:
@@ -300,8 +300,6 @@ def papers_to_judge(db, settings: Settings, paper_ids: list[str], fetch=None) ->
     """Before `digest like` records anything: every paper of ``paper_ids`` in the history, those it lacks
     fetched from arXiv and stored (a like counts only for a paper that can be embedded). One arXiv does
     not have, or arXiv unreachable, refuses the whole command: nothing is recorded."""
-    from .db import save_papers
-
     missing = [i for i in dict.fromkeys(paper_ids) if get_paper(db, i) is None]
     if missing:
         save_papers(db, _from_arxiv(settings, missing, fetch, after="; nothing recorded"))
@@ -320,8 +318,8 @@ def _paper_fields(paper: Paper) -> dict:
 
 def list_digests(db, profile: str | None = None, limit: int | None = None) -> list[dict]:
     """The digests built, newest first, with each channel's delivery status."""
-    from .deliver import outbox  # here: it loads the renderer, which a search never needs
-    from .ledger import listing
+    from ..storage import outbox  # here, as in paper_details: logging and socket
+    from ..storage.ledger import listing
 
     rows = listing(db, profile, limit)
     for row in rows:
@@ -334,32 +332,15 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
 
 
 def day_digests(db, day: dt.date, profile: str | None = None) -> list[dict]:
-    """One day's digests as the email had them: the stored text render, or else the ranked list
-    rebuilt from digest_items (a digest built before renders were stored)."""
-    from .ledger import of_day
+    """One day's digests as the email had them: the text render stored with each."""
+    from ..storage import outbox  # here, as in paper_details: logging and socket
+    from ..storage.ledger import of_day
 
     digests = of_day(db, day, profile)
     if not digests:
         raise HistoryError(f"no digest for {day}{' and profile ' + profile if profile else ''}; "
                            f"`digest digests` lists the days there are")
-    from .deliver import outbox
-
     for digest in digests:
-        digest["text"] = outbox.stored_text(db, digest["id"]) or _items_as_text(digest)
+        digest["text"] = (outbox.stored_text(db, digest["id"])
+                          or f"digest {digest['id']}: no text was stored with it\n")
     return digests
-
-
-def _items_as_text(digest: dict) -> str:
-    lines = [digest["subject"] or f"arXiv digest {digest['day']} ({digest['profile']})", ""]
-    section = None
-    for item in digest["items"]:
-        if item["section"] != section:
-            section = item["section"]
-            lines += ["", {"top": "Top papers", "rest": "Everything else",
-                           "replaced": "Replaced"}.get(section, section), ""]
-        title = " ".join(item["title"].split())
-        lines.append(f"{item['rank']:>4}. {title} [{item['id']}] ({item['score']:.3f}, {item['kind']})")
-        lines.append(f"      {item['reason']}")
-    return "\n".join(lines).replace("\n\n\n", "\n\n").strip() + "\n"
-
-

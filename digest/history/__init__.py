@@ -1,0 +1,4 @@
+"""What the reading commands read: ``search`` (full-text and semantic search, one paper's details, the
+digests as sent), ``vectors`` (the memory-mapped index semantic search reads), ``export``, ``status`` and
+``health`` (what `digest status` and `digest stats` report) and ``views`` (their terminal tables). It reads
+the tables through their owners in :mod:`digest.storage`; only the CLI imports it."""
