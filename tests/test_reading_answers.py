@@ -58,8 +58,8 @@ def test_status_check_says_there_is_no_database_instead_of_ok(fresh):
     assert not fresh.parent.exists()
     dbm.open_db(fresh).conn.close()  # a database that exists, and no run in it
     empty = digest("status", "--check")
-    assert (empty.exit_code, empty.output) == (
-        1, f"Health:      degraded\n             no run recorded yet in {fresh}\n")
+    assert (empty.exit_code, " ".join(empty.output.split())) == (  # a long path may wrap
+        1, f"Health: degraded no run recorded yet in {fresh}")
 
 
 def test_a_seed_that_is_not_an_arxiv_id_fails_config_check_naming_the_key(write_config):
