@@ -51,14 +51,16 @@ def render_digest(view: DigestView, settings: Settings) -> Rendered:
     faq_shown = min(settings.digest.faq_in_email, len(context["top"]))
     if not any(p["summary"] and p["summary"]["faq"] for p in context["top"][faq_shown:]):
         faq_shown = len(context["top"])  # nothing to leave out (no LLM): no attachment for it
-    email_html = _render_html(context, faq_shown=faq_shown)  # every paper, with its links
+    # Every paper, with its links: the complete digest itself when no FAQ answer is left out.
+    email_html = html if faq_shown == len(context["top"]) else _render_html(context, faq_shown=faq_shown)
     if not _fits(email_html):
         email_html = _email_html(context, faq_shown)
+    attaches = email_html != html
     return Rendered(
         subject=context["subject"],
         html=html,
         text=_environment(html=False).get_template("digest.txt").render(
-            context, attachment=context["attachment"] if email_html != html else "").strip() + "\n",
+            context, attachment=context["attachment"] if attaches else "").strip() + "\n",
         markdown=_environment(html=False).get_template("digest.md").render(context).strip() + "\n",
         json=_as_json(view, context["subject"]),
         email_html=email_html,
@@ -109,6 +111,7 @@ def _email_html(context: dict, faq_shown: int) -> str:
 
 
 def _most_that_fits(render, count: int) -> str | None:
+    render = functools.cache(render)  # the search's last try is often the body it returns
     if not _fits(render(0)):
         return None
     return render(_largest(lambda n: _fits(render(n)), count))
@@ -145,6 +148,7 @@ def render_empty(day: dt.date, settings: Settings) -> Rendered:
 
 def _context(view: DigestView, settings: Settings) -> dict:
     votes = link_maker(settings, view.profile)
+    listed = settings.digest.rest_order == "arxiv"  # the later papers follow arXiv's listing, not the score
     counts = {"announced": 0, "new": 0, "cross": 0, "replace": 0, "summarized": 0, **view.counts}
     days = [d.isoformat() for d in view.days]
     when = days[-1] if len(days) == 1 else f"{days[0]} to {days[-1]}"
@@ -157,8 +161,8 @@ def _context(view: DigestView, settings: Settings) -> dict:
         "counts_line": counts_line(counts),
         "subject": subject_line(view.profile, when, counts),
         "top": [_item(i, votes) for i in view.top],
-        "rest": [_item(i, votes, listed=settings.digest.rest_order == "arxiv") for i in view.rest],
-        "replaced": [_item(i, votes, listed=settings.digest.rest_order == "arxiv") for i in view.replaced],
+        "rest": [_item(i, votes, listed) for i in view.rest],
+        "replaced": [_item(i, votes, listed) for i in view.replaced],
         "feedback_links": votes is not None,
         "replacements_enabled": settings.digest.include_replacements,
         "fallback_label": FALLBACK_LABEL,
@@ -288,28 +292,29 @@ def _wrap(text: str, width: int = 78, indent: str = "", first: str | None = None
 
 def _fill(words: list[str], width: int, first: str, indent: str) -> str:
     """Greedy filling by display width. textwrap counts characters, so a Chinese title would run to
-    twice the width it was given."""
-    lines, line, used = [], first, columns(first)
+    twice the width it was given. The indents are kept as given ("0.37  " before a title)."""
+    lines, line, used, empty = [], first, columns(first), True
     for word in words:
         for piece in _pieces(word, width - columns(indent)):
             wide = columns(piece)
-            if used + (1 if line.strip() else 0) + wide > width and line.strip():
+            if not empty and used + 1 + wide > width:
                 lines.append(line)
-                line, used = indent, columns(indent)
-            if line.strip():
+                line, used, empty = indent, columns(indent), True
+            if not empty:
                 line, used = line + " ", used + 1
-            line, used = line + piece, used + wide
+            line, used, empty = line + piece, used + wide, False
     return "\n".join(lines + [line])
 
 
 def _pieces(word: str, room: int) -> list[str]:
     """A word cut into pieces of at most ``room`` columns (most words are one piece)."""
-    pieces, piece = [], ""
+    pieces, piece, used = [], "", 0
     for ch in word:
-        if piece and columns(piece + ch) > room:
+        wide = columns(ch)
+        if piece and used + wide > room:
             pieces.append(piece)
-            piece = ""
-        piece += ch
+            piece, used = "", 0
+        piece, used = piece + ch, used + wide
     return pieces + [piece] if piece else pieces
 
 

@@ -263,3 +263,12 @@ def test_every_category_code_is_shown_as_arxiv_writes_it_in_every_format():
         for fmt in (rendered.html, rendered.email_body, rendered.text, rendered.markdown):
             assert fmt.count(code) >= 1, code
     assert "[link removed]" not in rendered.html + rendered.text + rendered.markdown
+
+
+def test_the_text_part_aligns_each_title_after_its_score():
+    view = day_view(BIG_DAY)
+    first, later = view.items[0], view.rest[0]
+    text = render.render_digest(view, settings_for()).text
+    for item in (first, later):
+        head = next(line for line in text.splitlines() if line.startswith(f"{item.score:.2f} "))
+        assert head.startswith(f"{item.score:.2f}  {item.paper.title.split()[0]}"), head  # two spaces, as the indent
