@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
+from .atomic import create_atomically
+
 DAY = "2026-06-30"
 CATEGORIES = "cs.CL"
 FEED = f"atom_{CATEGORIES}_{DAY}.xml.gz"
@@ -131,10 +133,7 @@ def free_port() -> int:
 def feedback_key(folder: Path) -> Path:
     """The demo's own link-signing key, so the demo writes nothing outside its folder."""
     path = folder / "feedback.key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
+    create_atomically(path, secrets.token_hex(32) + "\n")  # one already there is kept
     return path
 
 

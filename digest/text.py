@@ -89,13 +89,13 @@ def clean_untrusted(text: str, max_chars: int | None = None, *, tags: bool = Fal
     reader sees as it is: no character that hides or reorders text (bidi overrides, zero-width
     characters), no link but arXiv's (mail clients and chat apps make bare URLs clickable: any other
     address is shown defanged, ``github[.]com/x/y``, readable but never a link; a script or data URI is
-    removed), whitespace collapsed, and at most ``max_chars``, cut at a word. ``tags``: HTML tags are removed too, for text
-    that is not escaped where it is shown. The one cleaning for the email, chat, files, feed and LLM."""
+    removed), whitespace collapsed, and at most ``max_chars``, cut at a word. ``tags``: HTML tags are
+    removed too, for text that is not escaped where it is shown. The one cleaning for the email, chat,
+    files, feed and LLM."""
     text = str(text)
     if tags:
         text = HTML_TAG.sub(" ", text)
-    text = "".join(_visible(ch) for ch in text)
-    text = " ".join(LINK.sub(_shown_link, text).split())
+    text = LINK.sub(_shown_link, identifier_text(text))  # an address holds no white space
     if tags:
         text = re.sub(r" +([.,;:!?])", r"\1", text)  # where a removed tag left a gap
     return cap(text, max_chars) if max_chars else text
