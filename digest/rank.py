@@ -210,7 +210,6 @@ class _Similarity:
 
     total: np.ndarray  # the similarity term of each paper's score
     terms: list[tuple[float, np.ndarray, list[str]]]  # each term's share, plain cosine and label, per paper
-    background: bool
 
     @classmethod
     def of(cls, day: np.ndarray, background: np.ndarray, signals: Signals) -> "_Similarity":
@@ -233,11 +232,10 @@ class _Similarity:
             terms.append((EXAMPLE_SHARE if terms else 1.0, papers @ learn.centred(mean, background)[0], plain,
                           [label] * len(day)))
         if not terms:
-            return cls(np.zeros(len(day), dtype=np.float32), [], False)
+            return cls(np.zeros(len(day), dtype=np.float32), [])
         shares = sum(share for share, *_ in terms)
         total = sum(share * centred for share, centred, *_ in terms) / shares
-        return cls(total, [(share / shares, plain, labels) for share, _, plain, labels in terms],
-                   bool(background.any()))
+        return cls(total, [(share / shares, plain, labels) for share, _, plain, labels in terms])
 
     def parts(self, i: int) -> list[Part]:
         if not self.terms:
@@ -246,11 +244,10 @@ class _Similarity:
         if total < CLOSE_TO_NOTHING:
             return [Part("close to none of your interests or papers", total, keep=True)]
         parts = [Part(labels[i], share * float(plain[i])) for share, plain, labels in self.terms]
-        if self.background:
-            shared = total - sum(p.value for p in parts)
-            parts.append(Part("common to today's papers" if shared < 0 else "distinct from today's papers",
-                              shared))
-        return parts
+        # What the background took off, so the parts add up to the similarity exactly; on a day too small
+        # for a background it is float noise, under what a reason shows.
+        shared = total - sum(p.value for p in parts)
+        return parts + [Part("common to today's papers" if shared < 0 else "distinct from today's papers", shared)]
 
 
 def _example_kinds(examples: list[Anchor]) -> str:
