@@ -103,7 +103,7 @@ class LoopbackServer:
                     with server._lock:
                         server.in_flight -= 1
 
-            do_GET = do_POST = do_HEAD = _serve
+            do_GET = do_POST = do_PUT = do_HEAD = _serve
 
         self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True

@@ -1,0 +1,65 @@
+"""A chat service that asks the sender to wait a day cannot hold it for a day.
+
+A real Synapse never asks for long waits (tests/test_matrix.py waits out its real M_LIMIT_EXCEEDED), so the
+homeserver here is a scripted one on loopback (tests/loopback.py) that logs the bot in, lets it join, and
+answers every message with M_LIMIT_EXCEEDED and a ``retry_after_ms`` of a day: what a misconfigured or
+hostile server may say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+from loopback import LoopbackServer, Reply
+from test_render import day_view
+
+from digest import deliver
+from digest.config import parse_settings
+from digest.deliver import chat
+from digest.storage import outbox
+from digest.storage.db import open_db
+
+A_DAY_MS = 86_400_000
+
+
+def _homeserver(request):
+    answer = {"/login": {"access_token": "t0ken", "user_id": "@bot:hostile.test", "device_id": "D"},
+              "/join/": {"room_id": "!room:hostile.test"},
+              "/directory/room/": {"room_id": "!room:hostile.test", "servers": ["hostile.test"]}}
+    for part, body in answer.items():
+        if part in request.path:
+            return Reply(200, json.dumps(body), content_type="application/json")
+    if "/send/" in request.path:
+        return Reply(429, json.dumps({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests",
+                                      "retry_after_ms": A_DAY_MS}), content_type="application/json")
+    return Reply(200, "{}", content_type="application/json")
+
+
+def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tries_again_later(
+        tmp_path, monkeypatch):
+    from test_deliver import queue
+
+    # the bound itself (30 s) is what a user gets; the test only shortens it so it runs in seconds
+    monkeypatch.setattr(chat, "LONGEST_WAIT", 0.5)
+    with LoopbackServer() as server:
+        server.routes["/"] = _homeserver
+        settings = parse_settings(f'[chat.team]\nurl = "matrix://bot:passw0rd@127.0.0.1:{server.port}/'
+                                  f'%23digest:hostile.test"\nattach = false\n'
+                                  '[profiles.me]\ninterests = ["agents"]\nchat = ["team"]\n')
+        db = open_db(tmp_path / "digest.db")
+        queue(db, settings, day_view(dt.date(2026, 6, 24)))
+        started = time.monotonic()
+        [outcome] = deliver.deliver_due(db, settings)
+        took = time.monotonic() - started
+        sends = [r for r in server.requests if "/send/" in r.path]
+
+    assert took < 15, took  # apprise's two tries, each waiting the bound, not the day asked for
+    assert len(sends) == 2
+    assert outcome.status == "pending"
+    assert outcome.error == ("chat team: the homeserver is limiting the rate (M_LIMIT_EXCEEDED, asked to wait "
+                             f"{A_DAY_MS} ms)")
+    [row] = db.query("SELECT status, parts_sent, next_attempt_at FROM deliveries")
+    assert (row["status"], row["parts_sent"]) == ("pending", 0)
+    assert row["next_attempt_at"] > outbox.iso(outbox.utcnow())
