@@ -56,7 +56,8 @@ class ArxivSettings(ArxivRules, Section):
     oai_url: str = Field("https://oaipmh.arxiv.org/oai", description="arXiv's OAI-PMH endpoint (not used yet)")
     html_url: str = Field("https://arxiv.org/html/", description="arXiv's HTML papers, for llm.full_text")
     min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
-    timeout: float = Field(30.0, gt=0, description="seconds one request to arXiv may take")
+    timeout: float = Field(30.0, gt=0, description="seconds arXiv may keep a request waiting for its next bytes; "
+                           "a whole answer may take four times this")
     retries: int = Field(4, ge=0, description="retries of a failed request, with exponential backoff")
     holidays: list[dt.date] = Field([], description="weekdays arXiv announces nothing on, beyond the known lists")
     not_holidays: list[dt.date] = Field([], description="days the known lists call holidays that are not")

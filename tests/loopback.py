@@ -35,6 +35,7 @@ class Reply:
     delay: float = 0.0
     content_type: str = "application/atom+xml; charset=utf-8"
     cut_after: int | None = None  # send only this many bytes of the body, then close: a cut-off response
+    drip: float | None = None  # send the body a byte at a time, this many seconds apart: a slow-drip server
 
     @classmethod
     def file(cls, path: Path, status: int = 200, **kwargs) -> "Reply":
@@ -90,6 +91,12 @@ class LoopbackServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    if reply.drip is not None:
+                        for byte in body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.drip)
+                        return
                     if reply.cut_after is not None:
                         self.wfile.write(body[:reply.cut_after])
                         self.wfile.flush()
