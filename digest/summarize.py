@@ -212,12 +212,15 @@ class SummaryJob:
                         "temperature": llm.temperature}
         import openai  # here, not at the top: a run without an LLM, and the daemon's runs, start faster
 
+        from .http_bounds import bounded_transport  # httpx, as openai
+
         self.client = openai.OpenAI(
             base_url=llm.base_url,
             # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
             api_key=llm.api_key.reveal() if llm.api_key else "no-key",
             timeout=llm.timeout,
             max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=bounded_transport(openai.DefaultHttpxClient)),
         )
 
     def run(self, papers: list[Paper], full_text_ids: set[str]) -> dict[str, Summary]:
@@ -295,6 +298,8 @@ class SummaryJob:
     def _request(self, paper: Paper, messages: list[dict]) -> Answer:
         import openai
 
+        from .http_bounds import too_large
+
         estimate = _estimate_tokens(messages, self.llm.max_tokens)
         refused = 0  # connections that failed outright, as opposed to answers that were slow or errors
         for attempt in range(MAX_ATTEMPTS):
@@ -306,7 +311,11 @@ class SummaryJob:
                     model=self.llm.model, messages=messages, timeout=timeout, **self.options)
             except openai.APIStatusError as exc:
                 wait = self._failed_request(paper, exc, estimate, started)
-            except openai.APIConnectionError as exc:  # includes timeouts
+            except openai.APIConnectionError as exc:  # includes timeouts, and answers over the bound
+                refusal = too_large(exc)
+                if refusal:  # the server would send it again: this paper keeps its abstract, the others go on
+                    self._record_error(paper, refusal, estimate, started)
+                    raise NoSummary(refusal) from None
                 reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "connection failed"
                 refused += reason == "connection failed"
                 self._record_error(paper, reason, estimate, started)

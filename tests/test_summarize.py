@@ -14,11 +14,14 @@ import pytest
 from feeds import listing_papers
 from llm_server import (
     LLMServer,
+    answer,
+    bomb,
     comply,
+    cut_off,
     echo_headers,
     error,
-    answer,
-    cut_off,
+    flood,
+    gzipped,
     huge,
     malformed,
     normal_answer,
@@ -505,6 +508,28 @@ def test_a_huge_answer_is_capped(llm, db):
     assert len(summary.tldr) <= summarize.FIELD_MAX_CHARS["tldr"] and summary.tldr.endswith("…")
     assert all(len(getattr(summary, key)) <= summarize.FIELD_MAX_CHARS[key] for key in FAQ)
     assert calls(db)[0]["completion_tokens"] > 100_000  # and its cost is counted
+
+
+def test_an_answer_over_8_mib_costs_that_paper_its_summary_and_no_other(llm, db):
+    flooded, other = store(db, real_papers(2))
+    llm.script_for(flooded.id, flood(20))
+    got = summarize.summarize_papers(db, settings_for(llm), [flooded, other], now=NOW)
+
+    assert (got[flooded.id].source, got[other.id].source) == ("abstract", "llm")
+    assert len(llm.for_paper(flooded.id)) == 1  # not asked again: the server would send it again
+    assert [c["error"] for c in calls(db) if c["paper_id"] == flooded.id] == ["the answer is over 8 MiB; refused"]
+
+
+def test_a_gzip_bomb_is_refused_once_8_mib_are_decompressed_and_a_gzipped_answer_is_read(llm, db):
+    bombed, compressed = store(db, real_papers(2))
+    llm.script_for(bombed.id, bomb(512))  # ~500 KB on the wire
+    llm.script_for(compressed.id, gzipped())
+    got = summarize.summarize_papers(db, settings_for(llm), [bombed, compressed], now=NOW)
+
+    assert got[bombed.id].source == "abstract"
+    assert [c["error"] for c in calls(db) if c["paper_id"] == bombed.id] == ["the answer is over 8 MiB; refused"]
+    assert got[compressed.id].source == "llm" and got[compressed.id].tldr.startswith("TL;DR of ")
+    assert llm.for_paper(compressed.id)[0].headers["accept-encoding"] == "gzip, deflate"
 
 
 # -- safety ------------------------------------------------------------------------------------------
