@@ -132,7 +132,8 @@ class EmailSettings(EnabledByHost, Section):
     from_: str = Field("", alias="from", description="the sender; empty: user when it is an address, else "
                                                      "digest@<hostname>, which many servers refuse")
     ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
-    timeout: float = Field(60.0, gt=0, description="seconds one SMTP conversation may take")
+    timeout: float = Field(60.0, gt=0, description="seconds the SMTP server may keep digest waiting for its "
+                           "next bytes; a whole conversation may take four times this")
 
 
     @model_validator(mode="after")

@@ -1,15 +1,18 @@
-"""A chat service that asks the sender to wait a day cannot hold it for a day.
+"""Servers that would hold the sender for good: a chat service asking it to wait a day, an SMTP server
+answering a byte at a time. Each costs one delivery attempt of bounded length, and the outbox tries again.
 
-A real Synapse never asks for long waits (tests/test_matrix.py waits out its real M_LIMIT_EXCEEDED), so the
-homeserver here is a scripted one on loopback (tests/loopback.py) that logs the bot in, lets it join, and
-answers every message with M_LIMIT_EXCEEDED and a ``retry_after_ms`` of a day: what a misconfigured or
-hostile server may say.
+Real servers never do this (tests/test_matrix.py waits out a real Synapse's M_LIMIT_EXCEEDED), so these are
+scripted on loopback: a homeserver (tests/loopback.py) that logs the bot in, lets it join and answers every
+message with M_LIMIT_EXCEEDED and a ``retry_after_ms`` of a day; an SMTP server that sends its greeting a
+byte every 0.1 s, each within the per-read timeout.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import threading
 import time
 
 from loopback import LoopbackServer, Reply
@@ -63,3 +66,40 @@ def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tr
     [row] = db.query("SELECT status, parts_sent, next_attempt_at FROM deliveries")
     assert (row["status"], row["parts_sent"]) == ("pending", 0)
     assert row["next_attempt_at"] > outbox.iso(outbox.utcnow())
+
+
+def _drip_smtp_greeting(listener: socket.socket, stop: threading.Event) -> None:
+    connection, _ = listener.accept()
+    with connection:
+        for byte in b"220 " + b"x" * 10_000:
+            if stop.is_set():
+                return
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:  # the client cut the conversation off
+                return
+            time.sleep(0.1)
+
+
+def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_waits_in_the_outbox(tmp_path):
+    from test_deliver import queue
+
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threading.Thread(target=_drip_smtp_greeting, args=(listener, stop), daemon=True).start()
+        settings = parse_settings(f'[email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = 1\n'
+                                  'from = "digest@example.org"\n'
+                                  '[profiles.me]\ninterests = ["agents"]\nemail_to = ["me@example.org"]\n')
+        db = open_db(tmp_path / "digest.db")
+        queue(db, settings, day_view(dt.date(2026, 6, 24)))
+        started = time.monotonic()
+        [outcome] = deliver.deliver_due(db, settings)
+        took = time.monotonic() - started
+        stop.set()
+
+    assert took < 8, took  # four times email.timeout, not the 1,000 s the greeting would take
+    assert outcome.status == "pending"
+    assert outcome.error == f"127.0.0.1:{port}: the conversation took longer than 4 s; cut off"
+    [row] = db.query("SELECT status, attempts, next_attempt_at FROM deliveries")
+    assert (row["status"], row["attempts"]) == ("pending", 1) and row["next_attempt_at"]
