@@ -185,6 +185,8 @@ class ScheduleSettings(ScheduleRules, Section):
     catch_up: Literal["each", "merged"] = Field("each", description="missed days: one digest each, or one merged "
                                                                    "digest")
     catch_up_days: int = Field(7, ge=0, le=60, description="how many days back missed days are caught up")
+    run_timeout: float = Field(3 * 3600.0, gt=0, description="seconds one run may take before the daemon stops "
+                               "it (what it finished is kept; the next poll tries again)")
 
     @field_validator("time")
     @classmethod

@@ -646,6 +646,31 @@ def test_once_exits_0_when_today_went_out_though_a_missed_day_still_fails(tmp_pa
         assert len(service.messages_to(recipient)) == 2
 
 
+def test_a_run_past_schedule_run_timeout_is_stopped_recorded_interrupted_and_tried_again(tmp_path, write_config,
+                                                                                         http_server, daemons):
+    from feeds import arxiv_section
+    from loopback import Reply
+
+    # arXiv that answers after ten minutes, within a configured timeout of 1,000 s: nothing times out
+    http_server.routes["/atom/"] = lambda request: Reply(delay=600)
+    config = write_config(config_text(
+        tmp_path, arxiv=arxiv_section(http_server.url, categories=CATEGORIES, timeout=1000.0), time_of_day="00:00",
+        schedule="poll_every = 1.0\ngive_up_after = 86000.0\nrun_timeout = 3.0\n"))
+    process = daemons(config, pretend=TUESDAY)
+    process.wait_for(r"the run \(pid \d+\) has run for over 3 s \(schedule.run_timeout\); stopping it", timeout=60)
+    process.wait_for(r"run the feed's latest day \(schedule\): interrupted in ", timeout=30)
+    process.wait_for(r"not done yet: .*; next poll in 1s", timeout=30)
+    deadline = time.monotonic() + 60
+    while sum("has run for over 3 s" in line for line in process.lines) < 2:  # the next poll's run, stopped too
+        assert time.monotonic() < deadline, process.output
+        time.sleep(0.2)
+    import sqlite3
+
+    with closing(sqlite3.connect(tmp_path / "state" / "digest.db", timeout=10)) as conn:
+        first = conn.execute("SELECT status, announced_on FROM runs ORDER BY id LIMIT 1").fetchone()
+    assert first == ("interrupted", None), first
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_run_checkpoints_it_and_exits_within_10s(tmp_path, write_config, http_server, smtp,
                                                                   daemons):
