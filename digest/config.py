@@ -216,7 +216,8 @@ class ImapSettings(EnabledByHost, Section):
     folder: str = Field("INBOX", description="the folder replies arrive in")
     ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
     every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
-    timeout: float = Field(30.0, gt=0, description="seconds one IMAP conversation may take")
+    timeout: float = Field(30.0, gt=0, description="seconds the IMAP server may keep digest waiting for its next "
+                           "bytes; a whole conversation may take four times this")
 
 
 class FeedbackSettings(FeedbackRules, Section):

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "digest"
 # Bottom to top. A module may import modules on its own floor or below.
 FLOORS: list[tuple[str, set[str]]] = [
     ("ground: plain records and small rules, nothing of ours but each other", {
-        "records", "text", "taxonomy", "secrets", "logs", "atomic", "locks", "quiet", "http_retry", "http_bounds",
+        "records", "text", "taxonomy", "secrets", "logs", "atomic", "locks", "quiet", "http_retry", "http_bounds", "cutoff",
         "arxiv.ids", "arxiv.calendar", "learn", "service", "deliver.errors", "deliver.matrix",
         "digest", "arxiv", "feedback", "storage", "history"}),  # the packages' own __init__ files: no imports
     ("configuration", {"config_rules", "config"}),

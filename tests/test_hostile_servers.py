@@ -1,10 +1,10 @@
-"""Servers that would hold the sender for good: a chat service asking it to wait a day, an SMTP server
-answering a byte at a time. Each costs one delivery attempt of bounded length, and the outbox tries again.
+"""Servers that would hold the sender for good: a chat service asking it to wait a day, an SMTP or IMAP
+server answering a byte at a time. Each costs one delivery attempt of bounded length, and the outbox tries again.
 
 Real servers never do this (tests/test_matrix.py waits out a real Synapse's M_LIMIT_EXCEEDED), so these are
 scripted on loopback: a homeserver (tests/loopback.py) that logs the bot in, lets it join and answers every
 message with M_LIMIT_EXCEEDED and a ``retry_after_ms`` of a day; an SMTP server that sends its greeting a
-byte every 0.1 s, each within the per-read timeout.
+byte every 0.1 s, each within the per-read timeout, and an IMAP server doing the same.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 
+import pytest
 from loopback import LoopbackServer, Reply
 from test_render import day_view
 
@@ -68,10 +69,10 @@ def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tr
     assert row["next_attempt_at"] > outbox.iso(outbox.utcnow())
 
 
-def _drip_smtp_greeting(listener: socket.socket, stop: threading.Event) -> None:
+def _drip_greeting(listener: socket.socket, stop: threading.Event, greeting: bytes) -> None:
     connection, _ = listener.accept()
     with connection:
-        for byte in b"220 " + b"x" * 10_000:
+        for byte in greeting + b"x" * 10_000:
             if stop.is_set():
                 return
             try:
@@ -87,7 +88,7 @@ def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_wai
     stop = threading.Event()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        threading.Thread(target=_drip_smtp_greeting, args=(listener, stop), daemon=True).start()
+        threading.Thread(target=_drip_greeting, args=(listener, stop, b"220 "), daemon=True).start()
         settings = parse_settings(f'[email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = 1\n'
                                   'from = "digest@example.org"\n'
                                   '[profiles.me]\ninterests = ["agents"]\nemail_to = ["me@example.org"]\n')
@@ -103,3 +104,24 @@ def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_wai
     assert outcome.error == f"127.0.0.1:{port}: the conversation took longer than 4 s; cut off"
     [row] = db.query("SELECT status, attempts, next_attempt_at FROM deliveries")
     assert (row["status"], row["attempts"]) == ("pending", 1) and row["next_attempt_at"]
+
+
+def test_an_imap_server_answering_a_byte_at_a_time_is_cut_off_in_one_line(tmp_path):
+    from digest.feedback import replies
+
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threading.Thread(target=_drip_greeting, args=(listener, stop, b"* OK "), daemon=True).start()
+        settings = parse_settings(f'[storage]\npath = "{tmp_path / "digest.db"}"\n'
+                                  f'[feedback.imap]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "starttls"\n'
+                                  'user = "me"\npassword = "imap-passw0rd"\ntimeout = 1\n'
+                                  '[profiles.me]\ninterests = ["agents"]\n')
+        started = time.monotonic()
+        with pytest.raises(replies.ImapError) as refused:
+            replies.check_replies(settings)
+        took = time.monotonic() - started
+        stop.set()
+
+    assert took < 8, took
+    assert str(refused.value) == f"IMAP 127.0.0.1:{port}: the conversation took longer than 4 s; cut off"

@@ -11,19 +11,16 @@ import re
 import smtplib
 import socket
 import ssl
-import threading
 from contextlib import contextmanager
 from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
+from ..cutoff import WHOLE_CONVERSATION_TIMEOUTS, Cutoff
 from ..feedback.links import message_key
 from ..records import Digest, Rendered
 from ..storage.outbox import Claim
 from .errors import PermanentFailure, TransientFailure
 
-# email.timeout bounds each wait for the server; a whole conversation may take this many of them (a server
-# answering a byte at a time never trips the per-read timeout, and would hold the sender for good).
-CONVERSATION_TIMEOUTS = 4
 
 
 def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
@@ -105,8 +102,8 @@ def sender_address(config: EmailSettings) -> str:
 @contextmanager
 def smtp_session(config: EmailSettings):
     """Connected, encrypted as configured (certificate verified) and logged in; QUIT on the way out. The
-    whole conversation is cut off after CONVERSATION_TIMEOUTS times ``email.timeout`` (a retry later)."""
-    deadline = _Deadline(config.timeout * CONVERSATION_TIMEOUTS)
+    whole conversation is cut off after four times ``email.timeout`` (:mod:`digest.cutoff`; a retry later)."""
+    deadline = Cutoff(config.timeout * WHOLE_CONVERSATION_TIMEOUTS)
     try:
         smtp = _connect(config, deadline)
         try:
@@ -127,46 +124,15 @@ def smtp_session(config: EmailSettings):
         deadline.cancel()
 
 
-class _Deadline:
-    """Shuts a conversation's sockets down when its time is up, which wakes the read waiting on them."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.passed = False
-        self.sockets: list[socket.socket] = []  # the connection, and its TLS wrapper after STARTTLS
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _cut(self) -> None:
-        self.passed = True
-        for sock in self.sockets:
-            try:  # the plain socket's shutdown: an SSLSocket's own would drop its TLS state under the reader
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:  # closed already, or handed over to its TLS wrapper
-                pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
 class _Watched:
-    """smtplib's client, its sockets known to a :class:`_Deadline` (``_get_socket`` is the hook smtplib's
-    own SMTP_SSL overrides)."""
+    """smtplib's client, its sockets known to a :class:`~digest.cutoff.Cutoff`."""
 
-    def __init__(self, *args, deadline: _Deadline, **kwargs):
+    def __init__(self, *args, deadline: Cutoff, **kwargs):
         self.deadline = deadline
         super().__init__(*args, **kwargs)
 
     def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self.deadline.sockets.append(sock)
-        return sock
-
-    def starttls(self, *args, **kwargs):
-        reply = super().starttls(*args, **kwargs)
-        self.deadline.sockets.append(self.sock)
-        return reply
+        return self.deadline.watch(super()._get_socket(host, port, timeout), client=self)
 
 
 class _SMTP(_Watched, smtplib.SMTP):
@@ -177,7 +143,7 @@ class _SMTPSSL(_Watched, smtplib.SMTP_SSL):
     pass
 
 
-def _connect(config: EmailSettings, deadline: _Deadline) -> smtplib.SMTP:
+def _connect(config: EmailSettings, deadline: Cutoff) -> smtplib.SMTP:
     where = _where(config)
     try:
         context = ssl.create_default_context(cafile=config.ca_file or None)
