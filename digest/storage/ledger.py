@@ -221,9 +221,14 @@ def day_settled(db, settings: Settings, day: dt.date, *, due: bool = False) -> b
         return True
     if state != "announced":
         return False
-    return not any(a.announced_on == day
-                   for p in settings.profiles.values()
-                   for a in owed(db, settings, p, day, first_day=day if due else None))
+    return not owed_on(db, settings, day, due=due)
+
+
+def owed_on(db, settings: Settings, day: dt.date, *, due: bool = False) -> list[Announcement]:
+    """The papers announced on ``day`` that some profile is still owed (a paper owed to two profiles
+    counts twice). ``due``: the day is today's, so a profile without a digest yet owes it."""
+    return [a for p in settings.profiles.values()
+            for a in owed(db, settings, p, day, first_day=day if due else None) if a.announced_on == day]
 
 
 def waiting(db, settings: Settings) -> dict[str, int]:
