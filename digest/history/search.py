@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
 from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
-from ..storage.feedback import feedback_on
+from ..storage.feedback import feedback_on, liked_sql
 from ..taxonomy import is_known
 from ..text import HIT_END, HIT_START
 
@@ -91,9 +91,8 @@ class Filters:
             where.append(in_profile_sql(alias))
             params.append(self.profile)
         if self.liked:
-            where.append(f"EXISTS (SELECT 1 FROM feedback f WHERE f.paper_id = {alias}.id AND f.value = 1"
-                         + (" AND f.profile IN ('', ?))" if self.profile else ")"))
-            params += [self.profile] if self.profile else []
+            where.append(liked_sql(alias))
+            params += [self.profile, self.profile]
         return "".join(f" AND {w}" for w in where), params
 
 
