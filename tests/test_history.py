@@ -325,16 +325,16 @@ def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_con
 def test_digests_lists_days_with_delivery_status(db_path):
     result = run("digests")
     assert result.output == (
-        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
-        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                      ┃\n'
-        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
-        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email me@example.org: pending │\n'
-        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email me@example.org: sent    │\n'
-        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴───────────────────────────────┘\n'
+        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
+        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                         ┃\n'
+        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
+        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email to me@example.org: pending │\n'
+        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email to me@example.org: sent    │\n'
+        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴──────────────────────────────────┘\n'
     )
     rows = json.loads(run("digests", "--json").output)
-    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email me@example.org: pending"),
-                                                         ("2026-06-29", "email me@example.org: sent")]
+    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email to me@example.org: pending"),
+                                                         ("2026-06-29", "email to me@example.org: sent")]
 
 
 def test_digest_prints_the_stored_text_render(db_path):

@@ -324,9 +324,7 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
     for row in rows:
         row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
                              for d in outbox.for_digests(db, [row["id"]])]
-        row["delivery"] = "; ".join(
-            f"{d['channel']}{' ' + d['target'] if d['target'] else ''}: {d['status']}" for d in row["deliveries"]
-        ) or "not queued"
+        row["delivery"] = "; ".join(f"{outbox.where(d)}: {d['status']}" for d in row["deliveries"]) or "not queued"
     return rows
 
 

@@ -233,12 +233,18 @@ def latest_error(db) -> dict | None:
     if row is None:
         return None
     at, channel, target, error = row
-    return {"at": at, "source": f"delivery {channel}" + (f" to {target}" if target else ""), "error": error}
+    return {"at": at, "source": f"delivery {where({'channel': channel, 'target': target})}", "error": error}
 
 
-def where(row: dict) -> str:
-    """``email to a@example.org``, ``chat to team``, ``files``."""
-    return f"{row['channel']}{' to ' + row['target'] if row['target'] else ''}"
+def where(delivery) -> str:
+    """A delivery's channel and target as every message, log line and listing names them:
+    ``email to a@example.org``, ``chat to team``, ``files``. ``delivery``: an outbox row (a dict), or a
+    claim or an outcome (with ``channel`` and ``target`` attributes)."""
+    if isinstance(delivery, dict):
+        channel, target = delivery["channel"], delivery["target"]
+    else:
+        channel, target = delivery.channel, delivery.target
+    return f"{channel} to {target}" if target else channel
 
 
 def utcnow() -> dt.datetime:
