@@ -263,7 +263,7 @@ def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signa
         return None
     examples = ([learn.Example(a.vector, a.text, True) for a in signals.seeds + signals.liked]
                 + [learn.Example(a.vector, a.text, False, learn.DISLIKED_WEIGHT) for a in signals.disliked])
-    scores = learn.learned_scores(examples, day, [f"{p.title}\n{p.abstract}" for p in papers], background, words)
+    scores = learn.learned_scores(examples, day, [p.text for p in papers], background, words)
     if scores is None:
         return None
     spread = float(similarity.std()) or 1.0
@@ -286,7 +286,7 @@ def _text_terms(paper: Paper, keywords: list, negatives: list,
                 followed: dict[str, str]) -> tuple[list[Part], bool]:
     """Keywords, negative keywords and followed authors: (reason parts, by a followed author)."""
     parts = []
-    text = f"{paper.title}\n{paper.abstract}"
+    text = paper.text
     for word, pattern in keywords:
         if pattern.search(text):
             parts.append(Part(f'keyword "{word}"', KEYWORD_BONUS))

@@ -39,9 +39,15 @@ class Paper:
     doi: str | None = None
 
     @property
+    def text(self) -> str:
+        """The paper as the models read it: what is embedded, what the learned term and the keywords
+        read, and what :attr:`content_hash` covers."""
+        return f"{self.title}\n{self.abstract}"
+
+    @property
     def content_hash(self) -> str:
         """What embeddings and summaries are keyed on: a new version with the same text needs no new work."""
-        return hashlib.sha256(f"{self.title}\n{self.abstract}".encode()).hexdigest()[:32]
+        return hashlib.sha256(self.text.encode()).hexdigest()[:32]
 
     @property
     def abs_url(self) -> str:

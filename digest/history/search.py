@@ -207,9 +207,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
         paper = get_paper(db, paper_id)
         if paper is None:
             raise HistoryError(f"{paper_id} is not in your history; `digest show {paper_id}` fetches it")
-        from ..embed import paper_text
-
-        vector = (embed or embed_query(settings))(paper_text(paper))
+        vector = (embed or embed_query(settings))(paper.text)
     return _nearest_papers(db, index, vector, Filters(), limit, exclude=paper_id)
 
 
