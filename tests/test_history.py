@@ -22,7 +22,7 @@ from rich.console import Console
 
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.history import export, search, views
+from digest.history import EXPORT_FORMATS, export, search, views
 from digest.history.status import status as status_of
 from digest.history.vectors import VectorIndex
 from digest.records import Announcement, Paper
@@ -424,6 +424,11 @@ def test_export_csv_and_json_of_a_search(db_path, tmp_path):
     assert sorted(r["id"] for r in rows) == sorted(SPIKING)
     data = json.loads(run("export", "--query", "spiking", "--since", "2026-06-30", "--format", "json").output)
     assert {d["id"] for d in data} == {"2606.31781", "2606.31695"}
+
+
+def test_export_offers_each_format_it_has_a_writer_for_and_no_other():
+    offered = next(p for p in cli.commands["export"].params if p.name == "fmt").type.choices
+    assert tuple(offered) == EXPORT_FORMATS == tuple(export.WRITERS)
 
 
 def test_csv_never_hands_a_spreadsheet_a_formula():
