@@ -145,10 +145,8 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
 
 
 def _stored(db, paper_ids: Iterable[str], model: str) -> dict[str, tuple[str, np.ndarray]]:
-    ids = list(dict.fromkeys(paper_ids))
     found: dict[str, tuple[str, np.ndarray]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in dbm.chunks(list(dict.fromkeys(paper_ids))):
         marks = ",".join("?" * len(chunk))
         rows = db.execute(f"SELECT paper_id, content_hash, vector FROM embeddings WHERE model = ? "
                           f"AND paper_id IN ({marks})", [model, *chunk]).fetchall()

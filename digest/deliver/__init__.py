@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..logs import redact
 from ..storage import outbox
+from ..storage.db import iso
 from ..storage.ledger import digest_by_id
 from ..text import one_line
 from .errors import PermanentFailure, TransientFailure
@@ -76,7 +77,7 @@ def _attempt(db, settings: Settings, claim: outbox.Claim, now: dt.datetime | Non
         if claim.done:  # it went out; only the bookkeeping after it failed
             return outcome("sent")
         if claim.attempts < outbox.MAX_ATTEMPTS:
-            retry_at = outbox.iso((now or outbox.utcnow()) + outbox.backoff(claim.attempts))
+            retry_at = iso((now or outbox.utcnow()) + outbox.backoff(claim.attempts))
             claim.failed(error, retry_at)
             log.warning("delivery by %s failed, retrying at %s: %s", outbox.where(claim), retry_at, error)
             return outcome("pending", error, retry_at)

@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Iterable
 
 from ..arxiv.ids import normalize_id
-from .db import get_paper, now_iso, transaction
+from .db import get_paper, iso, now_iso, transaction
 
 MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
 
@@ -104,7 +104,7 @@ def feedback_values(db, profile: str) -> dict[str, int]:
 def not_known_missing(db, ids: list[str]) -> list[str]:
     """``ids`` but those arXiv said it lacks within MISSING_DAYS: a forged reply or a library of 2,000
     unknown ids would otherwise be asked for at every run."""
-    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS)).isoformat(timespec="seconds")
+    since = iso(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS))
     known = {row[0] for row in db.execute("SELECT paper_id FROM arxiv_missing WHERE asked_at >= ?", [since])}
     return [paper_id for paper_id in ids if paper_id not in known]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..locks import process_alive
 from ..records import Rendered
-from .db import chunks, transaction
+from .db import chunks, iso, now_iso, transaction
 
 log = logging.getLogger("digest.deliver")
 
@@ -54,7 +54,7 @@ class Claim:
         self.parts_sent = parts
         with transaction(self.db):
             self.db.execute("UPDATE deliveries SET parts_sent = ?, claimed_at = ? WHERE id = ?",
-                            [parts, iso(utcnow()), self.id])
+                            [parts, now_iso(), self.id])
 
     def sent(self) -> None:
         if self.done:
@@ -62,7 +62,7 @@ class Claim:
         with transaction(self.db):
             self.db.execute(
                 "UPDATE deliveries SET status = 'sent', sent_at = ?, last_error = NULL, next_attempt_at = NULL, "
-                "claimed_by = NULL WHERE id = ?", [iso(utcnow()), self.id])
+                "claimed_by = NULL WHERE id = ?", [now_iso(), self.id])
         self.done = True
 
     def failed(self, error: str, retry_at: str | None) -> None:
@@ -100,7 +100,7 @@ def stored_text(db, digest_id: int, fmt: str = "text") -> str | None:
 def enqueue(db, digest_id: int, channels: list[tuple[str, str]]) -> int:
     """One pending row per (digest, channel, target), once: a row that exists is left as it is.
     Returns how many rows were queued."""
-    stamp = iso(utcnow())
+    stamp = now_iso()
     queued = 0
     with transaction(db):
         for channel, target in channels:
@@ -250,7 +250,3 @@ def where(delivery) -> str:
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
-
-def iso(moment: dt.datetime) -> str:
-    # The same shape as db.now_iso(), so stored times compare as strings.
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
