@@ -258,7 +258,7 @@ def test_bad_input_is_one_line_and_exit_2(db_path, args, message):
         assert result.output == message
     if args[-1] == "nobody":
         assert result.output == f'Error: --profile: no profile named "nobody" in {db_path.parent.parent / "home"}' \
-            f'/.config/digest/config.toml\n'
+            f'/.config/digest/config.toml (profiles: me, vision)\n'
 
 
 def test_filters_narrow_the_search(db):

@@ -32,9 +32,8 @@ def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, a
     from ..embed import EmbeddingError
 
     days = [parse_day(text, "--day") for text in day_text]
-    unknown = [n for n in profile_names if n not in app.settings.profiles]
-    if unknown:
-        raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    for name in profile_names:
+        check_profile(app, name, with_digests=False)  # a run builds digests for configured profiles only
     settings = app.settings_with_secrets  # a secret that cannot be read is the first thing to hear
     if trigger == "cli" and not no_fetch:
         _arxiv_resolves(settings)
