@@ -33,7 +33,7 @@ from .config_rules import (ArxivRules, EmbeddingRules, EnabledByHost, EnabledByM
                            read_config_text, state_dir)
 from .secrets import REDACTED, ConfigError, Secret, resolve_secrets
 from .taxonomy import CategoryExpression, CategoryExpressionError
-from .text import shown_value
+from .text import nearest, shown_value
 
 __all__ = ["ConfigError", "Settings", "cache_dir", "config_dir", "find_config", "load_settings", "parse_settings",
            "read_config_text", "state_dir"]
@@ -538,8 +538,6 @@ def _one_line(label: str, exc: ValidationError) -> str:
 def _nearest_key(loc: list[str], value) -> str:
     """``; did you mean `[profiles.theory]`?`` for ``[profile.theory]``, ``; did you mean `port`?`` for
     ``prot``: the nearest key the table at ``loc`` knows, spelled as the user would write it."""
-    import difflib  # here: only a mistake pays for it
-
     model = _model_at(loc[:-1])
     if model is None:
         return ""
@@ -550,12 +548,12 @@ def _nearest_key(loc: list[str], value) -> str:
         known.append(field.alias or name)
         if Secret in (typing.get_args(field.annotation) or (field.annotation,)):
             known += [f"{name}_env", f"{name}_file"]
-    near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-    if not near or _key_path([near[0]]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
+    near = nearest(loc[-1], known)
+    if not near or _key_path([near]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
         return ""
     if not isinstance(value, dict):
-        return f"; did you mean `{near[0]}`?"
-    table = [*loc[:-1], near[0]]
+        return f"; did you mean `{near}`?"
+    table = [*loc[:-1], near]
     if value and all(isinstance(v, dict) for v in value.values()):  # [profile.theory]: a table of tables
         table.append(next(iter(value)))
     return f"; did you mean `[{_key_path(table)}]`?"

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Callable
 from .http_retry import retry_after_seconds
 from .logs import redact
 from .records import Paper, Summary
+from .storage.db import iso
 from .text import cap, clean_untrusted
 
 if TYPE_CHECKING:
@@ -447,8 +448,7 @@ class SummaryJob:
         return (self.now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date()
 
     def _stamp(self) -> str:
-        return (self.now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(
-            timespec="seconds")
+        return iso(self.now or dt.datetime.now(dt.timezone.utc))
 
 
 def _answer_of(completion, duration: float, estimate: int, max_tokens: int) -> Answer:

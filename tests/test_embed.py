@@ -253,7 +253,7 @@ def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(d
     assert [s.label for s in signals.seeds] == ["seed paper 1707.08567"]
     stored = dbm.get_paper(db, "1707.08567")
     assert stored is not None and stored_vectors(db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
-    assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([embed.paper_text(stored)])[0], atol=1e-5)
+    assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([stored.text])[0], atol=1e-5)
     # Stored now: the next run asks arXiv for nothing but the one that does not exist.
     asked = len(http_server.requests)
     profiles.profile_signals(db, settings, settings.profiles["me"], fetch_papers=fetch_papers, embedder=embedder)
@@ -297,7 +297,7 @@ def test_the_export_cache_is_systemds_cache_directory_or_the_users_cache(monkeyp
 
 @pytest.mark.slow
 def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts(embedder):
-    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+    texts = sorted((paper_of(r).text for r in listing_papers(DAY)), key=len)
     # The shortest and longest abstracts of a 537-paper day (the longest run past max_seq_length), and
     # some between, so that batches hold texts of every length.
     chosen = texts[:16] + texts[-16:] + texts[100:500:12]
@@ -311,7 +311,7 @@ def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts
 
 @pytest.mark.slow
 def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(db, day_papers, embedder):
-    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+    texts = sorted((paper_of(r).text for r in listing_papers(DAY)), key=len)
     chosen = texts[:8] + texts[-8:] + texts[100:500:25]  # the shortest, the longest, and between
     float32 = parse_settings(TWO_PROFILES)
     int8 = parse_settings('[embedding]\nprecision = "int8"\n' + TWO_PROFILES)

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.history import export, search, views
+from digest.history import EXPORT_FORMATS, export, search, views
 from digest.history.status import status as status_of
 from digest.history.vectors import VectorIndex
 from digest.records import Announcement, Paper
@@ -258,7 +258,7 @@ def test_bad_input_is_one_line_and_exit_2(db_path, args, message):
         assert result.output == message
     if args[-1] == "nobody":
         assert result.output == f'Error: --profile: no profile named "nobody" in {db_path.parent.parent / "home"}' \
-            f'/.config/digest/config.toml\n'
+            f'/.config/digest/config.toml (profiles: me, vision)\n'
 
 
 def test_filters_narrow_the_search(db):
@@ -325,16 +325,16 @@ def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_con
 def test_digests_lists_days_with_delivery_status(db_path):
     result = run("digests")
     assert result.output == (
-        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
-        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                      ┃\n'
-        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
-        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email me@example.org: pending │\n'
-        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email me@example.org: sent    │\n'
-        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴───────────────────────────────┘\n'
+        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
+        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                         ┃\n'
+        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
+        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email to me@example.org: pending │\n'
+        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email to me@example.org: sent    │\n'
+        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴──────────────────────────────────┘\n'
     )
     rows = json.loads(run("digests", "--json").output)
-    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email me@example.org: pending"),
-                                                         ("2026-06-29", "email me@example.org: sent")]
+    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email to me@example.org: pending"),
+                                                         ("2026-06-29", "email to me@example.org: sent")]
 
 
 def test_digest_prints_the_stored_text_render(db_path):
@@ -424,6 +424,11 @@ def test_export_csv_and_json_of_a_search(db_path, tmp_path):
     assert sorted(r["id"] for r in rows) == sorted(SPIKING)
     data = json.loads(run("export", "--query", "spiking", "--since", "2026-06-30", "--format", "json").output)
     assert {d["id"] for d in data} == {"2606.31781", "2606.31695"}
+
+
+def test_export_offers_each_format_it_has_a_writer_for_and_no_other():
+    offered = next(p for p in cli.commands["export"].params if p.name == "fmt").type.choices
+    assert tuple(offered) == EXPORT_FORMATS == tuple(export.WRITERS)
 
 
 def test_csv_never_hands_a_spreadsheet_a_formula():

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
 from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
-from ..storage.feedback import feedback_on
+from ..storage.feedback import feedback_on, liked_sql
 from ..taxonomy import is_known
 from ..text import HIT_END, HIT_START
 
@@ -91,9 +91,8 @@ class Filters:
             where.append(in_profile_sql(alias))
             params.append(self.profile)
         if self.liked:
-            where.append(f"EXISTS (SELECT 1 FROM feedback f WHERE f.paper_id = {alias}.id AND f.value = 1"
-                         + (" AND f.profile IN ('', ?))" if self.profile else ")"))
-            params += [self.profile] if self.profile else []
+            where.append(liked_sql(alias))
+            params += [self.profile, self.profile]
         return "".join(f" AND {w}" for w in where), params
 
 
@@ -208,9 +207,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
         paper = get_paper(db, paper_id)
         if paper is None:
             raise HistoryError(f"{paper_id} is not in your history; `digest show {paper_id}` fetches it")
-        from ..embed import paper_text
-
-        vector = (embed or embed_query(settings))(paper_text(paper))
+        vector = (embed or embed_query(settings))(paper.text)
     return _nearest_papers(db, index, vector, Filters(), limit, exclude=paper_id)
 
 
@@ -325,9 +322,7 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
     for row in rows:
         row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
                              for d in outbox.for_digests(db, [row["id"]])]
-        row["delivery"] = "; ".join(
-            f"{d['channel']}{' ' + d['target'] if d['target'] else ''}: {d['status']}" for d in row["deliveries"]
-        ) or "not queued"
+        row["delivery"] = "; ".join(f"{outbox.where(d)}: {d['status']}" for d in row["deliveries"]) or "not queued"
     return rows
 
 
