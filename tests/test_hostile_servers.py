@@ -23,7 +23,7 @@ from digest import deliver
 from digest.config import parse_settings
 from digest.deliver import chat
 from digest.storage import outbox
-from digest.storage.db import open_db
+from digest.storage.db import iso, open_db
 
 A_DAY_MS = 86_400_000
 
@@ -66,7 +66,7 @@ def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tr
                              f"{A_DAY_MS} ms)")
     [row] = db.query("SELECT status, parts_sent, next_attempt_at FROM deliveries")
     assert (row["status"], row["parts_sent"]) == ("pending", 0)
-    assert row["next_attempt_at"] > outbox.iso(outbox.utcnow())
+    assert row["next_attempt_at"] > iso(outbox.utcnow())
 
 
 def _drip_greeting(listener: socket.socket, stop: threading.Event, greeting: bytes) -> None:
