@@ -18,7 +18,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 from loopback import Reply
-from test_history import filled_database
 
 from digest.cli import cli
 from digest.config import ConfigError, load_settings, parse_settings
@@ -29,19 +28,10 @@ from digest.storage import db as dbm
 PROFILES = '[profiles.me]\ninterests = ["spiking neural networks"]\n[profiles.vision]\ninterests = ["segmentation"]\n'
 
 
-@pytest.fixture(scope="module")
-def filled_template(tmp_path_factory):
-    """test_history's database: real papers, two digests, deliveries, summaries, LLM calls and a run."""
-    return filled_database(tmp_path_factory.mktemp("filled"))
-
-
 @pytest.fixture
-def history(filled_template, tmp_path, write_config):
-    """The configuration file of a copy of that database."""
-    path = tmp_path / "state" / "digest.db"
-    path.parent.mkdir()
-    shutil.copy(filled_template, path)
-    return write_config(f'[storage]\npath = "{path}"\n' + PROFILES)
+def history(filled_history):
+    """The configuration file of a copy of test_history's database (tests/filled_history.py)."""
+    return filled_history.config
 
 
 def run(*args, columns: int = 80):

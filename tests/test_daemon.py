@@ -23,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from world import assert_ledger
+from world import SMTP_PASSWORD, SMTP_USER, assert_ledger
 
 from digest import schedule, service
 from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
@@ -437,7 +437,7 @@ class Service:
             time_of_day="00:00",
             schedule=f'poll_every = 1.0\ngive_up_after = 86000.0\ncatch_up = "{catch_up}"\n',
             extra=(f'[llm]\nbase_url = "{http_server.url}/v1"\nmodel = "test-model"\napi_key = "sk-test-0123456789"\n'
-                   f"summarize = 4\nconcurrency = 2\ntimeout = 10.0\n\n{smtp.settings_toml()}\n"),
+                   f"summarize = 4\nconcurrency = 2\ntimeout = 10.0\n\n{smtp.settings_toml(SMTP_USER, SMTP_PASSWORD)}\n"),
             profile=('interests = ["robot learning and manipulation", "recommender systems"]\n'
                      f"email_to = {RECIPIENTS!r}\n".replace("'", '"'))))
         self.db_path = tmp_path / "state" / "digest.db"
@@ -482,14 +482,6 @@ class closing_connection:
 
     def __exit__(self, *exc):
         self.conn.close()
-
-
-@pytest.fixture
-def smtp():
-    from smtp_server import SMTPServer
-
-    with SMTPServer() as server:
-        yield server
 
 
 class SMTPStall:

@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT
 from loopback import LoopbackServer, Reply
 from test_summarize import calls, db, real_papers, store  # noqa: F401 (db is a fixture)
-from world import READER, digest_process, smtp, stored_digest_ids, template, world  # noqa: F401 (fixtures)
+from world import READER, digest_process, stored_digest_ids
 
 from digest import summarize
 from digest.config import parse_settings

@@ -57,13 +57,6 @@ def llm():
         yield server
 
 
-@pytest.fixture
-def db():
-    database = dbm.open_db(":memory:")
-    yield database
-    database.close()
-
-
 def store(db, papers: list[Paper]) -> list[Paper]:
     dbm.save_papers(db, papers)
     return papers
