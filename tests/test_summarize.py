@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import socket
 import time
 
 import pytest
@@ -26,6 +25,7 @@ from llm_server import (
     refusal,
     refusal_text,
 )
+from loopback import free_port
 
 from digest import summarize
 from digest.config import parse_settings
@@ -265,9 +265,7 @@ def test_a_refused_key_stops_every_further_request(llm, db, caplog):
 
 @pytest.mark.slow
 def test_an_unreachable_server_stops_the_run_after_one_papers_attempts(db, caplog):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     papers = store(db, real_papers(8))
     settings = settings_for(None, base_url=f"http://127.0.0.1:{port}/v1", concurrency=2)
     started = time.monotonic()
