@@ -37,7 +37,7 @@ from world import (
     stored_render,
 )
 
-from digest import summarize
+from digest import answers, summarize
 from digest.cli import cli
 from digest.history.status import status as status_of
 from digest.storage import db as dbm
@@ -155,8 +155,8 @@ def test_every_llm_fault_in_one_run_costs_summaries_never_papers(world, smtp, mo
     sources = [item["summary"]["source"] for item in digest["items"][:6]]
     assert sources == ["llm", "abstract", "abstract", "abstract", "abstract", "llm"]
     biggest = digest["items"][5]["summary"]
-    assert len(biggest["tldr"]) <= summarize.FIELD_MAX_CHARS["tldr"]
-    assert max(len(biggest[k]) for k in summarize.FAQ_FIELDS) <= 1500
+    assert len(biggest["tldr"]) <= answers.FIELD_MAX_CHARS["tldr"]
+    assert max(len(biggest[k]) for k in answers.FAQ_FIELDS) <= 1500
     assert db.execute("SELECT summarized FROM digests").fetchone() == (2,)
     text = " ".join(smtp.messages[0].part("plain").split())
     assert text.count("no LLM summary") == 4

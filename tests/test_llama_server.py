@@ -24,7 +24,7 @@ from loopback import LoopbackServer, Reply, free_port
 from test_summarize import calls, real_papers, store
 from world import READER, digest_process, stored_digest_ids
 
-from digest import summarize
+from digest import answers, summarize
 from digest.config import parse_settings
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_a_real_llama_cpp_server_answers_within_the_bounds_or_is_honestly_reject
     assert stored == {p.id for p in papers if got[p.id].source == "llm"}
     for paper in papers:
         if got[paper.id].source == "llm":  # what passed the checks is at least a sentence, whatever it says
-            assert summarize.tldr_problem(got[paper.id].tldr, paper.title) is None
+            assert answers.tldr_problem(got[paper.id].tldr, paper.title) is None
         else:
             assert got[paper.id] == summarize.fallback_summary(paper)
 
