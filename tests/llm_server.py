@@ -27,7 +27,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from loopback import LoopbackServer, Reply, Request
+from loopback import AnsweredByLoopback, LoopbackServer, Reply, Request
 
 FAQ_FIELDS = ("problem", "related_work", "method", "experiments", "further_work", "summary")
 URL = re.compile(r"https?://[^\s\"'<>)\]]+")
@@ -141,7 +141,7 @@ class LLMRequest:
         return "response_format" in self.body
 
 
-class LLMServer:
+class LLMServer(AnsweredByLoopback):
     def __init__(self, latency: float = 0.0):
         self.latency = latency
         self.reject_response_format = False
@@ -175,19 +175,6 @@ class LLMServer:
 
     def for_paper(self, paper_id: str) -> list[LLMRequest]:
         return [r for r in self.requests if r.paper_id == paper_id]
-
-    def start(self) -> "LLMServer":
-        self.http.start()
-        return self
-
-    def stop(self) -> None:
-        self.http.stop()
-
-    def __enter__(self) -> "LLMServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- answering --------------------------------------------------------------------------------
 

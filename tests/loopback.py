@@ -45,6 +45,31 @@ class Reply:
 Handler = Callable[[Request], Reply]
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (the probe closes on return): where a server is about to start, or one
+    that stands for a server that is down."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class Started:
+    """A test server as a context manager: ``with Server() as server:`` starts it and stops it however the
+    block ends. A subclass says how it starts (returning itself) and how it stops."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 class _QuietServer(ThreadingHTTPServer):
     """A client that hangs up early (``digest check`` reads only the status line) is not a server error:
     socketserver would print its traceback to ``sys.stderr``, which a CliRunner in the same process captures
@@ -55,7 +80,7 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class LoopbackServer:
+class LoopbackServer(Started):
     def __init__(self):
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
@@ -132,11 +157,19 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self):
-        return self.start()
 
-    def __exit__(self, *exc):
-        self.stop()
+class AnsweredByLoopback(Started):
+    """A server that answers through a LoopbackServer of its own, ``self.http`` (the chat webhook, the LLM
+    API): it runs as long as that one does."""
+
+    http: LoopbackServer
+
+    def start(self):
+        self.http.start()
+        return self
+
+    def stop(self) -> None:
+        self.http.stop()
 
 
 def serve_until_interrupted(server, *lines: str) -> None:

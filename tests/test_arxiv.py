@@ -50,11 +50,6 @@ def make_settings(url: str, categories: str = "cs.AI", **arxiv_options):
     return parse_settings(text + '\n[profiles.me]\ninterests = ["agents"]\n')
 
 
-@pytest.fixture
-def db(tmp_path):
-    return open_db(tmp_path / "digest.db")
-
-
 def counts(db) -> dict[str, int]:
     return {t: db[t].count for t in ("papers", "announcements")}
 

@@ -15,19 +15,13 @@ import annotated_types
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
+from test_config import PROFILE, error_of
 from world import digest_process
 
 from digest.cli import cli
-from digest.config import ChatTarget, ConfigError, Interest, Profile, Secret, Settings, parse_settings
+from digest.config import ChatTarget, Interest, Profile, Secret, Settings, parse_settings
 
-PROFILE = '[profiles.me]\ninterests = ["graph neural networks"]\n'
 CHAT = '[chat.lab]\nurl = "json://127.0.0.1/hook"\n'
-
-
-def error_of(text: str, environ=None) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_settings(text, environ=environ or {})
-    return str(info.value)
 
 
 # -- the keys, from the model -----------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
     # Here, not at the top: the ledger (logging, socket) and the summarizer (concurrent.futures, email)
     # cost a cold `digest search` more than the query itself.
     from ..storage.ledger import appearances
-    from ..summarize import latest_summary
+    from ..storage.summaries import latest_summary
 
     announcements = announcements_of(db, paper_id)
     digests = appearances(db, paper_id)

@@ -10,7 +10,7 @@ from ..records import replacement_sql
 from ..schedule import next_run
 from ..storage import ledger, outbox, runs
 from ..storage.db import latest_fetch_error
-from ..summarize import latest_call_error, tokens_by_day
+from ..storage.summaries import latest_call_error, tokens_by_day
 from . import health
 
 if TYPE_CHECKING:
