@@ -182,7 +182,7 @@ def _read_some(raw: urllib3.HTTPResponse) -> bytes:
     try:
         return raw.read1(READ_SIZE, decode_content=False)
     except tuple(READ_ERRORS) as exc:
-        raise next(requests_error(exc) for kind, requests_error in READ_ERRORS.items()
+        raise next(requests_error for kind, requests_error in READ_ERRORS.items()
                    if isinstance(exc, kind))(str(exc)) from exc
 
 
