@@ -33,7 +33,7 @@ from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary
 from .storage import ledger, outbox
-from .storage.db import day_fetched, empty_detail, has_announcements, latest_day
+from .storage.papers import day_fetched, empty_detail, has_announcements, latest_day
 from .storage.runs import Run, Turns
 from .text import one_line, plural
 

@@ -24,7 +24,8 @@ FLOORS: list[tuple[str, set[str]]] = [
         "digest", "arxiv", "feedback", "storage", "history"}),  # the packages' own __init__ files: no imports
     ("configuration", {"config_rules", "config"}),
     ("the tables' owners", {
-        "storage.schema", "storage.db", "storage.runs", "storage.outbox", "storage.ledger", "storage.feedback", "library"}),
+        "storage.schema", "storage.db", "storage.papers", "storage.runs", "storage.outbox", "storage.ledger",
+        "storage.feedback", "library"}),
     ("the stages", {
         "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.fulltext", "embed_onnx", "embed",
         "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",

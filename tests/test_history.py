@@ -28,6 +28,7 @@ from digest.history.vectors import VectorIndex
 from digest.records import Announcement, Paper
 from digest.schedule import next_firing, next_run, schedule_trigger
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage.feedback import set_feedback
 
 MODEL = "all-MiniLM-L6-v2"
@@ -51,10 +52,10 @@ def _fill(db) -> None:
     announcements = [Announcement(paper_of(r), dt.date.fromisoformat(r["announced_date_et"]),
                                   "new" if r["primary_category"] in ("cs.CL", "cs.CV", "cs.AI") else "cross", n)
                      for n, r in enumerate(rows)]
-    dbm.save_announcements(db, announcements, "listing")
+    paper_rows.save_announcements(db, announcements, "listing")
     # 2606.27538 was replaced by a v2 two days later.
-    dbm.save_announcements(db, [Announcement(paper_of(by_id["2606.27538"], 2), dt.date(2026, 6, 30), "replace", 999)],
-                           "feed")
+    paper_rows.save_announcements(
+        db, [Announcement(paper_of(by_id["2606.27538"], 2), dt.date(2026, 6, 30), "replace", 999)], "feed")
     stamp = "2026-06-29T12:00:00+00:00"
     db.execute("INSERT INTO digests (id, profile, announced_on, days, categories, announced, new, cross, replaced, "
                "summarized, subject, created_at) VALUES (1, 'me', '2026-06-29', '[\"2026-06-29\"]', 'cs.CL', 3, 2, 1, "
@@ -318,7 +319,7 @@ def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_con
     details = json.loads(result.stdout)  # stderr has the arxiv client's log lines
     assert details["id"] == "astro-ph/0601001" and details["stored"] is False
     assert details["journal_ref"]
-    assert dbm.get_paper(db, "astro-ph/0601001") is None  # show only reads
+    assert paper_rows.get_paper(db, "astro-ph/0601001") is None  # show only reads
     assert len(http_server.requests) == 1
 
 
@@ -680,8 +681,8 @@ def test_search_help_names_every_filter():
 def test_listings_fit_80_columns_without_cutting_a_word(db_path, db, args, monkeypatch):
     set_feedback(db, "2606.24075", 1, "")
     set_feedback(db, "2606.31781", -1, "me")
-    dbm.record_fetch(db, announced_on=None, categories="cs.CL", source="feed", status="failed",
-                     error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
+    paper_rows.record_fetch(db, announced_on=None, categories="cs.CL", source="feed", status="failed",
+                            error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
     monkeypatch.setenv("COLUMNS", "80")  # what rich reads for a terminal of 80 columns
     out = run(*args).output
     lines = out.splitlines()

@@ -31,6 +31,7 @@ from digest import summarize
 from digest.config import parse_settings
 from digest.records import Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.text import clean_untrusted
 
 API_KEY = "sk-test-0123456789-SECRET"
@@ -65,7 +66,7 @@ def db():
 
 
 def store(db, papers: list[Paper]) -> list[Paper]:
-    dbm.save_papers(db, papers)
+    paper_rows.save_papers(db, papers)
     return papers
 
 
