@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, set[str]]] = [
         "storage.schema", "storage.db", "storage.papers", "storage.runs", "storage.outbox", "storage.ledger",
         "storage.feedback", "library"}),
     ("the stages", {
-        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.fulltext", "embed_onnx", "embed",
+        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.days", "arxiv.fulltext", "embed_onnx", "embed",
         "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",
         "deliver.chat", "deliver.files"}),
     ("a run, and what watches runs", {
