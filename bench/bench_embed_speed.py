@@ -60,7 +60,7 @@ MEMORY_BATCHES = (4, 8, 16, 32, 64)
 
 
 def day_texts() -> list[str]:
-    return [embed.paper_text(p) for p in quality.load_days()[DAY]]
+    return [p.text for p in quality.load_days()[DAY]]
 
 
 def variants(quick: bool = False) -> dict:
@@ -237,7 +237,7 @@ def ranking_quality(encode) -> float:
     papers.update({p.id: p for d in quality.SEED_DAYS for p in days.get(d, []) if p.id in
                    {s for ids in seeds.values() for s in ids}})
     ids = list(papers)
-    rows = encode([embed.paper_text(papers[i]) for i in ids])
+    rows = encode([papers[i].text for i in ids])
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     vectors = dict(zip(ids, rows.astype(np.float32)))
     lines = [quality.PROFILES[c][0] for c in quality.PROFILES]

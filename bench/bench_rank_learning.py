@@ -138,10 +138,10 @@ def load_vectors(papers: list[Paper]) -> dict[str, np.ndarray]:
     if waiting:
         print(f"embedding {len(waiting)} papers (cached in {CACHE.relative_to(ROOT)})", flush=True)
         embedder = embed.Embedder(EmbeddingSettings())
-        waiting.sort(key=lambda p: len(embed.paper_text(p)))
+        waiting.sort(key=lambda p: len(p.text))
         for start in range(0, len(waiting), embed.CHUNK):
             chunk = waiting[start:start + embed.CHUNK]
-            for paper, vector in zip(chunk, embedder.embed_texts([embed.paper_text(p) for p in chunk])):
+            for paper, vector in zip(chunk, embedder.embed_texts([p.text for p in chunk])):
                 cached[paper.id] = (paper.content_hash, vector)
         OUT.mkdir(parents=True, exist_ok=True)
         ids = sorted(cached)
@@ -236,7 +236,7 @@ def listing_order(papers: list[Paper]) -> list[Paper]:
 
 def keyword_order(papers: list[Paper], words: list[str]) -> list[Paper]:
     patterns = [re.compile(rf"(?<!\w){re.escape(w)}s?(?!\w)", re.IGNORECASE) for w in words]
-    found = lambda p: sum(1 for pattern in patterns if pattern.search(f"{p.title}\n{p.abstract}"))
+    found = lambda p: sum(1 for pattern in patterns if pattern.search(p.text))
     return sorted(papers, key=lambda p: -found(p))  # stable: ties keep arXiv's order
 
 

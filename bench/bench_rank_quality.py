@@ -125,7 +125,7 @@ def random_order(days, seeds, cat, day):
 
 def keyword_order(days, seeds, cat, day):
     patterns = [re.compile(rf"(?<!\w){re.escape(k)}s?(?!\w)", re.IGNORECASE) for k in PROFILES[cat][1]]
-    count = lambda p: sum(1 for pattern in patterns if pattern.search(f"{p.title}\n{p.abstract}"))
+    count = lambda p: sum(1 for pattern in patterns if pattern.search(p.text))
     return sorted(days[day], key=lambda p: -count(p))  # stable: ties keep arXiv's order
 
 

@@ -21,6 +21,7 @@ from llm_server import LLMServer  # noqa: E402
 from test_summarize import real_papers, settings_for  # noqa: E402
 
 from digest import summarize  # noqa: E402
+from digest.storage import summaries  # noqa: E402
 from digest.storage import db as dbm  # noqa: E402
 from digest.storage import papers as paper_rows  # noqa: E402
 
@@ -46,7 +47,7 @@ def run(concurrency: int, papers) -> dict:
         return {"concurrency": concurrency, "wall": wall, "requests": asked, "in_flight": llm.max_in_flight,
                 "llm": sum(1 for s in got.values() if not s.is_fallback), "rerun": cached,
                 "rerun_requests": len(llm.requests) - asked,
-                "tokens": summarize.tokens_spent(db, NOW.date())}
+                "tokens": summaries.tokens_spent(db, NOW.date())}
 
 
 def main() -> None:

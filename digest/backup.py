@@ -33,7 +33,7 @@ import sqlite_utils
 from .config import Settings
 from .locks import run_lock
 from .storage import ledger
-from .storage.db import DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations
+from .storage.db import DatabaseError, apply_migrations, foreign_schema, open_db, recorded_migrations, vectors_folder
 from .storage.schema import MIGRATIONS
 
 
@@ -179,5 +179,5 @@ def restore(source: Path, settings: Settings) -> tuple[list[str], Path | None]:
     finally:
         _remove(copy)
     # The memory-mapped vectors beside the database describe the old rows: rebuilt on next use.
-    shutil.rmtree(path.with_name(path.name + ".vectors"), ignore_errors=True)
+    shutil.rmtree(vectors_folder(path), ignore_errors=True)
     return proof, kept

@@ -33,7 +33,7 @@ from .config_rules import (ArxivRules, EmbeddingRules, EnabledByHost, EnabledByM
                            read_config_text, state_dir)
 from .secrets import REDACTED, ConfigError, Secret, resolve_secrets
 from .taxonomy import CategoryExpression, CategoryExpressionError
-from .text import shown_value
+from .text import nearest, shown_value
 
 __all__ = ["ConfigError", "Settings", "cache_dir", "config_dir", "find_config", "load_settings", "parse_settings",
            "read_config_text", "state_dir"]
@@ -56,7 +56,8 @@ class ArxivSettings(ArxivRules, Section):
     oai_url: str = Field("https://oaipmh.arxiv.org/oai", description="arXiv's OAI-PMH endpoint (not used yet)")
     html_url: str = Field("https://arxiv.org/html/", description="arXiv's HTML papers, for llm.full_text")
     min_interval: float = Field(3.0, ge=0, description="seconds between two requests to arXiv")
-    timeout: float = Field(30.0, gt=0, description="seconds one request to arXiv may take")
+    timeout: float = Field(30.0, gt=0, description="seconds arXiv may keep a request waiting for its next bytes; "
+                           "a whole answer may take four times this")
     retries: int = Field(4, ge=0, description="retries of a failed request, with exponential backoff")
     holidays: list[dt.date] = Field([], description="weekdays arXiv announces nothing on, beyond the known lists")
     not_holidays: list[dt.date] = Field([], description="days the known lists call holidays that are not")
@@ -131,7 +132,8 @@ class EmailSettings(EnabledByHost, Section):
     from_: str = Field("", alias="from", description="the sender; empty: user when it is an address, else "
                                                      "digest@<hostname>, which many servers refuse")
     ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
-    timeout: float = Field(60.0, gt=0, description="seconds one SMTP conversation may take")
+    timeout: float = Field(60.0, gt=0, description="seconds the SMTP server may keep digest waiting for its "
+                           "next bytes; a whole conversation may take four times this")
 
 
     @model_validator(mode="after")
@@ -183,6 +185,8 @@ class ScheduleSettings(ScheduleRules, Section):
     catch_up: Literal["each", "merged"] = Field("each", description="missed days: one digest each, or one merged "
                                                                    "digest")
     catch_up_days: int = Field(7, ge=0, le=60, description="how many days back missed days are caught up")
+    run_timeout: float = Field(3 * 3600.0, gt=0, description="seconds one run may take before the daemon stops "
+                               "it (what it finished is kept; the next poll tries again)")
 
     @field_validator("time")
     @classmethod
@@ -212,7 +216,8 @@ class ImapSettings(EnabledByHost, Section):
     folder: str = Field("INBOX", description="the folder replies arrive in")
     ca_file: str = Field("", description="a CA bundle for a server whose certificate is not in the system store")
     every: float = Field(300.0, ge=10, description="seconds between two looks at the mailbox")
-    timeout: float = Field(30.0, gt=0, description="seconds one IMAP conversation may take")
+    timeout: float = Field(30.0, gt=0, description="seconds the IMAP server may keep digest waiting for its next "
+                           "bytes; a whole conversation may take four times this")
 
 
 class FeedbackSettings(FeedbackRules, Section):
@@ -533,8 +538,6 @@ def _one_line(label: str, exc: ValidationError) -> str:
 def _nearest_key(loc: list[str], value) -> str:
     """``; did you mean `[profiles.theory]`?`` for ``[profile.theory]``, ``; did you mean `port`?`` for
     ``prot``: the nearest key the table at ``loc`` knows, spelled as the user would write it."""
-    import difflib  # here: only a mistake pays for it
-
     model = _model_at(loc[:-1])
     if model is None:
         return ""
@@ -545,12 +548,12 @@ def _nearest_key(loc: list[str], value) -> str:
         known.append(field.alias or name)
         if Secret in (typing.get_args(field.annotation) or (field.annotation,)):
             known += [f"{name}_env", f"{name}_file"]
-    near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-    if not near or _key_path([near[0]]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
+    near = nearest(loc[-1], known)
+    if not near or _key_path([near]) == _key_path([loc[-1]]):  # from_ is shown as from: no help
         return ""
     if not isinstance(value, dict):
-        return f"; did you mean `{near[0]}`?"
-    table = [*loc[:-1], near[0]]
+        return f"; did you mean `{near}`?"
+    table = [*loc[:-1], near]
     if value and all(isinstance(v, dict) for v in value.values()):  # [profile.theory]: a table of tables
         table.append(next(iter(value)))
     return f"; did you mean `[{_key_path(table)}]`?"

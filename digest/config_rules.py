@@ -26,6 +26,7 @@ from typing import Any
 
 from .secrets import ConfigError, Secret, resolve_secrets, url_tokens
 from .taxonomy import CategoryExpression
+from .text import nearest
 
 NOTES = "validated"  # the folder of notes in the cache directory
 # The code that decides whether a file is valid and what it means: a note made by other code is not used.
@@ -125,8 +126,24 @@ class FeedbackRules:
         return bool(self.listen and self.public_url)
 
 
+class UnknownProfile(ConfigError):
+    """A profile named (``--profile``, or a run's profiles) that the configuration does not have."""
+
+
 class SettingsRules:
     """What the stages ask of the whole configuration."""
+
+    def check_profiles(self, names, *, also=()) -> None:
+        """Every one of ``names`` a profile of the configuration, or of ``also`` (a reading command's
+        profiles that once had digests). The first that is not is :class:`UnknownProfile`, one line
+        naming it, the file, the profiles there are and the nearest: the one check of a profile's name
+        that the CLI and the pipeline make."""
+        known = list(dict.fromkeys([*self.profiles, *also]))
+        for name in names:
+            if name not in known:
+                near = nearest(name, known)
+                raise UnknownProfile(f"no profile named {json.dumps(name)} in {self.source} (profiles: "
+                                     f"{', '.join(known)})" + (f"; did you mean {near}?" if near else ""))
 
     def expression_for(self, profile) -> CategoryExpression:
         return CategoryExpression.parse(profile.categories or self.arxiv.categories)

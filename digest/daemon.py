@@ -359,13 +359,21 @@ class Daemon:
         return code
 
     def _wait_for_child(self) -> int:
+        """Its exit status. A run still going after ``schedule.run_timeout`` (every wait in it is bounded,
+        so something unforeseen holds it) is stopped as a stop of the daemon would stop it: the daemon's
+        next poll tries again, and the days after it are not held up behind it."""
         child = self.child
+        started = time.monotonic()
         stop_sent_at = None
         while True:
             code = child.poll()
             if code is not None:
                 return code
-            if self.stop_signal is not None and stop_sent_at is None:
+            overdue = time.monotonic() - started > self.settings.schedule.run_timeout
+            if stop_sent_at is None and overdue:
+                log.error("the run (pid %d) has run for over %.0f s (schedule.run_timeout); stopping it",
+                          child.pid, self.settings.schedule.run_timeout)
+            if (self.stop_signal is not None or overdue) and stop_sent_at is None:
                 log.info("stopping: asking the running run (pid %d) to checkpoint", child.pid)
                 child.send_signal(signal.SIGTERM)
                 stop_sent_at = time.monotonic()

@@ -145,16 +145,9 @@ def blob_to_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
-def paper_text(paper: Paper) -> str:
-    """What is embedded: the title and the abstract, the same text the content hash covers."""
-    return f"{paper.title}\n{paper.abstract}"
-
-
 def _stored(db, paper_ids: Iterable[str], model: str) -> dict[str, tuple[str, np.ndarray]]:
-    ids = list(dict.fromkeys(paper_ids))
     found: dict[str, tuple[str, np.ndarray]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for chunk in dbm.chunks(list(dict.fromkeys(paper_ids))):
         marks = ",".join("?" * len(chunk))
         rows = db.execute(f"SELECT paper_id, content_hash, vector FROM embeddings WHERE model = ? "
                           f"AND paper_id IN ({marks})", [model, *chunk]).fetchall()
@@ -190,12 +183,12 @@ def embed_papers(db: "sqlite_utils.Database", papers: list[Paper], settings: Set
         return vectors
     embedder = embedder or shared_embedder(settings.embedding)
     # Similar lengths in one chunk waste less padding; sentence-transformers sorts within a call only.
-    waiting.sort(key=lambda p: len(paper_text(p)))
+    waiting.sort(key=lambda p: len(p.text))
     show = len(waiting) > PROGRESS_THRESHOLD if progress is None else progress
     with _progress_bar(show, len(waiting), model) as advance:
         for start in range(0, len(waiting), CHUNK):
             chunk = waiting[start:start + CHUNK]
-            encoded = embedder.embed_texts([paper_text(p) for p in chunk])
+            encoded = embedder.embed_texts([p.text for p in chunk])
             _save(db, model, chunk, encoded)
             vectors.update({p.id: v for p, v in zip(chunk, encoded)})
             advance(len(chunk))
@@ -249,5 +242,4 @@ def _progress_bar(show: bool, total: int, model: str):
 
 
 __all__ = ["Embedder", "EmbeddingError", "blob_to_vector", "count_unembedded", "embed_history", "embed_papers",
-           "paper_text", "resolve_model", "shared_embedder", "unembedded_ids",
-           "vector_to_blob"]
+           "resolve_model", "shared_embedder", "unembedded_ids", "vector_to_blob"]

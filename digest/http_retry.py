@@ -23,3 +23,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         when = when.replace(tzinfo=dt.timezone.utc)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+def seconds_to_wait(headers) -> float:
+    """Seconds a 429 or 5xx answer asks the client to wait, 0.0 when it does not say: OpenAI's
+    retry-after-ms, or Retry-After (seconds or a date)."""
+    millis = headers.get("retry-after-ms")
+    try:
+        if millis:
+            return float(millis) / 1000
+    except ValueError:
+        pass
+    return retry_after_seconds(headers.get("retry-after")) or 0.0

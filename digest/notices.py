@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .secrets import redact
 from .storage import ledger, outbox, runs
-from .storage.db import now_iso, transaction
+from .storage.db import iso, now_iso, transaction
 from .text import one_line
 
 log = logging.getLogger("digest.notices")
@@ -89,7 +89,7 @@ def unit_failed(db, settings: Settings, unit: str, now: dt.datetime | None = Non
     run of digest can notice. Once per unit and UTC day."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return tell(db, settings, Problem(f"unit {unit}", now.date().isoformat(), f"the systemd unit {unit} failed",
-                                      now.isoformat(timespec="seconds"),
+                                      iso(now),
                                       f"everything stored stays; `journalctl -u {unit}` says why, and "
                                       f"`systemctl start {unit}` starts it again once fixed"))
 

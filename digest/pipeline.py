@@ -114,9 +114,7 @@ def _refuse_future(wanted: list[dt.date], latest: dt.date) -> None:
 def _choose_profiles(settings: Settings, names: list[str] | None) -> list[Profile]:
     if not names:
         return list(settings.profiles.values())
-    unknown = [n for n in names if n not in settings.profiles]
-    if unknown:
-        raise KeyError(unknown[0])
+    settings.check_profiles(names)
     return [settings.profiles[n] for n in names]
 
 

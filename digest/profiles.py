@@ -41,7 +41,7 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
     entries without an arXiv id are matched by title with ``find_title`` (``arxiv.api.find_by_title``).
     """
     # Here, not at the top: embed and rank load numpy, which the feedback commands below never need.
-    from .embed import embed_papers, paper_text, shared_embedder
+    from .embed import embed_papers, shared_embedder
     from .rank import Anchor, Signals
 
     embedder = embedder or shared_embedder(settings.embedding)
@@ -54,7 +54,7 @@ def profile_signals(db: "sqlite_utils.Database", settings: Settings, profile: Pr
 
     def anchors(kind: str, papers: list[Paper], weights: list[float] | None = None) -> list[Anchor]:
         # The text too: the profile's learned model reads words as well as vectors (learn.py).
-        return [Anchor(f"{kind} paper {p.id}", vectors[p.id], weight, text=paper_text(p))
+        return [Anchor(f"{kind} paper {p.id}", vectors[p.id], weight, text=p.text)
                 for p, weight in zip(papers, weights or [1.0] * len(papers))]
 
     signals = Signals(

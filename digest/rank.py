@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import learn
-from .records import Announcement, Paper, Ranked
+from .records import Announcement, Paper, Ranked, is_replacement
 
 EXAMPLE_SHARE = 1.0
 FEEDBACK_WEIGHT = 1.0
@@ -46,7 +46,6 @@ DISLIKE_NEAR = 0.5
 KEYWORD_BONUS = 0.10
 NEGATIVE_KEYWORD_PENALTY = 0.20
 AUTHOR_BONUS = 1.0
-REPLACEMENTS = ("replace", "replace-cross")
 CLOSE_TO_NOTHING = 0.10  # a similarity below this is about nothing the profile names
 
 
@@ -105,8 +104,8 @@ def rank_papers(announcements: list[Announcement], vectors: dict[str, np.ndarray
         raise ValueError(f"rest_order must be \"score\" or \"arxiv\", got {rest_order!r}")
     scored = _score_all(announcements, vectors, signals, words)
     by_score = sorted(scored, key=_score_key)
-    listed = [s for s in by_score if s.announcement.kind not in REPLACEMENTS]
-    replaced = [s for s in by_score if s.announcement.kind in REPLACEMENTS]
+    listed = [s for s in by_score if not is_replacement(s.announcement.kind)]
+    replaced = [s for s in by_score if is_replacement(s.announcement.kind)]
     cut = max([min(top, len(listed))] + [i + 1 for i, s in enumerate(listed) if s.followed])
     head, rest = listed[:cut], listed[cut:]
     if rest_order == "arxiv":
@@ -264,7 +263,7 @@ def _learned(day: np.ndarray, background: np.ndarray, papers: list[Paper], signa
         return None
     examples = ([learn.Example(a.vector, a.text, True) for a in signals.seeds + signals.liked]
                 + [learn.Example(a.vector, a.text, False, learn.DISLIKED_WEIGHT) for a in signals.disliked])
-    scores = learn.learned_scores(examples, day, [f"{p.title}\n{p.abstract}" for p in papers], background, words)
+    scores = learn.learned_scores(examples, day, [p.text for p in papers], background, words)
     if scores is None:
         return None
     spread = float(similarity.std()) or 1.0
@@ -287,7 +286,7 @@ def _text_terms(paper: Paper, keywords: list, negatives: list,
                 followed: dict[str, str]) -> tuple[list[Part], bool]:
     """Keywords, negative keywords and followed authors: (reason parts, by a followed author)."""
     parts = []
-    text = f"{paper.title}\n{paper.abstract}"
+    text = paper.text
     for word, pattern in keywords:
         if pattern.search(text):
             parts.append(Part(f'keyword "{word}"', KEYWORD_BONUS))

@@ -8,6 +8,17 @@ import json
 from dataclasses import dataclass, field, fields
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+REPLACEMENT_TYPES = ("replace", "replace-cross")  # a new version of a paper, not the paper's first listing
+
+
+def is_replacement(kind: str) -> bool:
+    """Whether an announcement of this kind (one of ANNOUNCE_TYPES) is a replacement."""
+    return kind in REPLACEMENT_TYPES
+
+
+def replacement_sql(column: str) -> str:
+    """:func:`is_replacement` as an SQL condition on the announcement kind ``column``."""
+    return f"{column} IN ({', '.join(repr(kind) for kind in REPLACEMENT_TYPES)})"
 
 
 @dataclass
@@ -28,9 +39,15 @@ class Paper:
     doi: str | None = None
 
     @property
+    def text(self) -> str:
+        """The paper as the models read it: what is embedded, what the learned term and the keywords
+        read, and what :attr:`content_hash` covers."""
+        return f"{self.title}\n{self.abstract}"
+
+    @property
     def content_hash(self) -> str:
         """What embeddings and summaries are keyed on: a new version with the same text needs no new work."""
-        return hashlib.sha256(f"{self.title}\n{self.abstract}".encode()).hexdigest()[:32]
+        return hashlib.sha256(self.text.encode()).hexdigest()[:32]
 
     @property
     def abs_url(self) -> str:
@@ -51,7 +68,7 @@ class Announcement:
     def replacement(self) -> int:
         """The ledger's key for what is announced: 0 for the submission (new or cross-list), whatever its
         version; N for the replacement that announced version N."""
-        return (self.version or self.paper.version) if self.kind.startswith("replace") else 0
+        return (self.version or self.paper.version) if is_replacement(self.kind) else 0
 
 
 @dataclass

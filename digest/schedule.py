@@ -115,8 +115,7 @@ def why_not_settled(db, settings: Settings, day: dt.date) -> str:
     """For the poll's log and the give-up message: how the feed looked at the last fetch, or what is
     still owed."""
     if day_fetched(db, day, settings.feed_categories()) == "announced":
-        owed = sum(1 for p in settings.profiles.values()
-                   for a in ledger.owed(db, settings, p, day, first_day=day) if a.announced_on == day)
+        owed = len(ledger.owed_on(db, settings, day, due=True))
         error = last_error_of_day(db, day)
         return f"{plural(owed, 'paper')} of {day} in no digest yet" + (f" (last error: {error})" if error else "")
     row = latest_feed_fetch(db)

@@ -26,6 +26,15 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def nearest(word: str, known, cutoff: float = 0.6) -> str | None:
+    """The one of ``known`` closest to a mistyped ``word`` (difflib's ratio at least ``cutoff``), or
+    None: the "did you mean" of a one-line error."""
+    import difflib  # here: only a mistake pays for it
+
+    near = difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+
 def shown_value(value) -> str:
     """A configuration value as an error message quotes it: ``"abc"``, ``42``, ``true``, ``a table``."""
     if isinstance(value, dict):

@@ -14,7 +14,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from loopback import LoopbackServer, Reply, Request
+from loopback import AnsweredByLoopback, LoopbackServer, Reply, Request
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Post:
     status: int  # what the server answered
 
 
-class ChatServer:
+class ChatServer(AnsweredByLoopback):
     def __init__(self, path: str = "/hook"):
         self.path = path
         self.posts: list[Post] = []  # accepted posts only
@@ -69,19 +69,6 @@ class ChatServer:
         with self._lock:
             (self.posts if status < 300 else self.rejected).append(post)
         return Reply(status, json.dumps({"ok": status < 300}), content_type="application/json")
-
-    def start(self) -> "ChatServer":
-        self.http.start()
-        return self
-
-    def stop(self) -> None:
-        self.http.stop()
-
-    def __enter__(self) -> "ChatServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":  # by hand: a JSON webhook that keeps what digest posts

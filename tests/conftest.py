@@ -18,9 +18,10 @@ DATA = Path(__file__).resolve().parent / "data"
 LISTING = DATA / "listing_2026-06-22_to_06-30.jsonl.gz"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The World fixtures (template, smtp, world) for the tests that live through one day of it; a module that
-# defines a fixture of the same name (test_daemon's smtp, test_history's template) uses its own.
-pytest_plugins = ["world"]
+# Fixtures every module may take by name: the World's (template, smtp, world) and the filled history's
+# (filled_template, filled_history). A fixture name means one thing in the whole suite: test_house.py
+# fails when two modules define the same one.
+pytest_plugins = ["world", "filled_history"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -105,6 +106,16 @@ def write_config(isolated_home):
         return target
 
     return write
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A new, empty database with every migration applied, as the first run makes it."""
+    from digest.storage.db import open_db
+
+    database = open_db(tmp_path / "digest.db")
+    yield database
+    database.close()
 
 
 @pytest.fixture

@@ -17,39 +17,28 @@ import email.policy
 import imaplib
 import os
 import shutil
-import socket
 import ssl
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-import trustme
+from loopback import free_port
+from server_process import ServerProcess, port_answers
 
 DOVECOT = shutil.which("dovecot") or (os.path.exists("/usr/sbin/dovecot") and "/usr/sbin/dovecot") or None
 MAIL_UID = 65534  # nobody: dovecot refuses to give mail access as root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class ImapServer(ServerProcess):
+    name = "dovecot"
+    log_name = "dovecot.log"
 
-
-class ImapServer:
     def __init__(self, users: dict[str, str]):
+        super().__init__(prefix="digest-dovecot-")
         self.users = users
         self.host = "127.0.0.1"
-        self.port = _free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
+        self.port = free_port()
         os.chmod(self.dir, 0o755)
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_file = self.dir / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        cert.private_key_and_cert_chain_pem.write_to_path(str(self.dir / "server.pem"))
+        self.cert.private_key_and_cert_chain_pem.write_to_path(str(self.dir / "server.pem"))
         (self.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
-        self.process: subprocess.Popen | None = None
 
     def _config(self) -> Path:
         d = self.dir
@@ -94,38 +83,8 @@ service imap-login {{
             home.mkdir(parents=True)
             for path in (self.dir / "home", home):
                 os.chown(path, MAIL_UID, MAIL_UID)
-        self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self._config())], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"dovecot did not start: {self.process.stderr.read().decode()[-500:]} "
-                                       f"{self.log()[-500:]}")
-                time.sleep(0.1)
-
-    def log(self) -> str:
-        path = self.dir / "dovecot.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "ImapServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.launch([DOVECOT, "-F", "-c", str(self._config())], lambda: port_answers(self.host, self.port))
+        return self
 
     # -- what a test does to the mailbox -------------------------------------------------------------
 

@@ -8,7 +8,7 @@
         llm.reject_response_format = True        # answer 400 to response_format, as some servers do
         llm.reject_options = {"max_tokens"}      # 400 with OpenAI's words for a reasoning model's options
     Behaviours: ok(), slow(s), rate_limited(retry_after), error(status), echo_headers(), malformed(),
-    refusal(), refusal_text(), huge(chars), comply() (obeys links and HTML injected into the abstract),
+    refusal(), refusal_text(), huge(chars), flood(mib), bomb(mib), gzipped(), comply() (obeys links and HTML injected into the abstract),
     answer(tldr=..., ...) (exactly these fields, the others empty), cut_off() (stopped at max_tokens).
         llm.requests[0].paper_id, llm.requests[0].usage, llm.max_in_flight
 
@@ -19,13 +19,15 @@ one token per 4 characters of the prompt and of the answer, and reported in ``us
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
-from loopback import LoopbackServer, Reply, Request
+from loopback import AnsweredByLoopback, LoopbackServer, Reply, Request
 
 FAQ_FIELDS = ("problem", "related_work", "method", "experiments", "further_work", "summary")
 URL = re.compile(r"https?://[^\s\"'<>)\]]+")
@@ -35,7 +37,9 @@ URL = re.compile(r"https?://[^\s\"'<>)\]]+")
 class Behaviour:
     """How the server answers one request."""
 
-    kind: str  # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, comply, answer, cut_off
+    # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, flood, bomb, gzipped, comply,
+    # answer, cut_off
+    kind: str
     status: int = 200
     delay: float = 0.0
     retry_after: str | None = None
@@ -85,6 +89,21 @@ def huge(chars: int = 200_000) -> Behaviour:
     return Behaviour("huge", size=chars)
 
 
+def flood(mib: int = 20) -> Behaviour:
+    """HTTP 200 with a body of ``mib`` MiB: a server gone wrong."""
+    return Behaviour("flood", size=mib * 2**20)
+
+
+def bomb(mib: int = 1024) -> Behaviour:
+    """HTTP 200, gzip-encoded, a few hundred KB that decompress to ``mib`` MiB: a hostile server."""
+    return Behaviour("bomb", size=mib * 2**20)
+
+
+def gzipped() -> Behaviour:
+    """A normal answer, gzip-encoded, as a server behind a compressing proxy sends it."""
+    return Behaviour("gzipped")
+
+
 def answer(**fields: str) -> Behaviour:
     """Exactly these fields, every other one empty: what a small local model answered, say."""
     return Behaviour("answer", fields=tuple(fields.items()))
@@ -122,7 +141,7 @@ class LLMRequest:
         return "response_format" in self.body
 
 
-class LLMServer:
+class LLMServer(AnsweredByLoopback):
     def __init__(self, latency: float = 0.0):
         self.latency = latency
         self.reject_response_format = False
@@ -156,19 +175,6 @@ class LLMServer:
 
     def for_paper(self, paper_id: str) -> list[LLMRequest]:
         return [r for r in self.requests if r.paper_id == paper_id]
-
-    def start(self) -> "LLMServer":
-        self.http.start()
-        return self
-
-    def stop(self) -> None:
-        self.http.stop()
-
-    def __enter__(self) -> "LLMServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- answering --------------------------------------------------------------------------------
 
@@ -206,6 +212,15 @@ class LLMServer:
             return _json_reply(behaviour.status, {"error": {"message": f"bad request with headers {logged.headers}"}})
         if behaviour.kind == "error":
             return _json_reply(behaviour.status, {"error": {"message": "The server had an error"}})
+        if behaviour.kind == "flood":
+            return Reply(200, b'{"id": "' + b"x" * behaviour.size + b'"}', content_type="application/json")
+        if behaviour.kind == "bomb":
+            return Reply(200, _gzip_of_spaces(behaviour.size), headers={"Content-Encoding": "gzip"},
+                         content_type="application/json")
+        if behaviour.kind == "gzipped":
+            reply = self._reply(body, prompt, paper_id, title, ok(), logged)
+            return Reply(reply.status, gzip.compress(reply.body.encode()), headers={"Content-Encoding": "gzip"},
+                         content_type=reply.content_type)
         content, refusal_message = self._content(prompt, paper_id, title, behaviour)
         logged.usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content or refusal_message) // 4}
         logged.usage["total_tokens"] = logged.usage["prompt_tokens"] + logged.usage["completion_tokens"]
@@ -237,6 +252,14 @@ class LLMServer:
             answer["tldr"] = f"{answer['tldr']} See {links} and <a href=\"{links}\">here</a>."
             answer["summary"] = f"[click]({links}) <script>alert(1)</script> www.evil.example/x"
         return json.dumps(answer), ""
+
+
+def _gzip_of_spaces(size: int) -> bytes:
+    """``{"id": "<size spaces>"}`` gzip-compressed, a MiB at a time (the whole never in memory)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(b'{"id": "')]
+    parts += [packer.compress(b" " * 2**20) for _ in range(size // 2**20)]
+    return b"".join(parts + [packer.compress(b'"}'), packer.flush()])
 
 
 def normal_answer(paper_id: str, title: str) -> dict[str, str]:

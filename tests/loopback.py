@@ -35,6 +35,7 @@ class Reply:
     delay: float = 0.0
     content_type: str = "application/atom+xml; charset=utf-8"
     cut_after: int | None = None  # send only this many bytes of the body, then close: a cut-off response
+    drip: float | None = None  # send the body a byte at a time, this many seconds apart: a slow-drip server
 
     @classmethod
     def file(cls, path: Path, status: int = 200, **kwargs) -> "Reply":
@@ -42,6 +43,31 @@ class Reply:
 
 
 Handler = Callable[[Request], Reply]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (the probe closes on return): where a server is about to start, or one
+    that stands for a server that is down."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class Started:
+    """A test server as a context manager: ``with Server() as server:`` starts it and stops it however the
+    block ends. A subclass says how it starts (returning itself) and how it stops."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -54,7 +80,7 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class LoopbackServer:
+class LoopbackServer(Started):
     def __init__(self):
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
@@ -90,6 +116,12 @@ class LoopbackServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    if reply.drip is not None:
+                        for byte in body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.drip)
+                        return
                     if reply.cut_after is not None:
                         self.wfile.write(body[:reply.cut_after])
                         self.wfile.flush()
@@ -103,7 +135,7 @@ class LoopbackServer:
                     with server._lock:
                         server.in_flight -= 1
 
-            do_GET = do_POST = do_HEAD = _serve
+            do_GET = do_POST = do_PUT = do_HEAD = _serve
 
         self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
@@ -125,11 +157,19 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self):
-        return self.start()
 
-    def __exit__(self, *exc):
-        self.stop()
+class AnsweredByLoopback(Started):
+    """A server that answers through a LoopbackServer of its own, ``self.http`` (the chat webhook, the LLM
+    API): it runs as long as that one does."""
+
+    http: LoopbackServer
+
+    def start(self):
+        self.http.start()
+        return self
+
+    def stop(self) -> None:
+        self.http.stop()
 
 
 def serve_until_interrupted(server, *lines: str) -> None:

@@ -17,16 +17,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 
 import requests
-import trustme
+from loopback import free_port
+from server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNAPSE_PYTHON = Path(os.environ.get("DIGEST_SYNAPSE_PYTHON") or ROOT / ".venv-synapse" / "bin" / "python")
@@ -48,24 +46,18 @@ def synapse_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class MatrixServer(ServerProcess):
+    name = "Synapse"
+    log_name = "homeserver.log"
+    start_timeout = 60.0
+    stop_timeout = 20.0
 
-
-class MatrixServer:
     def __init__(self):
-        self.port = _free_port()
-        self.tls_port = _free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="digest-synapse-"))
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_file = self.dir / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        cert.cert_chain_pems[0].write_to_path(str(self.dir / "cert.pem"))
-        cert.private_key_pem.write_to_path(str(self.dir / "key.pem"))
-        self.process: subprocess.Popen | None = None
+        super().__init__(prefix="digest-synapse-")
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.cert.cert_chain_pems[0].write_to_path(str(self.dir / "cert.pem"))
+        self.cert.private_key_pem.write_to_path(str(self.dir / "key.pem"))
 
     @property
     def base(self) -> str:
@@ -124,40 +116,16 @@ disable_existing_loggers: false
         config = self._config()
         subprocess.run([str(SYNAPSE_PYTHON.parent / "generate_signing_key"), "-o", str(self.dir / "signing.key")],
                        check=True)
-        self.process = subprocess.Popen([str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{self.base}/_matrix/client/versions", timeout=2).ok:
-                    self._admin = self.register("admin", "admin-password", admin=True, throttled=True)
-                    return self
-            except requests.RequestException:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Synapse did not start: {self.process.stderr.read().decode()[-800:]} "
-                                   f"{self.log()[-800:]}")
-            time.sleep(0.2)
+        self.launch([str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(config)], self._answers,
+                    poll=0.2, cwd=self.dir)
+        return self
 
-    def log(self) -> str:
-        path = self.dir / "homeserver.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "MatrixServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _answers(self) -> bool:
+        """Up once the client API answers and the admin user it needs for registering others is made."""
+        if not requests.get(f"{self.base}/_matrix/client/versions", timeout=2).ok:
+            return False
+        self._admin = self.register("admin", "admin-password", admin=True, throttled=True)
+        return True
 
     # -- users and rooms -------------------------------------------------------------------------------
 

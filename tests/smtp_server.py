@@ -17,7 +17,6 @@ import base64
 import email
 import email.policy
 import logging
-import socket
 import ssl
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from loopback import Started, free_port
 
 # aiosmtpd logs a deprecation warning of its own at every AUTH; keep test and bench output readable.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -79,7 +79,7 @@ class _Handler:
         return "250 OK: queued"
 
 
-class SMTPServer:
+class SMTPServer(Started):
     def __init__(self, *, security: str = "starttls", users: dict[str, str] | None = None, hostname="127.0.0.1"):
         self.security = security
         self.users = dict(users or {})
@@ -94,7 +94,7 @@ class SMTPServer:
         self._dir = tempfile.TemporaryDirectory(prefix="smtp-ca-")
         self.ca_file = str(Path(self._dir.name) / "ca.pem")
         self.ca.cert_pem.write_to_path(self.ca_file)
-        self.port = _free_port(hostname)
+        self.port = free_port(hostname)
         self.controller = self._controller()
 
     # -- scripting ----------------------------------------------------------------------------
@@ -163,17 +163,6 @@ class SMTPServer:
         self.controller.stop()
         self._dir.cleanup()
 
-    def __enter__(self) -> "SMTPServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":  # by hand: an SMTP server with STARTTLS that prints what it receives

@@ -19,16 +19,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "digest"
 # Bottom to top. A module may import modules on its own floor or below.
 FLOORS: list[tuple[str, set[str]]] = [
     ("ground: plain records and small rules, nothing of ours but each other", {
-        "records", "text", "taxonomy", "secrets", "logs", "atomic", "locks", "quiet", "http_retry",
-        "arxiv.ids", "arxiv.calendar", "learn", "service", "deliver.errors", "deliver.matrix",
+        "records", "text", "taxonomy", "secrets", "logs", "atomic", "locks", "quiet", "http_retry", "http_bounds",
+        "cutoff", "arxiv.ids", "arxiv.calendar", "learn", "service", "deliver.errors", "deliver.matrix", "prompt",
+        "answers",
         "digest", "arxiv", "feedback", "storage", "history"}),  # the packages' own __init__ files: no imports
     ("configuration", {"config_rules", "config"}),
     ("the tables' owners", {
         "storage.schema", "storage.db", "storage.papers", "storage.runs", "storage.outbox", "storage.ledger",
-        "storage.feedback", "library"}),
+        "storage.feedback", "storage.summaries", "library"}),
     ("the stages", {
-        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.days", "arxiv.fulltext", "embed_onnx", "embed",
-        "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",
+        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.days", "arxiv.fulltext", "embed_onnx",
+        "embed", "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",
         "deliver.chat", "deliver.files"}),
     ("a run, and what watches runs", {
         "notices", "pipeline", "schedule", "readiness", "feedback.web", "feedback.replies", "backup"}),

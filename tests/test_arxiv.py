@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import gzip
 import json
 import re
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -47,11 +49,6 @@ CALENDAR = Calendar()  # the known holiday lists, no corrections
 def make_settings(url: str, categories: str = "cs.AI", **arxiv_options):
     text = arxiv_section(url, categories=categories, **arxiv_options)
     return parse_settings(text + '\n[profiles.me]\ninterests = ["agents"]\n')
-
-
-@pytest.fixture
-def db(tmp_path):
-    return open_db(tmp_path / "digest.db")
 
 
 def counts(db) -> dict[str, int]:
@@ -346,6 +343,37 @@ def test_retries_run_out_into_a_failed_fetch(http_server, db):
     result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
     assert len(http_server.requests) == 3
     assert result.error.removeprefix(http_server.url) == "/atom/cs.AI: HTTP 503 from arXiv (Retry-After: 0)"
+
+
+def test_a_server_dripping_a_byte_at_a_time_fails_the_fetch_within_the_whole_answers_time(http_server, db):
+    """Each byte comes well within the 1 s per-read timeout, so only the bound on the whole answer stops it."""
+    day = D(2026, 6, 23)
+    serve_feeds(http_server, lambda d, cats: Reply(body=feed_xml(day, cats), drip=0.05))
+    started = time.monotonic()
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=1, timeout=1.0))
+    assert time.monotonic() - started < 15  # two tries of WHOLE_ANSWER_TIMEOUTS (4) x 1 s, and a pause
+    assert result.status == "failed"
+    assert result.error.removeprefix(http_server.url) == ("/atom/cs.AI: the answer took longer than 4 s in all "
+                                                          "after 2 attempts")
+    assert counts(db) == {"papers": 0, "announcements": 0}
+
+
+def test_a_gzip_bomb_is_refused_once_decompressed_past_the_bound_not_read_into_memory(http_server, db):
+    bomb = gzip.compress(b"<feed>" + b" " * (http.LARGEST_ANSWER + 1), compresslevel=9)
+    assert len(bomb) < 200_000
+    serve_feeds(http_server, lambda d, cats: Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    assert len(http_server.requests) == 1  # not retried: it would say the same again
+    assert result.status == "failed"
+    assert result.error.removeprefix(http_server.url) == "/atom/cs.AI: the answer is over 64 MiB (decompressed); refused"
+
+
+def test_a_large_compressed_answer_within_the_bound_is_read_whole(http_server, db):
+    day = D(2026, 6, 23)
+    serve_feeds(http_server, lambda d, cats: Reply(body=gzip.compress(feed_xml(day, cats)),
+                                                   headers={"Content-Encoding": "gzip"}))
+    result = feed.fetch_announcements(db, make_settings(http_server.url))
+    assert result.status == "announced" and counts(db)["papers"] > 0
 
 
 def test_retry_after_as_an_http_date():

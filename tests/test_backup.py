@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
-from world import integrity, make_world
+from world import integrity
 
 from digest.cli import cli
 from digest.storage import db as dbm
@@ -22,12 +22,10 @@ pytestmark = pytest.mark.slow
 
 
 
-@pytest.fixture
-def world(template, tmp_path, http_server, smtp, write_config):
-    here = make_world(template, tmp_path, http_server, smtp, write_config)
-    here.configure()
-    yield here
-    here.close()
+@pytest.fixture(autouse=True)
+def configured(world):
+    """Every test here starts from a World whose config file is written."""
+    world.configure()
 
 
 def digest(world, *args: str):

@@ -15,19 +15,13 @@ import annotated_types
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
+from test_config import PROFILE, error_of
 from world import digest_process
 
 from digest.cli import cli
-from digest.config import ChatTarget, ConfigError, Interest, Profile, Secret, Settings, parse_settings
+from digest.config import ChatTarget, Interest, Profile, Secret, Settings, parse_settings
 
-PROFILE = '[profiles.me]\ninterests = ["graph neural networks"]\n'
 CHAT = '[chat.lab]\nurl = "json://127.0.0.1/hook"\n'
-
-
-def error_of(text: str, environ=None) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_settings(text, environ=environ or {})
-    return str(info.value)
 
 
 # -- the keys, from the model -----------------------------------------------------------------------------------
@@ -214,7 +208,12 @@ def test_an_unreadable_credential_file_is_one_line_even_for_root(tmp_path, write
     (["related", "arXiv:nonsense"],
      'Error: "arXiv:nonsense" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)'),
     (["run", "--day", "2026-13-01"], 'Error: --day: expected a date as YYYY-MM-DD, got "2026-13-01"'),
-    (["run", "--profile", "nobody"], 'Error: --profile: no profile named "nobody" in {config}'),
+    (["run", "--profile", "nobody"], 'Error: --profile: no profile named "nobody" in {config} (profiles: me)'),
+    (["run", "--profile", "mee"],
+     'Error: --profile: no profile named "mee" in {config} (profiles: me); did you mean me?'),
+    (["digests", "--profile", "nobody"], 'Error: --profile: no profile named "nobody" in {config} (profiles: me)'),
+    (["export", "--liked", "--profile", "mee"],
+     'Error: --profile: no profile named "mee" in {config} (profiles: me); did you mean me?'),
 ])
 def test_bad_command_line_input_is_one_line_and_exit_2(write_config, args, message):
     config = write_config(PROFILE)

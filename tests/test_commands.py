@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 from loopback import Reply
-from test_history import filled_database
+from test_config import error_of
 
 from digest.cli import cli
 from digest.config import ConfigError, load_settings, parse_settings
@@ -29,19 +29,10 @@ from digest.storage import db as dbm
 PROFILES = '[profiles.me]\ninterests = ["spiking neural networks"]\n[profiles.vision]\ninterests = ["segmentation"]\n'
 
 
-@pytest.fixture(scope="module")
-def filled_template(tmp_path_factory):
-    """test_history's database: real papers, two digests, deliveries, summaries, LLM calls and a run."""
-    return filled_database(tmp_path_factory.mktemp("filled"))
-
-
 @pytest.fixture
-def history(filled_template, tmp_path, write_config):
-    """The configuration file of a copy of that database."""
-    path = tmp_path / "state" / "digest.db"
-    path.parent.mkdir()
-    shutil.copy(filled_template, path)
-    return write_config(f'[storage]\npath = "{path}"\n' + PROFILES)
+def history(filled_history):
+    """The configuration file of a copy of test_history's database (tests/filled_history.py)."""
+    return filled_history.config
 
 
 def run(*args, columns: int = 80):
@@ -134,12 +125,6 @@ def test_every_line_of_a_command_fits_80_columns(history, args):
 
 
 # -- configuration mistakes ---------------------------------------------------------------------------------
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_settings(text, environ={})
-    return str(info.value)
-
 
 def test_a_misspelt_table_suggests_the_nearest_one():
     assert error_of('[profile.theory]\ninterests = ["x"]\n' + PROFILES) == (

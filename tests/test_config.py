@@ -127,6 +127,22 @@ def test_channels_default_to_files():
     assert settings.channels_for(settings.profiles["other"]) == [("email", "a@example.org")]
 
 
+def test_a_profile_the_configuration_lacks_is_one_line_naming_it_the_profiles_and_the_nearest():
+    from digest.config_rules import UnknownProfile
+    from digest.pipeline import run_day
+    from digest.storage.db import open_db
+
+    settings = parse_settings(PROFILE + '[profiles.theory]\nkeywords = ["x"]\n', environ={}, source="config.toml")
+    settings.check_profiles(["me", "theory"])
+    settings.check_profiles(["old"], also=["old"])  # a reading command's profile that once had digests
+    with pytest.raises(UnknownProfile) as caught:
+        run_day(open_db(":memory:"), settings, profiles=["theroy"])  # the pipeline asks the same question
+    assert str(caught.value) == 'no profile named "theroy" in config.toml (profiles: me, theory); did you mean theory?'
+    with pytest.raises(UnknownProfile) as caught:
+        settings.check_profiles(["me", "nope"], also=["old"])
+    assert str(caught.value) == 'no profile named "nope" in config.toml (profiles: me, theory, old)'
+
+
 def test_feed_categories_union_of_profiles():
     settings = parse_settings('[arxiv]\ncategories = "cs.AI-cs.CY"\n' + PROFILE +
                               '[profiles.b]\nkeywords = ["x"]\ncategories = "cs.LG+cs.AI"\n', environ={})

@@ -23,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from world import assert_ledger
+from world import SMTP_PASSWORD, SMTP_USER, assert_ledger
 
 from digest import schedule, service
 from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
@@ -127,30 +127,36 @@ class NotifySocket:
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
 
-    def wait_for(self, line: str, timeout: float = 30.0) -> None:
+    def _receive_until(self, done, timeout: float, failure) -> None:
+        """Keep what arrives until ``done()``; past ``timeout`` seconds the test fails with ``failure()``."""
         deadline = time.monotonic() + timeout
-        while not any(line in m.split("\n") for m in self.messages):
+        while not done():
             if time.monotonic() > deadline:
-                pytest.fail(f"{line} never reached $NOTIFY_SOCKET; got {self.messages}")
+                pytest.fail(failure())
             try:
                 self.messages.append(self.sock.recv(4096).decode())
             except socket.timeout:
                 pass
 
+    def lines(self) -> list[str]:
+        return [line for m in self.messages for line in m.split("\n")]
+
+    def wait_for(self, line: str, timeout: float = 30.0) -> None:
+        self._receive_until(lambda: line in self.lines(), timeout,
+                            lambda: f"{line} never reached $NOTIFY_SOCKET; got {self.messages}")
+
     def statuses_until_waiting_after(self, activity: str, timeout: float = 30.0) -> list[str]:
         """The STATUS= lines received until one says "waiting for" after one starting with ``activity``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = [line for m in self.messages for line in m.split("\n") if line.startswith("STATUS=")]
+        statuses = lambda: [line for line in self.lines() if line.startswith("STATUS=")]
+
+        def waiting_after_activity() -> bool:
+            lines = statuses()
             busy = [i for i, line in enumerate(lines) if line.startswith(f"STATUS={activity}")]
-            if busy and any(line.startswith("STATUS=waiting for ") for line in lines[busy[-1]:]):
-                return lines
-            if time.monotonic() > deadline:
-                pytest.fail(f"no STATUS=waiting for ... after STATUS={activity}...; got {lines}")
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                pass
+            return bool(busy) and any(line.startswith("STATUS=waiting for ") for line in lines[busy[-1]:])
+
+        self._receive_until(waiting_after_activity, timeout,
+                            lambda: f"no STATUS=waiting for ... after STATUS={activity}...; got {statuses()}")
+        return statuses()
 
     def close(self) -> None:
         self.sock.close()
@@ -438,7 +444,7 @@ class Service:
             time_of_day="00:00",
             schedule=f'poll_every = 1.0\ngive_up_after = 86000.0\ncatch_up = "{catch_up}"\n',
             extra=(f'[llm]\nbase_url = "{http_server.url}/v1"\nmodel = "test-model"\napi_key = "sk-test-0123456789"\n'
-                   f"summarize = 4\nconcurrency = 2\ntimeout = 10.0\n\n{smtp.settings_toml()}\n"),
+                   f"summarize = 4\nconcurrency = 2\ntimeout = 10.0\n\n{smtp.settings_toml(SMTP_USER, SMTP_PASSWORD)}\n"),
             profile=('interests = ["robot learning and manipulation", "recommender systems"]\n'
                      f"email_to = {RECIPIENTS!r}\n".replace("'", '"'))))
         self.db_path = tmp_path / "state" / "digest.db"
@@ -446,7 +452,7 @@ class Service:
     def query(self, sql: str, params=()) -> list[tuple]:
         import sqlite3
 
-        with closing_connection(sqlite3.connect(self.db_path, timeout=10)) as conn:
+        with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
             return conn.execute(sql, params).fetchall()
 
     def messages_to(self, recipient: str) -> list:
@@ -472,25 +478,6 @@ class Service:
                 pytest.fail(f"the daemon exited before stage {stage}:\n{process.output}")
             time.sleep(0.005)
         pytest.fail(f"stage {stage} never ran:\n{process.output}")
-
-
-class closing_connection:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        return self.conn
-
-    def __exit__(self, *exc):
-        self.conn.close()
-
-
-@pytest.fixture
-def smtp():
-    from smtp_server import SMTPServer
-
-    with SMTPServer() as server:
-        yield server
 
 
 class SMTPStall:
@@ -645,6 +632,31 @@ def test_once_exits_0_when_today_went_out_though_a_missed_day_still_fails(tmp_pa
     assert "2026-06-24" in service.query("SELECT group_concat(announced_on) FROM runs WHERE status = 'failed'")[0][0]
     for recipient in RECIPIENTS:
         assert len(service.messages_to(recipient)) == 2
+
+
+def test_a_run_past_schedule_run_timeout_is_stopped_recorded_interrupted_and_tried_again(tmp_path, write_config,
+                                                                                         http_server, daemons):
+    from feeds import arxiv_section
+    from loopback import Reply
+
+    # arXiv that answers after ten minutes, within a configured timeout of 1,000 s: nothing times out
+    http_server.routes["/atom/"] = lambda request: Reply(delay=600)
+    config = write_config(config_text(
+        tmp_path, arxiv=arxiv_section(http_server.url, categories=CATEGORIES, timeout=1000.0), time_of_day="00:00",
+        schedule="poll_every = 1.0\ngive_up_after = 86000.0\nrun_timeout = 3.0\n"))
+    process = daemons(config, pretend=TUESDAY)
+    process.wait_for(r"the run \(pid \d+\) has run for over 3 s \(schedule.run_timeout\); stopping it", timeout=60)
+    process.wait_for(r"run the feed's latest day \(schedule\): interrupted in ", timeout=30)
+    process.wait_for(r"not done yet: .*; next poll in 1s", timeout=30)
+    deadline = time.monotonic() + 60
+    while sum("has run for over 3 s" in line for line in process.lines) < 2:  # the next poll's run, stopped too
+        assert time.monotonic() < deadline, process.output
+        time.sleep(0.2)
+    import sqlite3
+
+    with closing(sqlite3.connect(tmp_path / "state" / "digest.db", timeout=10)) as conn:
+        first = conn.execute("SELECT status, announced_on FROM runs ORDER BY id LIMIT 1").fetchone()
+    assert first == ("interrupted", None), first
 
 
 @pytest.mark.slow

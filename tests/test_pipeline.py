@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 from feeds import arxiv_section, feed_xml, listing_papers, serve_feeds
 from loopback import Reply
-from smtp_server import SMTPServer
-from world import assert_ledger
+from world import SMTP_PASSWORD, SMTP_USER, assert_ledger
 
 from digest import embed, pipeline
 from digest.cli import cli
@@ -39,20 +38,14 @@ def expected_ids(day: dt.date, expression) -> set[str]:
 
 
 @pytest.fixture
-def smtp():
-    with SMTPServer(users={"digest": "smtp-pass-4711"}) as server:
-        yield server
-
-
-@pytest.fixture
-def world(http_server, smtp, write_config, tmp_path):
+def loopback_day(http_server, smtp, write_config, tmp_path):
     """A configured digest pointed at loopback arXiv and SMTP, with the feed showing DAY."""
     route = serve_feeds(http_server, {DAY: feed_xml(DAY, CATEGORIES)}, day=DAY)
 
     def configure(extra: str = "", llm: str = "", profiles: str | None = None):
         body = (
             arxiv_section(http_server.url, categories="+".join(CATEGORIES))
-            + smtp.settings_toml(user="digest", password="smtp-pass-4711")
+            + smtp.settings_toml(user=SMTP_USER, password=SMTP_PASSWORD)
             + f'[storage]\npath = "{tmp_path / "digest.db"}"\n'
             + f'[files]\ndir = "{tmp_path / "files"}"\n'
             + llm
@@ -75,8 +68,8 @@ def run(settings, **kwargs):
         assert_ledger(db, settings)
 
 
-def test_a_day_arrives_once_with_every_paper(world, smtp):
-    route, configure = world
+def test_a_day_arrives_once_with_every_paper(loopback_day, smtp):
+    route, configure = loopback_day
     settings = configure()
     db, result = run(settings)
     assert result.status == "sent", result.error
@@ -103,8 +96,8 @@ def test_a_day_arrives_once_with_every_paper(world, smtp):
     assert {t: db[t].count for t in counts} == counts
 
 
-def test_no_llm_still_sends_abstracts(world, smtp):
-    route, configure = world
+def test_no_llm_still_sends_abstracts(loopback_day, smtp):
+    route, configure = loopback_day
     # A model is configured but nothing listens on its port: every call fails, the digest still goes.
     settings = configure(llm='[llm]\nmodel = "gpt-test"\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "sk-x"\n'
                              'timeout = 2.0\ndeadline = 10.0\n')
@@ -114,8 +107,8 @@ def test_no_llm_still_sends_abstracts(world, smtp):
     assert "no LLM summary" in text
 
 
-def test_empty_feed_is_not_a_failure_and_sends_nothing(world, smtp):
-    route, configure = world
+def test_empty_feed_is_not_a_failure_and_sends_nothing(loopback_day, smtp):
+    route, configure = loopback_day
     route.day = dt.date(2026, 6, 27)  # a Saturday: the feed is empty
     settings = configure()
     db, result = run(settings)
@@ -125,8 +118,8 @@ def test_empty_feed_is_not_a_failure_and_sends_nothing(world, smtp):
     assert db.execute("SELECT status FROM runs").fetchall() == [("empty",)]
 
 
-def test_failed_fetch_is_recorded_with_its_reason(world, smtp, http_server):
-    route, configure = world
+def test_failed_fetch_is_recorded_with_its_reason(loopback_day, smtp, http_server):
+    route, configure = loopback_day
     route.by_day = {DAY: Reply(503, "<html><body><h1>Service Unavailable</h1></body></html>",
                                content_type="text/html")}
     settings = configure()
@@ -138,8 +131,8 @@ def test_failed_fetch_is_recorded_with_its_reason(world, smtp, http_server):
     assert status == "failed" and error == result.error
 
 
-def test_smtp_down_waits_in_the_outbox_then_sends_once(world, smtp):
-    route, configure = world
+def test_smtp_down_waits_in_the_outbox_then_sends_once(loopback_day, smtp):
+    route, configure = loopback_day
     settings = configure()
     smtp.fail_data("451 4.3.0 temporary failure, try again later", times=1)
     db, result = run(settings)
@@ -154,8 +147,8 @@ def test_smtp_down_waits_in_the_outbox_then_sends_once(world, smtp):
     assert db.execute("SELECT status FROM deliveries").fetchone() == ("sent",)
 
 
-def test_dry_run_renders_and_stores_nothing(world, smtp):
-    route, configure = world
+def test_dry_run_renders_and_stores_nothing(loopback_day, smtp):
+    route, configure = loopback_day
     settings = configure()
     db, result = run(settings, dry_run=True)
     assert result.status == "rendered"
@@ -165,8 +158,8 @@ def test_dry_run_renders_and_stores_nothing(world, smtp):
     assert sorted(set(ids_in(html))) == sorted(expected_ids(DAY, settings.expression_for(settings.profiles["me"])))
 
 
-def test_profiles_each_get_their_own_categories(world, smtp, http_server):
-    route, configure = world
+def test_profiles_each_get_their_own_categories(loopback_day, smtp, http_server):
+    route, configure = loopback_day
     route.by_day = {DAY: feed_xml(DAY, ["cs.CL", "cs.AI"])}
     settings = configure(profiles=(
         '[profiles.speech]\ninterests = ["speech"]\ncategories = "cs.CL-cs.AI"\nemail_to = ["a@example.org"]\n'
@@ -184,8 +177,8 @@ def test_profiles_each_get_their_own_categories(world, smtp, http_server):
         db.execute("SELECT COUNT(DISTINCT paper_id) FROM embeddings").fetchone()[0]
 
 
-def test_cli_run_exit_status(world, smtp, http_server):
-    route, configure = world
+def test_cli_run_exit_status(loopback_day, smtp, http_server):
+    route, configure = loopback_day
     configure()
     result = CliRunner().invoke(cli, ["run"])
     assert result.exit_code == 0, result.output
@@ -201,10 +194,10 @@ def test_cli_run_exit_status(world, smtp, http_server):
     assert unknown.stderr.startswith('Error: --profile: no profile named "nobody" in ')
 
 
-def test_summaries_for_the_top_section_and_a_rerun_costs_nothing(world, smtp):
+def test_summaries_for_the_top_section_and_a_rerun_costs_nothing(loopback_day, smtp):
     from llm_server import LLMServer
 
-    route, configure = world
+    route, configure = loopback_day
     with LLMServer() as llm:
         settings = configure(llm=f'[llm]\nmodel = "gpt-test"\nbase_url = "{llm.url}"\napi_key = "sk-loopback-123"\n'
                                  'summarize = 5\n[digest]\ntop = 8\n')
@@ -227,10 +220,10 @@ def test_summaries_for_the_top_section_and_a_rerun_costs_nothing(world, smtp):
         assert len(llm.requests) == 5
 
 
-def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(world, smtp, http_server):
+def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(loopback_day, smtp, http_server):
     from llm_server import LLMServer
 
-    route, configure = world
+    route, configure = loopback_day
     page = ("<html><head><style>p {color: red}</style><script>var leak = 1;</script></head><body>"
             "<nav>arXiv navigation</nav><h2>1 Introduction</h2><p>The hidden method uses a zebra-striped "
             "attention mask.</p><section class='ltx_bibliography'><p>[1] Some reference.</p></section>"
@@ -253,8 +246,8 @@ def test_full_text_mode_summarizes_the_top_paper_from_arxivs_html(world, smtp, h
         assert html_requests == [f"/html/{first}v1"]
 
 
-def test_a_run_killed_after_storing_its_digest_still_sends_it(world, smtp, monkeypatch):
-    route, configure = world
+def test_a_run_killed_after_storing_its_digest_still_sends_it(loopback_day, smtp, monkeypatch):
+    route, configure = loopback_day
     settings = configure()
 
     def killed(*args, **kwargs):  # stands in for SIGTERM between the render and deliver stages
@@ -271,8 +264,8 @@ def test_a_run_killed_after_storing_its_digest_still_sends_it(world, smtp, monke
     assert len(smtp.messages) == 1
 
 
-def test_a_model_that_cannot_load_is_one_line_and_exit_2(world, smtp):
-    route, configure = world
+def test_a_model_that_cannot_load_is_one_line_and_exit_2(loopback_day, smtp):
+    route, configure = loopback_day
     configure(extra='[embedding]\nmodel = "/nonexistent/model-dir"\n')
     result = CliRunner().invoke(cli, ["run"])
     assert result.exit_code == 2

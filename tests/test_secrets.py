@@ -28,7 +28,6 @@ from world import (
     digest_process,
     feed_paper_ids,
     ids_in,
-    template_database,
 )
 
 pytestmark = pytest.mark.slow
@@ -37,11 +36,6 @@ SMTP_PASSWORD = "smtp-SECRET-pw-31337"
 LLM_KEY = "sk-SECRET-llm-42424242"
 CHAT_TOKEN = "SECRETchatTOKEN98765"
 SECRETS = (SMTP_PASSWORD, LLM_KEY, CHAT_TOKEN)
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
 
 
 @contextmanager

@@ -188,13 +188,20 @@ def stage_files(folder: Path, arxiv_url: str, smtp: SMTPServer, llm: LLMServer) 
     return stage
 
 
-def install(box: Sandbox, stage: Path, venv: Path) -> None:
-    """docs/operations.md's steps, inside: the clone's venv at /opt/digest/.venv, units, config, credentials."""
+UNITS = ("digest.service", "digest-run.service")
+CREDENTIALS = ("smtp-password", "openai-key")
+
+
+def install(box: Sandbox, stage: Path, venv: Path, units: tuple[str, ...] = UNITS) -> None:
+    """docs/operations.md's steps, inside: the clone's venv at /opt/digest/.venv, units, config, and the
+    credentials the stage holds (a stage may leave one out)."""
+    unit_files = " ".join(f"'{ROOT}/systemd/{unit}'" for unit in units)
+    credentials = " ".join(f"{stage}/{name}" for name in CREDENTIALS if (stage / name).exists())
     box.sh(f"mkdir -p /opt/digest && ln -s {venv} /opt/digest/.venv\n"
-           f"cp {ROOT}/systemd/digest.service {ROOT}/systemd/digest-run.service /etc/systemd/system/\n"
+           f"cp {unit_files} /etc/systemd/system/\n"
            f"install -d -m 0755 /etc/digest && install -d -m 0700 /etc/digest/credentials\n"
            f"install -m 0644 {stage}/config.toml {stage}/ca.pem /etc/digest/\n"
-           f"install -m 0600 {stage}/smtp-password {stage}/openai-key /etc/digest/credentials/\n"
+           f"install -m 0600 {credentials} /etc/digest/credentials/\n"
            f"systemctl daemon-reload")
 
 
@@ -327,12 +334,7 @@ def stage_without_llm(folder: Path, arxiv_url: str, smtp: SMTPServer, llm: LLMSe
 
 
 def install_every_unit(box: Sandbox, stage: Path, venv: Path) -> None:
-    box.sh(f"mkdir -p /opt/digest && ln -s {venv} /opt/digest/.venv\n"
-           f"cp {ROOT}/systemd/digest.service {ROOT}/systemd/digest-run.service "
-           f"'{ROOT}/systemd/digest-notify-failure@.service' /etc/systemd/system/\n"
-           f"install -d -m 0755 /etc/digest && install -d -m 0700 /etc/digest/credentials\n"
-           f"install -m 0644 {stage}/config.toml {stage}/ca.pem /etc/digest/\n"
-           f"install -m 0600 {stage}/smtp-password /etc/digest/credentials/\n")
+    install(box, stage, venv, units=(*UNITS, "digest-notify-failure@.service"))
     box.sh(readme_drop_in())
     box.run("systemctl", "daemon-reload")
 

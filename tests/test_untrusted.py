@@ -24,7 +24,6 @@ from world import (
     copy_database,
     day_feed,
     feed_paper_ids,
-    template_database,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,11 +50,6 @@ def hostile_rows() -> list[dict]:
     rows[4]["abstract"] = ("A very long abstract. " + "word " * 20_000)[:100_000]  # 100 KB
     rows[5]["abstract"] = INJECTION + rows[5]["abstract"]
     return rows
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    return template_database(tmp_path_factory.getbasetemp())
 
 
 class Markup(HTMLParser):

@@ -233,7 +233,7 @@ def integrity(path: Path) -> str:
 
 
 # -- the fixtures of the tests that live through one day of a World (test_faults, test_health, test_notices,
-# test_backup): a module takes them by importing their names, `from world import smtp, template, world`.
+# test_backup): conftest.py loads this module as a plugin, so every test module takes them by name.
 
 @pytest.fixture(scope="session")
 def template(tmp_path_factory):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import requests
 
 from ..config import Settings
-from ..records import ANNOUNCE_TYPES, Announcement, Paper
+from ..records import ANNOUNCE_TYPES, Announcement, Paper, is_replacement
 from ..storage.papers import record_fetch, save_announcements
 from ..text import plural
 from .atom import (
@@ -197,7 +197,7 @@ def describe_fetch(result: FetchResult) -> str:
     if result.status == "failed":
         return f"fetching arXiv failed: {result.error}"
     parts = [f"{result.kinds.get('new', 0)} new", plural(result.kinds.get('cross', 0), "cross-list")]
-    replaced = result.kinds.get("replace", 0) + result.kinds.get("replace-cross", 0)
+    replaced = sum(count for kind, count in result.kinds.items() if is_replacement(kind))
     if replaced:
         parts.append(plural(replaced, "replacement"))
     skipped = f"; {plural(result.skipped, 'malformed entry', 'malformed entries')} skipped" if result.skipped else ""

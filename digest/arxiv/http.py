@@ -4,6 +4,11 @@ Every request, from the feed, the API or the full-text fetcher, goes through :cl
 one request at a time in the whole process, ``arxiv.min_interval`` seconds apart, a timeout on every
 call, a User-Agent naming the project and the operator, and retries with exponential backoff that
 honour Retry-After on 429/503 and retry every transport failure (refused, reset, cut off, TLS, DNS).
+
+``arxiv.timeout`` bounds each wait for the server; a whole answer must also arrive within
+:data:`WHOLE_ANSWER_TIMEOUTS` of them (a server sending a byte now and then never trips a per-read
+timeout) and be at most :data:`LARGEST_ANSWER` bytes once decompressed (a gzip bomb or an endless body
+would otherwise fill the memory).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import requests
+import urllib3
 
 from ..config import Settings
 from ..http_retry import retry_after_seconds
@@ -25,6 +31,15 @@ log = logging.getLogger("digest.arxiv")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 600.0  # seconds; a longer wait is reported as a failure rather than blocking a run
+LARGEST_ANSWER = 64 * 2**20  # bytes, decompressed; arXiv's largest (an API page of 2,000 papers) is ~5 MB
+WHOLE_ANSWER_TIMEOUTS = 4  # a whole answer may take this many ``arxiv.timeout``
+READ_SIZE = 64 * 1024
+# What urllib3 raises while a body is read, as the requests exceptions the retry loop already handles.
+READ_ERRORS = {urllib3.exceptions.ReadTimeoutError: requests.exceptions.ReadTimeout,
+               urllib3.exceptions.ProtocolError: requests.exceptions.ChunkedEncodingError,
+               urllib3.exceptions.DecodeError: requests.exceptions.ContentDecodingError,
+               urllib3.exceptions.SSLError: requests.exceptions.SSLError,
+               OSError: requests.exceptions.ConnectionError}
 # A request that cannot work however often it is tried: the configured URL itself is wrong.
 NOT_RETRIED = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader, requests.exceptions.URLRequired)
@@ -32,6 +47,10 @@ NOT_RETRIED = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema
 
 class ArxivError(Exception):
     """arXiv could not be reached or refused a request; the message is one line for the user."""
+
+
+class SlowAnswer(requests.exceptions.ReadTimeout):
+    """The server kept sending, too slowly to finish within the whole answer's time (retried as a timeout)."""
 
 
 class RequestGate:
@@ -82,18 +101,25 @@ class PoliteSession(requests.Session):
     def request(self, method, url, **kwargs):
         kwargs.setdefault("timeout", self.arxiv.timeout)
         headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items() if k.lower() != "user-agent"}
+        streamed = kwargs.pop("stream", False)  # the caller reads the body itself (``digest check``: none of it)
         with self.gate.lock:
-            response = self._with_retries(method, url, headers, kwargs)
+            response = self._with_retries(method, url, headers, kwargs, streamed)
         self.last_response = response
         return response
 
-    def _with_retries(self, method, url, headers, kwargs) -> requests.Response:
+    def _with_retries(self, method, url, headers, kwargs, streamed: bool) -> requests.Response:
         wait_for = 0.0
         for attempt in range(self.arxiv.retries + 1):
             self.gate.pause(self.arxiv.min_interval, wait_for)
             last_try = attempt == self.arxiv.retries
             try:
-                response = super().request(method, url, headers=headers, **kwargs)
+                started = time.monotonic()
+                response = super().request(method, url, headers=headers, stream=True, **kwargs)
+                if not streamed:
+                    self._read_whole(response, url, started)
+            except ArxivError:
+                self.gate.last_finished = time.monotonic()
+                raise
             except NOT_RETRIED as exc:
                 self.gate.last_finished = time.monotonic()
                 raise ArxivError(f"{where(url)}: not a usable URL ({type(exc).__name__})") from None
@@ -116,9 +142,38 @@ class PoliteSession(requests.Session):
             log.warning("%s: HTTP %d; retrying in %.1fs", where(url), response.status_code, wait_for)
         raise AssertionError("unreachable")  # the loop returns or raises on its last try
 
+    def _read_whole(self, response: requests.Response, url: str, started: float) -> None:
+        """Read the body as requests would, within the size and time bounds (see the module's docstring).
+        ``read1`` returns what has arrived, so the clock is looked at however slowly the bytes come."""
+        deadline = started + self.arxiv.timeout * WHOLE_ANSWER_TIMEOUTS
+        chunks, size = [], 0
+        try:
+            while chunk := _read_some(response.raw):
+                size += len(chunk)
+                if size > LARGEST_ANSWER:
+                    raise ArxivError(f"{where(url)}: the answer is over {LARGEST_ANSWER // 2**20} MiB "
+                                     "(decompressed); refused")
+                if time.monotonic() > deadline:
+                    raise SlowAnswer(f"the answer took longer than {deadline - started:.0f} s in all")
+                chunks.append(chunk)
+        except BaseException:
+            response.close()  # the connection is not reused with the rest of an answer in it
+            raise
+        # as requests keeps a body it read itself; the connection went back to the pool at the body's end
+        response._content, response._content_consumed = b"".join(chunks), True
+
     def _backoff(self, attempt: int) -> float:
         """Exponential, starting at the configured spacing (3 s against arXiv: 3, 6, 12, 24 ...)."""
         return max(self.arxiv.min_interval, 0.05) * 2 ** attempt
+
+
+def _read_some(raw: urllib3.HTTPResponse) -> bytes:
+    """What has arrived of the body, decompressed (at most READ_SIZE bytes; b"" at its end)."""
+    try:
+        return raw.read1(READ_SIZE, decode_content=True)
+    except tuple(READ_ERRORS) as exc:
+        raise next(requests_error(exc) for kind, requests_error in READ_ERRORS.items()
+                   if isinstance(exc, kind))(str(exc)) from exc
 
 
 def where(url: str) -> str:
@@ -128,6 +183,8 @@ def where(url: str) -> str:
 def network_reason(exc: Exception, url: str = "") -> str:
     """What went wrong on the way, in words: "timed out", "cannot resolve export.arxiv.org", ..."""
     text = str(exc)
+    if isinstance(exc, SlowAnswer):
+        return text
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if any(s in text for s in ("NameResolutionError", "Name or service not known", "nodename nor servname",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from ..config_rules import config_label, find_config, read_config_text, validated_view
+from ..config_rules import UnknownProfile, config_label, find_config, read_config_text, validated_view
 from ..history.views import rows_view
 from ..secrets import ConfigError
 from ..storage.db import DatabaseError, describe_sqlite_error, open_db, open_for_reading
@@ -220,13 +220,20 @@ def parse_day(value: str | None, option: str) -> dt.date | None:
 
 
 
-def check_profile(app: App, profile: str | None) -> None:
-    """A profile named in the configuration, or one that once had digests (since removed from it)."""
-    from ..storage import ledger  # with the outbox (socket): only a command given --profile pays for it
-
-    if profile is None or profile in app.settings.profiles or ledger.profile_start(app.reader, profile) is not None:
+def check_profile(app: App, profile: str | None, *, with_digests: bool = True) -> None:
+    """``--profile``: a profile named in the configuration or, ``with_digests`` (a reading command), one
+    that once had digests (since removed from it); any other name is the one-line error, exit 2."""
+    if profile is None or profile in app.settings.profiles:
         return
-    raise UsageProblem(f"--profile: no profile named {json.dumps(profile)} in {app.settings.source}")
+    also = []
+    if with_digests:
+        from ..storage import ledger  # with the outbox (socket): only a command given --profile pays for it
+
+        also = [row["profile"] for row in ledger.per_profile(app.reader)]
+    try:
+        app.settings.check_profiles([profile], also=also)
+    except UnknownProfile as exc:
+        raise UsageProblem(f"--profile: {exc}") from None
 
 
 def main() -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import click
 
 from ..arxiv.ids import InvalidArxivId
+from ..history import EXPORT_FORMATS
 from ..text import plural
 from .common import (App, RunFailure, UsageProblem, check_profile, cli, emit, listing_options, parse_day, pass_app, reading,
                wrapped)
 
 # -- history: search, inspect, feedback, export --------------------------------------------------------
 
-EXPORT_FORMATS = ("bibtex", "ris", "csv", "json")  # digest.history.export.WRITERS's keys (that module loads numpy)
 
 
 @contextmanager

@@ -33,9 +33,8 @@ def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, a
     from ..embed import EmbeddingError
 
     days = [parse_day(text, "--day") for text in day_text]
-    unknown = [n for n in profile_names if n not in app.settings.profiles]
-    if unknown:
-        raise UsageProblem(f"--profile: no profile named {json.dumps(unknown[0])} in {app.settings.source}")
+    for name in profile_names:
+        check_profile(app, name, with_digests=False)  # a run builds digests for configured profiles only
     settings = app.settings_with_secrets  # a secret that cannot be read is the first thing to hear
     if trigger == "cli" and not no_fetch:
         _arxiv_resolves(settings)
@@ -80,11 +79,12 @@ def deliver_command(app: App) -> None:
     """Send every delivery whose time has come (the daemon runs this between firings)."""
     from ..deliver import deliver_due
     from ..notices import speak_up
+    from ..storage import outbox
 
     outcomes = deliver_due(app.db, app.settings_with_secrets)
     speak_up(app.db, app.settings)  # a delivery that failed for good, a day the daemon gave up on
     for o in outcomes:
-        click.echo(f"digest {o.digest_id}: {o.channel}{' to ' + o.target if o.target else ''}: {o.status}"
+        click.echo(f"digest {o.digest_id}: {outbox.where(o)}: {o.status}"
                    + (f" ({o.error})" if o.error else ""))
 
 
@@ -129,8 +129,7 @@ def resend_command(app: App, day_argument, day_text, profile, which, channel, ta
     failed = [o for o in outcomes if o.status != "sent"]
     click.echo(f"Sent {sum(o.status == 'sent' for o in outcomes)} of {len(rows)}.")
     if failed:
-        raise RunFailure(f"{failed[0].channel}{' to ' + failed[0].target if failed[0].target else ''}: "
-                         f"{failed[0].status}: {failed[0].error}")
+        raise RunFailure(f"{outbox.where(failed[0])}: {failed[0].status}: {failed[0].error}")
 
 
 @cli.command("doctor")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..logs import redact
 from ..storage import outbox
+from ..storage.db import iso
 from ..storage.ledger import digest_by_id
 from ..text import one_line
 from .errors import PermanentFailure, TransientFailure
@@ -67,7 +68,7 @@ def _attempt(db, settings: Settings, claim: outbox.Claim, now: dt.datetime | Non
             raise PermanentFailure(str(exc)) from None
         _sender(claim.channel)(claim, rendered, digest, settings)
         claim.sent()
-        log.info("delivered digest %s by %s%s", claim.digest_id, claim.channel, _to(claim.target))
+        log.info("delivered digest %s by %s", claim.digest_id, outbox.where(claim))
         return outcome("sent")
     except PermanentFailure as exc:
         error = _clean(exc, settings)
@@ -76,14 +77,13 @@ def _attempt(db, settings: Settings, claim: outbox.Claim, now: dt.datetime | Non
         if claim.done:  # it went out; only the bookkeeping after it failed
             return outcome("sent")
         if claim.attempts < outbox.MAX_ATTEMPTS:
-            retry_at = outbox.iso((now or outbox.utcnow()) + outbox.backoff(claim.attempts))
+            retry_at = iso((now or outbox.utcnow()) + outbox.backoff(claim.attempts))
             claim.failed(error, retry_at)
-            log.warning("delivery by %s%s failed, retrying at %s: %s", claim.channel, _to(claim.target), retry_at,
-                        error)
+            log.warning("delivery by %s failed, retrying at %s: %s", outbox.where(claim), retry_at, error)
             return outcome("pending", error, retry_at)
         error = f"gave up after {claim.attempts} attempts: {error}"
     claim.failed(error, None)
-    log.error("delivery by %s%s failed for good: %s", claim.channel, _to(claim.target), error)
+    log.error("delivery by %s failed for good: %s", outbox.where(claim), error)
     return outcome("failed", error)
 
 
@@ -120,10 +120,6 @@ def check_channels(settings: Settings) -> list[tuple[str, bool, str]]:
     if any(channel == "files" for p in settings.profiles.values() for channel, _ in settings.channels_for(p)):
         results.append(files.check_files(settings))
     return [(channel, ok, redact(detail, settings.secrets())) for channel, ok, detail in results]
-
-
-def _to(target: str) -> str:
-    return f" to {target}" if target else ""
 
 
 __all__ = ["DeliveryOutcome", "PermanentFailure", "TransientFailure", "check_channels", "deliver_due"]

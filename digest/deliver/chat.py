@@ -41,6 +41,11 @@ HTTP_SCHEMES = {"json": "http", "jsons": "https", "form": "http", "forms": "http
 # event may hold 65,536 bytes (the spec's size limits) and apprise puts a Markdown message in it twice,
 # as text and as HTML (longer: links, tags), so a message of 58,500 was refused with HTTP 413 by Synapse.
 MESSAGE_BYTES = {"matrix": 24_000}
+# apprise sleeps inside notify() as long as a service asks (Matrix's retry_after_ms, Discord's rate-limit
+# reset): a homeserver that asks for a day would hold the sender, and every channel queued behind it, for a
+# day. A longer wait is cut to this; a service still limiting then fails the part as a 429, and the outbox
+# tries it again at its own back-off, with nothing sent twice.
+LONGEST_WAIT = 30.0  # seconds
 
 
 def send_chat(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
@@ -156,7 +161,19 @@ def _service(name: str, target: ChatTarget) -> apprise.Apprise:
     service = apprise.Apprise()
     if not service.add(target.url.reveal()):
         raise PermanentFailure(f"chat.{name}.url: apprise does not recognise this URL")
+    _bound_waits(service[0])
     return service
+
+
+def _bound_waits(plugin) -> None:
+    """Cut any wait a service asks apprise for to :data:`LONGEST_WAIT` (apprise has no setting for it; its
+    Matrix plugin's ``max_retry_wait`` is not reachable from ``notify``)."""
+    throttle = plugin.throttle
+
+    def bounded(last_io=None, wait=None):
+        return throttle(last_io=last_io, wait=None if wait is None else min(wait, LONGEST_WAIT))
+
+    plugin.throttle = bounded
 
 
 def _notify(service: apprise.Apprise, name: str, body: str, attachment) -> None:

@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 
 from ..config import EmailSettings, Settings
+from ..cutoff import WHOLE_CONVERSATION_TIMEOUTS, Cutoff
 from ..feedback.links import message_key
 from ..records import Digest, Rendered
 from ..storage.outbox import Claim
 from .errors import PermanentFailure, TransientFailure
+
 
 
 def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
@@ -99,20 +101,49 @@ def sender_address(config: EmailSettings) -> str:
 
 @contextmanager
 def smtp_session(config: EmailSettings):
-    """Connected, encrypted as configured (certificate verified) and logged in; QUIT on the way out."""
-    smtp = _connect(config)
+    """Connected, encrypted as configured (certificate verified) and logged in; QUIT on the way out. The
+    whole conversation is cut off after four times ``email.timeout`` (:mod:`digest.cutoff`; a retry later)."""
+    deadline = Cutoff(config.timeout * WHOLE_CONVERSATION_TIMEOUTS)
     try:
-        if config.user:
-            _login(smtp, config)
-        yield smtp
-    finally:
+        smtp = _connect(config, deadline)
         try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
+            if config.user:
+                _login(smtp, config)
+            yield smtp
+        finally:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+    except (TransientFailure, PermanentFailure, smtplib.SMTPException, OSError):
+        if deadline.passed:
+            raise TransientFailure(f"{_where(config)}: the conversation took longer than {deadline.seconds:.0f} s; "
+                                   "cut off") from None
+        raise
+    finally:
+        deadline.cancel()
 
 
-def _connect(config: EmailSettings) -> smtplib.SMTP:
+class _Watched:
+    """smtplib's client, its sockets known to a :class:`~digest.cutoff.Cutoff`."""
+
+    def __init__(self, *args, deadline: Cutoff, **kwargs):
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        return self.deadline.watch(super()._get_socket(host, port, timeout), client=self)
+
+
+class _SMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_Watched, smtplib.SMTP_SSL):
+    pass
+
+
+def _connect(config: EmailSettings, deadline: Cutoff) -> smtplib.SMTP:
     where = _where(config)
     try:
         context = ssl.create_default_context(cafile=config.ca_file or None)
@@ -121,9 +152,9 @@ def _connect(config: EmailSettings) -> smtplib.SMTP:
     smtp = None
     try:
         if config.security == "ssl":
-            smtp = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context)
+            smtp = _SMTPSSL(config.host, config.port, timeout=config.timeout, context=context, deadline=deadline)
         else:
-            smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            smtp = _SMTP(config.host, config.port, timeout=config.timeout, deadline=deadline)
             if config.security == "starttls":
                 smtp.ehlo()
                 smtp.starttls(context=context)

@@ -21,7 +21,7 @@ import jinja2
 
 from ..config import Settings
 from ..storage.db import open_db
-from ..storage.feedback import clear_feedback, set_feedback
+from ..storage.feedback import clear_feedback, own_vote, set_feedback
 from ..storage.papers import get_paper
 from ..text import clean_untrusted, one_line
 from .links import BadLink, KeyRefused, Vote, vote_of
@@ -109,9 +109,7 @@ def _state(settings: Settings, vote: Vote, db=None) -> tuple[str, int | None]:
         with closing(open_db(settings.database_path(), migrate=False)) as own:
             return _state(settings, vote, own)
     paper = get_paper(db, vote.paper_id)
-    row = db.execute("SELECT value FROM feedback WHERE paper_id = ? AND profile = ?",
-                     [vote.paper_id, vote.profile]).fetchone()
-    return (clean_untrusted(paper.title) if paper else ""), (row[0] if row else None)
+    return (clean_untrusted(paper.title) if paper else ""), own_vote(db, vote.paper_id, vote.profile)
 
 
 def _form(environ) -> dict[str, str]:

@@ -154,4 +154,4 @@ def to_json(papers: list[tuple[Paper, str | None]]) -> str:
     return json.dumps([_export_row(p, d) for p, d in papers], indent=2, ensure_ascii=False) + "\n"
 
 
-WRITERS = {"bibtex": to_bibtex, "ris": to_ris, "csv": to_csv, "json": to_json}
+WRITERS = {"bibtex": to_bibtex, "ris": to_ris, "csv": to_csv, "json": to_json}  # one for each of EXPORT_FORMATS

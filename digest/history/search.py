@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
 from ..storage.db import chunks
+from ..storage.feedback import feedback_on, liked_sql
 from ..storage.papers import announcements_of, first_announced, get_paper, save_papers
-from ..storage.feedback import feedback_on
 from ..taxonomy import is_known
 from ..text import HIT_END, HIT_START
 
@@ -92,9 +92,8 @@ class Filters:
             where.append(in_profile_sql(alias))
             params.append(self.profile)
         if self.liked:
-            where.append(f"EXISTS (SELECT 1 FROM feedback f WHERE f.paper_id = {alias}.id AND f.value = 1"
-                         + (" AND f.profile IN ('', ?))" if self.profile else ")"))
-            params += [self.profile] if self.profile else []
+            where.append(liked_sql(alias))
+            params += [self.profile, self.profile]
         return "".join(f" AND {w}" for w in where), params
 
 
@@ -209,9 +208,7 @@ def related(db, settings: Settings, paper_id: str, limit: int = 10, embed: Embed
         paper = get_paper(db, paper_id)
         if paper is None:
             raise HistoryError(f"{paper_id} is not in your history; `digest show {paper_id}` fetches it")
-        from ..embed import paper_text
-
-        vector = (embed or embed_query(settings))(paper_text(paper))
+        vector = (embed or embed_query(settings))(paper.text)
     return _nearest_papers(db, index, vector, Filters(), limit, exclude=paper_id)
 
 
@@ -262,7 +259,7 @@ def paper_details(db, settings: Settings, paper_id: str, fetch=None) -> dict:
     # Here, not at the top: the ledger (logging, socket) and the summarizer (concurrent.futures, email)
     # cost a cold `digest search` more than the query itself.
     from ..storage.ledger import appearances
-    from ..summarize import latest_summary
+    from ..storage.summaries import latest_summary
 
     announcements = announcements_of(db, paper_id)
     digests = appearances(db, paper_id)
@@ -326,9 +323,7 @@ def list_digests(db, profile: str | None = None, limit: int | None = None) -> li
     for row in rows:
         row["deliveries"] = [{k: d[k] for k in ("channel", "target", "status", "attempts", "sent_at", "last_error")}
                              for d in outbox.for_digests(db, [row["id"]])]
-        row["delivery"] = "; ".join(
-            f"{d['channel']}{' ' + d['target'] if d['target'] else ''}: {d['status']}" for d in row["deliveries"]
-        ) or "not queued"
+        row["delivery"] = "; ".join(f"{outbox.where(d)}: {d['status']}" for d in row["deliveries"]) or "not queued"
     return rows
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from ..records import replacement_sql
 from ..schedule import next_run
 from ..storage import ledger, outbox, runs
 from ..storage.papers import latest_fetch_error
-from ..summarize import latest_call_error, tokens_by_day
+from ..storage.summaries import latest_call_error, tokens_by_day
 from . import health
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def announced_per_day(db: Database, days: int) -> list[dict]:
     """The last ``days`` stored days, oldest first: papers, new, cross-lists, replacements."""
     return [dict(r) for r in db.query(
         "SELECT announced_on AS day, COUNT(*) AS papers, SUM(kind = 'new') AS new, SUM(kind = 'cross') AS cross, "
-        "SUM(kind LIKE 'replace%') AS replaced FROM announcements GROUP BY announced_on "
+        f"SUM({replacement_sql('kind')}) AS replaced FROM announcements GROUP BY announced_on "
         "ORDER BY announced_on DESC LIMIT ?", [days])][::-1]
 
 

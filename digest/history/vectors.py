@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_atomically
+from ..storage.db import vectors_folder
 
 # -- vectors ---------------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class VectorIndex:
 
 def _index_folder(db) -> Path | None:
     path = db.execute("PRAGMA database_list").fetchone()[2]
-    return Path(path + ".vectors") if path else None
+    return vectors_folder(path) if path else None
 
 
 

@@ -1,6 +1,7 @@
 """Opening the database and applying the migrations (:mod:`.schema`): the connection every table's owner
-writes through, its transactions, and the checks that a file's schema is the one digest writes. The
-queries on the tables live with their owners (:mod:`.papers`, :mod:`.ledger`, :mod:`.outbox`, ...)."""
+writes through, its transactions, the checks that a file's schema is the one digest writes, and the
+small rules the owners share (how a time is stored, ``IN (...)`` lists in chunks, where the vector index
+lives). The queries on the tables live with their owners (:mod:`.papers`, :mod:`.ledger`, ...)."""
 
 from __future__ import annotations
 
@@ -165,6 +166,12 @@ def open_for_reading(path: str | Path) -> Database:
     return db
 
 
+def vectors_folder(database: str | Path) -> Path:
+    """Where the memory-mapped copy of a database's embeddings lives (:mod:`digest.history.vectors`):
+    beside the database, ``digest.db.vectors/``; a restore removes it with the database it describes."""
+    return Path(f"{database}.vectors")
+
+
 def apply_migrations(db: Database, upto: int | None = None, label: str = "the database") -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction. Returns the names applied.
 
@@ -244,8 +251,14 @@ class transaction:
         return False
 
 
+def iso(moment: dt.datetime) -> str:
+    """How the database stores a time: UTC, to the second, ISO 8601 (``2026-06-30T20:05:00+00:00``),
+    every column alike, so stored times compare as strings."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return iso(dt.datetime.now(dt.timezone.utc))
 
 
 def chunks(items: list, size: int = 500):

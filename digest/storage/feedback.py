@@ -1,7 +1,8 @@
 """The ``feedback`` table (likes and dislikes, for one profile or, with profile ``''``, for every profile)
 and the ``arxiv_missing`` table (ids arXiv said it has no paper for). The only module that writes them.
 
-A profile's feedback is its own rows and those for every profile, its own winning: :func:`feedback_values`."""
+A profile's feedback is its own rows and those for every profile (:func:`applies_sql`, which every query of
+it uses), its own winning: :func:`feedback_values`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,27 @@ import datetime as dt
 from typing import Iterable
 
 from ..arxiv.ids import normalize_id
-from .db import now_iso, transaction
+from .db import iso, now_iso, transaction
 from .papers import get_paper
 
 MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
 
 
 # -- feedback --------------------------------------------------------------------------------------
+
+def applies_sql(column: str = "profile") -> str:
+    """A WHERE condition on a feedback row's profile ``column``: it applies to the profile given as the
+    condition's two parameters (the name twice), its own rows and those for every profile (''); with
+    None, every row applies."""
+    return f"(? IS NULL OR {column} IN ('', ?))"
+
+
+def liked_sql(alias: str) -> str:
+    """A WHERE condition on papers ``alias``: liked for the profile given as its two parameters (as in
+    :func:`applies_sql`), or by anyone with None."""
+    return (f"EXISTS (SELECT 1 FROM feedback f WHERE f.paper_id = {alias}.id AND f.value = 1 "
+            f"AND {applies_sql('f.profile')})")
+
 
 def set_feedback(db, paper_id: str, value: int, profile: str = "") -> dict:
     """Like (+1) or dislike (-1) a paper, for one profile or ('') all; the latest word wins."""
@@ -34,7 +49,7 @@ def list_feedback(db, profile: str | None = None) -> list[dict]:
     return [dict(r) for r in db.query(
         "SELECT f.paper_id AS id, CASE f.value WHEN 1 THEN 'like' ELSE 'dislike' END AS feedback, "
         "NULLIF(f.profile, '') AS profile, COALESCE(p.title, '') AS title, f.created_at FROM feedback f "
-        "LEFT JOIN papers p ON p.id = f.paper_id WHERE (? IS NULL OR f.profile IN ('', ?)) "
+        f"LEFT JOIN papers p ON p.id = f.paper_id WHERE {applies_sql('f.profile')} "
         "ORDER BY f.created_at DESC, f.paper_id", [profile, profile])]
 
 
@@ -60,8 +75,7 @@ def _paper_id(text: str) -> str:
 def liked_ids(db, profile: str | None = None) -> list[str]:
     """The papers liked for ``profile`` (its own likes and those for every profile), or by anyone."""
     return [r[0] for r in db.execute(
-        "SELECT DISTINCT paper_id FROM feedback WHERE value = 1 AND (? IS NULL OR profile IN ('', ?)) "
-        "ORDER BY paper_id", [profile, profile])]
+        f"SELECT DISTINCT paper_id FROM feedback WHERE value = 1 AND {applies_sql()} ORDER BY paper_id", [profile, profile])]
 
 
 def feedback_on(db, paper_id: str) -> list[dict]:
@@ -71,11 +85,18 @@ def feedback_on(db, paper_id: str) -> list[dict]:
         "created_at FROM feedback WHERE paper_id = ? ORDER BY profile", [paper_id])]
 
 
+def own_vote(db, paper_id: str, profile: str) -> int | None:
+    """The profile's own like (1) or dislike (-1) of the paper, rows for every profile left out: what a
+    feedback link's page says was already noted."""
+    row = db.execute("SELECT value FROM feedback WHERE paper_id = ? AND profile = ?", [paper_id, profile]).fetchone()
+    return row[0] if row else None
+
+
 def feedback_values(db, profile: str) -> dict[str, int]:
     """Each paper liked (1) or disliked (-1) for ``profile``: rows for every profile ('') and for this one,
     this one's winning."""
-    rows = db.execute("SELECT paper_id, value FROM feedback WHERE profile IN ('', ?) "
-                      "ORDER BY profile = ?, created_at, paper_id", [profile, profile]).fetchall()
+    rows = db.execute(f"SELECT paper_id, value FROM feedback WHERE {applies_sql()} "
+                      "ORDER BY profile = ?, created_at, paper_id", [profile, profile, profile]).fetchall()
     return {paper_id: value for paper_id, value in rows}  # later rows (this profile's) overwrite
 
 
@@ -84,7 +105,7 @@ def feedback_values(db, profile: str) -> dict[str, int]:
 def not_known_missing(db, ids: list[str]) -> list[str]:
     """``ids`` but those arXiv said it lacks within MISSING_DAYS: a forged reply or a library of 2,000
     unknown ids would otherwise be asked for at every run."""
-    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS)).isoformat(timespec="seconds")
+    since = iso(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=MISSING_DAYS))
     known = {row[0] for row in db.execute("SELECT paper_id FROM arxiv_missing WHERE asked_at >= ?", [since])}
     return [paper_id for paper_id in ids if paper_id not in known]
 

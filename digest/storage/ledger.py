@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..records import Announcement, Digest, DigestView, Rendered
+from ..records import Announcement, Digest, DigestView, Rendered, is_replacement, replacement_sql
 from ..taxonomy import CategoryExpression
 from ..text import plural
 from . import outbox
@@ -153,7 +153,7 @@ _UNCOVERED = (
     "FROM announcements a JOIN papers p ON p.id = a.paper_id "
     "WHERE a.announced_on BETWEEN :start AND :through AND NOT EXISTS (SELECT 1 FROM coverage c "
     "WHERE c.profile = :profile AND c.paper_id = a.paper_id "
-    "AND c.replacement = CASE WHEN a.kind LIKE 'replace%' THEN a.version ELSE 0 END) "
+    f"AND c.replacement = CASE WHEN {replacement_sql('a.kind')} THEN a.version ELSE 0 END) "
     "ORDER BY a.announced_on, a.position, a.paper_id")
 
 
@@ -184,7 +184,7 @@ def select_for_profile(settings: Settings, expression: CategoryExpression,
     for a in announcements:
         if not expression.matches(a.paper.categories):
             continue
-        if a.kind.startswith("replace") and not settings.digest.include_replacements:
+        if is_replacement(a.kind) and not settings.digest.include_replacements:
             continue
         if (a.paper.id, a.replacement) in seen:
             continue
@@ -222,9 +222,14 @@ def day_settled(db, settings: Settings, day: dt.date, *, due: bool = False) -> b
         return True
     if state != "announced":
         return False
-    return not any(a.announced_on == day
-                   for p in settings.profiles.values()
-                   for a in owed(db, settings, p, day, first_day=day if due else None))
+    return not owed_on(db, settings, day, due=due)
+
+
+def owed_on(db, settings: Settings, day: dt.date, *, due: bool = False) -> list[Announcement]:
+    """The papers announced on ``day`` that some profile is still owed (a paper owed to two profiles
+    counts twice). ``due``: the day is today's, so a profile without a digest yet owes it."""
+    return [a for p in settings.profiles.values()
+            for a in owed(db, settings, p, day, first_day=day if due else None) if a.announced_on == day]
 
 
 def waiting(db, settings: Settings) -> dict[str, int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..locks import process_alive
 from ..records import Rendered
-from .db import chunks, transaction
+from .db import chunks, iso, now_iso, transaction
 
 log = logging.getLogger("digest.deliver")
 
@@ -54,7 +54,7 @@ class Claim:
         self.parts_sent = parts
         with transaction(self.db):
             self.db.execute("UPDATE deliveries SET parts_sent = ?, claimed_at = ? WHERE id = ?",
-                            [parts, iso(utcnow()), self.id])
+                            [parts, now_iso(), self.id])
 
     def sent(self) -> None:
         if self.done:
@@ -62,7 +62,7 @@ class Claim:
         with transaction(self.db):
             self.db.execute(
                 "UPDATE deliveries SET status = 'sent', sent_at = ?, last_error = NULL, next_attempt_at = NULL, "
-                "claimed_by = NULL WHERE id = ?", [iso(utcnow()), self.id])
+                "claimed_by = NULL WHERE id = ?", [now_iso(), self.id])
         self.done = True
 
     def failed(self, error: str, retry_at: str | None) -> None:
@@ -100,7 +100,7 @@ def stored_text(db, digest_id: int, fmt: str = "text") -> str | None:
 def enqueue(db, digest_id: int, channels: list[tuple[str, str]]) -> int:
     """One pending row per (digest, channel, target), once: a row that exists is left as it is.
     Returns how many rows were queued."""
-    stamp = iso(utcnow())
+    stamp = now_iso()
     queued = 0
     with transaction(db):
         for channel, target in channels:
@@ -233,18 +233,20 @@ def latest_error(db) -> dict | None:
     if row is None:
         return None
     at, channel, target, error = row
-    return {"at": at, "source": f"delivery {channel}" + (f" to {target}" if target else ""), "error": error}
+    return {"at": at, "source": f"delivery {where({'channel': channel, 'target': target})}", "error": error}
 
 
-def where(row: dict) -> str:
-    """``email to a@example.org``, ``chat to team``, ``files``."""
-    return f"{row['channel']}{' to ' + row['target'] if row['target'] else ''}"
+def where(delivery) -> str:
+    """A delivery's channel and target as every message, log line and listing names them:
+    ``email to a@example.org``, ``chat to team``, ``files``. ``delivery``: an outbox row (a dict), or a
+    claim or an outcome (with ``channel`` and ``target`` attributes)."""
+    if isinstance(delivery, dict):
+        channel, target = delivery["channel"], delivery["target"]
+    else:
+        channel, target = delivery.channel, delivery.target
+    return f"{channel} to {target}" if target else channel
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
-
-def iso(moment: dt.datetime) -> str:
-    # The same shape as db.now_iso(), so stored times compare as strings.
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..text import one_line
-from .db import now_iso, transaction
+from .db import iso, now_iso, transaction
 
 if TYPE_CHECKING:
     from ..config import Settings  # annotations only: pydantic is for validating
@@ -162,7 +162,7 @@ def record_give_up(db, day: dt.date, firing: dt.datetime, reason: str) -> None:
         db.execute("INSERT INTO runs (announced_on, trigger, status, error, pid, started_at, finished_at) "
                    "VALUES (?, 'schedule', 'failed', ?, ?, ?, ?)",
                    [day.isoformat(), reason, os.getpid(),
-                    firing.astimezone(dt.timezone.utc).isoformat(timespec="seconds"), now_iso()])
+                    iso(firing), now_iso()])
 
 
 def given_up(db, latest: int = 5) -> list[dict]:
