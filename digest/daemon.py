@@ -118,6 +118,7 @@ class Daemon:
         self.scheduler = None
         self.feedback_server = None
         self.reply_reader: threading.Thread | None = None
+        self.child_overdue = False  # the running child was stopped for passing schedule.run_timeout
         self.next_reply_check = 0.0
         self.child: subprocess.Popen | None = None
         self.last_child_end = float("-inf")
@@ -353,7 +354,7 @@ class Daemon:
         self.last_child_end = time.monotonic()
         outcome = {0: "done", 1: "failed", 2: "configuration or usage error", 130: "interrupted"}.get(
             code, f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
-        if code != 0 and self.stop_signal is not None:
+        if code != 0 and (self.stop_signal is not None or self.child_overdue):
             outcome = "interrupted"  # we asked it to stop; its own status only says it did not finish
         log.info("run %s (%s): %s in %.1fs", label, trigger, outcome, time.monotonic() - started)
         return code
@@ -365,12 +366,14 @@ class Daemon:
         child = self.child
         started = time.monotonic()
         stop_sent_at = None
+        self.child_overdue = False
         while True:
             code = child.poll()
             if code is not None:
                 return code
             overdue = time.monotonic() - started > self.settings.schedule.run_timeout
             if stop_sent_at is None and overdue:
+                self.child_overdue = True
                 log.error("the run (pid %d) has run for over %.0f s (schedule.run_timeout); stopping it",
                           child.pid, self.settings.schedule.run_timeout)
             if (self.stop_signal is not None or overdue) and stop_sent_at is None:

@@ -1,36 +1,83 @@
-"""A transport for the OpenAI client whose answers are bounded in size: however large an answer a server
-sends, or however far a compressed one expands, a run never holds more than :data:`LARGEST_LLM_ANSWER` of it.
+"""Answers bounded in size and time, for the two HTTP clients digest uses: requests (arXiv) and the
+OpenAI client's httpx (the LLM).
 
-A chat completion of ``llm.max_tokens`` tokens is a few KB; an answer over the bound is a broken or hostile
-server, and the request fails with "the answer is over 8 MiB; refused" (the paper keeps its abstract)
-instead of the run being killed for its memory. The HTTP library has no such setting, so the transport
-wraps each answer's stream: it asks for gzip or deflate only, decompresses them itself with a bound on the
-output (the library's own decoder expands a whole chunk at once), and hands the library the plain bytes.
+Each client's ``timeout`` bounds one wait for the server; a server sending a byte now and then, each
+within it, or a small compressed answer that expands without end (a gzip bomb), would otherwise hold a
+run for good or fill its memory. So digest asks for gzip or deflate only and decompresses them itself
+(:class:`Decoder`), at most :data:`READ_SIZE` bytes at a time, counting what comes out, and looks at the
+clock after every read from the network. The libraries' own decoders expand a whole chunk at once, and
+read on until a compressed stream yields output, which is why the bytes are taken raw.
 
-openai is built on httpx, and since openai 3 on httpx2 (the same API under another name): the transport is
-built on whichever the installed openai's client class derives from.
+For the LLM, :func:`bounded_hooks` are httpx event hooks: they leave the client's own transport (its
+proxies from the environment, its connection limits) as it is and wrap only each answer's stream.
+openai is built on httpx, and since openai 3 on httpx2 (the same API under another name): the wrapper is
+built on whichever library the answer came from.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import time
 import zlib
 
-LARGEST_LLM_ANSWER = 8 * 2**20  # bytes, decompressed
-ENCODINGS = ("gzip", "deflate")
+ACCEPTED_ENCODINGS = "gzip, deflate"
 READ_SIZE = 64 * 1024
+LARGEST_LLM_ANSWER = 8 * 2**20  # bytes, decompressed; a chat completion of max_tokens is a few KB
+WHOLE_ANSWER_TIMEOUTS = 4  # a whole answer may take this many of the client's per-read timeout
 
 
-def bounded_transport(client_class: type, limit: int = LARGEST_LLM_ANSWER):
-    """A transport for an instance of ``client_class`` (``openai.DefaultHttpxClient``)."""
-    library = next(importlib.import_module(base.__module__.partition(".")[0]) for base in client_class.__mro__
-                   if base.__name__ == "Client" and base.__module__.startswith("httpx"))
-    return _transport_class(library)(limit)
+class UnknownEncoding(ValueError):
+    """An answer compressed in a way that was not asked for."""
+
+
+class DamagedAnswer(ValueError):
+    """An answer whose compression is damaged."""
+
+
+class Decoder:
+    """gzip or deflate (zlib-wrapped or raw, as servers send "deflate"), or no compression; out in pieces
+    of at most READ_SIZE bytes, however far the input expands."""
+
+    def __init__(self, content_encoding: str | None):
+        self.encoding = (content_encoding or "").strip().lower() or "identity"
+        if self.encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise UnknownEncoding(f"the answer is compressed as {content_encoding!r}, which was not asked for")
+        self._inflate = None
+        self._head = b""  # the first bytes of a deflate stream, until they say which kind it is
+
+    def feed(self, data: bytes):
+        if self.encoding == "identity":
+            if data:
+                yield data
+            return
+        if self._inflate is None:
+            self._head += data
+            if self.encoding == "deflate" and len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            self._inflate = zlib.decompressobj(self._window_bits(data))
+        try:
+            piece = self._inflate.decompress(data, READ_SIZE)
+            while piece:
+                yield piece
+                piece = self._inflate.decompress(self._inflate.unconsumed_tail, READ_SIZE)
+        except zlib.error as exc:
+            raise DamagedAnswer(f"the answer's compression is damaged ({exc})") from None
+
+    def flush(self):
+        if self._head or (self._inflate is not None and not self._inflate.eof):
+            raise DamagedAnswer("the answer's compressed stream is cut off")
+
+    def _window_bits(self, start: bytes) -> int:
+        if self.encoding != "deflate":
+            return 16 + zlib.MAX_WBITS  # gzip
+        zlib_header = start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0
+        return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
 
 
 def too_large(exc: BaseException | None) -> str | None:
-    """The refusal's words when ``exc`` (or what caused it) is an answer over the bound."""
+    """The refusal's words when ``exc`` (or what caused it) is an LLM answer over the bound."""
     while exc is not None:
         if getattr(exc, "too_large", False):
             return str(exc)
@@ -38,60 +85,61 @@ def too_large(exc: BaseException | None) -> str | None:
     return None
 
 
+def bounded_hooks(limit: int = LARGEST_LLM_ANSWER) -> dict:
+    """``event_hooks`` for an httpx (or httpx2) client whose answers are bounded."""
+    return {"request": [_ask_for_known_encodings], "response": [functools.partial(_bound, limit=limit)]}
+
+
+def _ask_for_known_encodings(request) -> None:
+    request.headers["Accept-Encoding"] = ACCEPTED_ENCODINGS
+
+
+def _bound(response, limit: int) -> None:
+    http = importlib.import_module(type(response).__module__.partition(".")[0])  # httpx or httpx2
+    try:
+        decoder = Decoder(response.headers.get("Content-Encoding"))
+    except UnknownEncoding as exc:
+        response.close()
+        raise http.DecodingError(str(exc), request=response.request) from None
+    read_timeout = (response.request.extensions.get("timeout") or {}).get("read") or 60.0
+    response.stream = _stream_class(http)(response.stream, decoder, limit, request=response.request,
+                                          deadline=time.monotonic() + read_timeout * WHOLE_ANSWER_TIMEOUTS)
+    response.headers.pop("Content-Encoding", None)  # decoded here: the library must not decode it again
+
+
 @functools.cache
-def _transport_class(http):
+def _stream_class(http):
+    """The wrapper for ``http``'s streams, with errors of ``http``'s kinds (which the OpenAI client turns
+    into its connection and timeout errors)."""
+
     class AnswerTooLarge(http.TransportError):
         too_large = True
 
+    class AnswerTooSlow(http.ReadTimeout):
+        pass
+
     class BoundedStream(http.SyncByteStream):
-        def __init__(self, stream, encoding: str, limit: int):
-            self.stream = stream
-            self.limit = limit
-            # wbits 32 + MAX_WBITS: a gzip or a zlib header, whichever the server sent
-            self.decoder = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding in ENCODINGS else None
+        def __init__(self, stream, decoder: Decoder, limit: int, *, request, deadline: float):
+            self.stream, self.decoder, self.limit = stream, decoder, limit
+            self.request, self.deadline = request, deadline
 
         def __iter__(self):
             size = 0
-            for piece in self._decoded():
-                size += len(piece)
-                if size > self.limit:
-                    raise AnswerTooLarge(f"the answer is over {self.limit // 2**20} MiB; refused")
-                yield piece
-
-        def _decoded(self):
             try:
-                for chunk in self.stream:
-                    if self.decoder is None:
-                        yield chunk
-                        continue
-                    piece = self.decoder.decompress(chunk, READ_SIZE)
-                    while piece:
+                for raw in self.stream:
+                    if time.monotonic() > self.deadline:
+                        raise AnswerTooSlow("the answer came too slowly", request=self.request)
+                    for piece in self.decoder.feed(raw):
+                        size += len(piece)
+                        if size > self.limit:
+                            raise AnswerTooLarge(f"the answer is over {self.limit // 2**20} MiB; refused",
+                                                 request=self.request)
                         yield piece
-                        piece = self.decoder.decompress(self.decoder.unconsumed_tail, READ_SIZE)
-                if self.decoder is not None:
-                    yield self.decoder.flush()
-            except zlib.error as exc:
-                raise http.DecodingError(f"the answer's compression is damaged ({exc})") from None
+                self.decoder.flush()
+            except DamagedAnswer as exc:
+                raise http.DecodingError(str(exc), request=self.request) from None
 
         def close(self) -> None:
             self.stream.close()
 
-    class BoundedTransport(http.HTTPTransport):
-        def __init__(self, limit: int):
-            super().__init__()
-            self.limit = limit
-
-        def handle_request(self, request):
-            request.headers["Accept-Encoding"] = ", ".join(ENCODINGS)
-            response = super().handle_request(request)
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ENCODINGS + ("identity", ""):
-                response.close()
-                raise http.DecodingError(f"the answer is encoded as {encoding!r}, which was not asked for")
-            headers = [(key, value) for key, value in response.headers.raw
-                       if key.lower() not in (b"content-encoding", b"content-length")]
-            return http.Response(response.status_code, headers=headers,
-                                 stream=BoundedStream(response.stream, encoding, self.limit),
-                                 extensions=response.extensions, request=request)
-
-    return BoundedTransport
+    return BoundedStream

@@ -13,6 +13,7 @@ import time
 import urllib.parse
 
 from .config import Settings
+from .http_bounds import bounded_hooks
 from .logs import redact
 
 RESOLVE_SECONDS = 5.0  # a resolver that has not answered by then will not help a person waiting at a terminal
@@ -98,7 +99,8 @@ def check_llm(settings: Settings) -> Result:
     if reason:
         return "llm", False, reason
     client = openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key.reveal() if llm.api_key else "no-key",
-                           timeout=min(llm.timeout, CHECK_SECONDS), max_retries=0)
+                           timeout=min(llm.timeout, CHECK_SECONDS), max_retries=0,
+                           http_client=openai.DefaultHttpxClient(event_hooks=bounded_hooks()))  # as a run's
     started = time.monotonic()
     try:
         client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": "Answer: OK"}])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .answers import NoSummary, parse_answer
+from .http_bounds import bounded_hooks, too_large
 from .http_retry import seconds_to_wait
 from .logs import redact
 from .prompt import FULL_TEXT_PROMPT_VERSION, PROMPT_VERSION, build_messages, instructions_of
@@ -151,15 +152,13 @@ class SummaryJob:
                         "temperature": llm.temperature}
         import openai  # here, not at the top: a run without an LLM, and the daemon's runs, start faster
 
-        from .http_bounds import bounded_transport  # httpx, as openai
-
         self.client = openai.OpenAI(
             base_url=llm.base_url,
             # Local servers (Ollama, llama.cpp) need no key, but the client insists on one.
             api_key=llm.api_key.reveal() if llm.api_key else "no-key",
             timeout=llm.timeout,
             max_retries=0,
-            http_client=openai.DefaultHttpxClient(transport=bounded_transport(openai.DefaultHttpxClient)),
+            http_client=openai.DefaultHttpxClient(event_hooks=bounded_hooks()),  # answers bounded in size
         )
 
     def run(self, papers: list[Paper], full_text_ids: set[str]) -> dict[str, Summary]:
@@ -236,8 +235,6 @@ class SummaryJob:
 
     def _request(self, paper: Paper, messages: list[dict]) -> Answer:
         import openai
-
-        from .http_bounds import too_large
 
         estimate = _estimate_tokens(messages, self.llm.max_tokens)
         refused = 0  # connections that failed outright, as opposed to answers that were slow or errors

@@ -8,7 +8,8 @@
         llm.reject_response_format = True        # answer 400 to response_format, as some servers do
         llm.reject_options = {"max_tokens"}      # 400 with OpenAI's words for a reasoning model's options
     Behaviours: ok(), slow(s), rate_limited(retry_after), error(status), echo_headers(), malformed(),
-    refusal(), refusal_text(), huge(chars), flood(mib), bomb(mib), gzipped(), comply() (obeys links and HTML injected into the abstract),
+    refusal(), refusal_text(), huge(chars), flood(mib), bomb(mib), gzipped(encoding), drip(s),
+    comply() (obeys links and HTML injected into the abstract),
     answer(tldr=..., ...) (exactly these fields, the others empty), cut_off() (stopped at max_tokens).
         llm.requests[0].paper_id, llm.requests[0].usage, llm.max_in_flight
 
@@ -37,8 +38,8 @@ URL = re.compile(r"https?://[^\s\"'<>)\]]+")
 class Behaviour:
     """How the server answers one request."""
 
-    # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, flood, bomb, gzipped, comply,
-    # answer, cut_off
+    # ok, rate_limited, error, echo_headers, malformed, refusal, refusal_text, huge, flood, bomb, gzipped, drip,
+    # comply, answer, cut_off
     kind: str
     status: int = 200
     delay: float = 0.0
@@ -99,9 +100,15 @@ def bomb(mib: int = 1024) -> Behaviour:
     return Behaviour("bomb", size=mib * 2**20)
 
 
-def gzipped() -> Behaviour:
-    """A normal answer, gzip-encoded, as a server behind a compressing proxy sends it."""
-    return Behaviour("gzipped")
+def gzipped(encoding: str = "gzip") -> Behaviour:
+    """A normal answer, compressed (``gzip``, or ``deflate`` as zlib or as raw deflate: ``raw-deflate``, which
+    servers also send as "deflate"), as a server behind a compressing proxy sends it."""
+    return Behaviour("gzipped", fields=(("encoding", encoding),))
+
+
+def drip(seconds: float = 0.05) -> Behaviour:
+    """A normal answer sent a byte every ``seconds``: each within any timeout, the whole within none."""
+    return Behaviour("drip", size=int(seconds * 1000))  # size: milliseconds between two bytes
 
 
 def answer(**fields: str) -> Behaviour:
@@ -219,8 +226,15 @@ class LLMServer(AnsweredByLoopback):
                          content_type="application/json")
         if behaviour.kind == "gzipped":
             reply = self._reply(body, prompt, paper_id, title, ok(), logged)
-            return Reply(reply.status, gzip.compress(reply.body.encode()), headers={"Content-Encoding": "gzip"},
-                         content_type=reply.content_type)
+            encoding = dict(behaviour.fields)["encoding"]
+            packed = {"gzip": gzip.compress, "deflate": zlib.compress,
+                      "raw-deflate": lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)}[encoding]
+            return Reply(reply.status, packed(reply.body.encode()),
+                         headers={"Content-Encoding": encoding.removeprefix("raw-")}, content_type=reply.content_type)
+        if behaviour.kind == "drip":
+            reply = self._reply(body, prompt, paper_id, title, ok(), logged)
+            reply.drip = behaviour.size / 1000
+            return reply
         content, refusal_message = self._content(prompt, paper_id, title, behaviour)
         logged.usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content or refusal_message) // 4}
         logged.usage["total_tokens"] = logged.usage["prompt_tokens"] + logged.usage["completion_tokens"]

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import urllib.parse
+import zlib
 
 import pytest
 from click.testing import CliRunner
@@ -358,6 +359,38 @@ def test_a_server_dripping_a_byte_at_a_time_fails_the_fetch_within_the_whole_ans
     assert counts(db) == {"papers": 0, "announcements": 0}
 
 
+def test_a_compressed_drip_that_never_decompresses_to_anything_fails_within_the_whole_answers_time(
+        http_server, db):
+    """A gzip header whose file name never ends: a decoder that reads on until it has output never returns."""
+    endless_name = bytes([0x1F, 0x8B, 8, 0x08, 0, 0, 0, 0, 0, 3]) + b"a" * 2000
+    serve_feeds(http_server, lambda d, cats: Reply(body=endless_name, headers={"Content-Encoding": "gzip"},
+                                                   drip=0.05))
+    started = time.monotonic()
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=0, timeout=1.0))
+    assert time.monotonic() - started < 8
+    assert result.error.removeprefix(http_server.url) == ("/atom/cs.AI: the answer took longer than 4 s in all "
+                                                          "after 1 attempts")
+
+
+@pytest.mark.parametrize("encoding, pack", [("deflate", zlib.compress),
+                                            ("deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS))])
+def test_a_deflated_feed_is_read_as_zlib_or_as_raw_deflate(http_server, db, encoding, pack):
+    day = D(2026, 6, 23)
+    serve_feeds(http_server, lambda d, cats: Reply(body=pack(feed_xml(day, cats)),
+                                                   headers={"Content-Encoding": encoding}))
+    result = feed.fetch_announcements(db, make_settings(http_server.url))
+    assert result.status == "announced" and counts(db)["papers"] > 0
+    assert http_server.requests[0].headers["accept-encoding"] == "gzip, deflate"
+
+
+def test_an_answer_compressed_as_was_not_asked_is_refused_in_one_line(http_server, db):
+    serve_feeds(http_server, lambda d, cats: Reply(body=b"\x00" * 100, headers={"Content-Encoding": "br"}))
+    result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
+    assert len(http_server.requests) == 1
+    assert result.error.removeprefix(http_server.url) == ("/atom/cs.AI: the answer is compressed as 'br', which was "
+                                                          "not asked for")
+
+
 def test_a_gzip_bomb_is_refused_once_decompressed_past_the_bound_not_read_into_memory(http_server, db):
     bomb = gzip.compress(b"<feed>" + b" " * (http.LARGEST_ANSWER + 1), compresslevel=9)
     assert len(bomb) < 200_000
@@ -365,7 +398,8 @@ def test_a_gzip_bomb_is_refused_once_decompressed_past_the_bound_not_read_into_m
     result = feed.fetch_announcements(db, make_settings(http_server.url, retries=2))
     assert len(http_server.requests) == 1  # not retried: it would say the same again
     assert result.status == "failed"
-    assert result.error.removeprefix(http_server.url) == "/atom/cs.AI: the answer is over 64 MiB (decompressed); refused"
+    assert result.error.removeprefix(http_server.url) == ("/atom/cs.AI: the answer is over 64 MiB (decompressed); "
+                                                          "refused")
 
 
 def test_a_large_compressed_answer_within_the_bound_is_read_whole(http_server, db):

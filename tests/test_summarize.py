@@ -17,6 +17,7 @@ from llm_server import (
     bomb,
     comply,
     cut_off,
+    drip,
     echo_headers,
     error,
     flood,
@@ -523,6 +524,36 @@ def test_a_gzip_bomb_is_refused_once_8_mib_are_decompressed_and_a_gzipped_answer
     assert [c["error"] for c in calls(db) if c["paper_id"] == bombed.id] == ["the answer is over 8 MiB; refused"]
     assert got[compressed.id].source == "llm" and got[compressed.id].tldr.startswith("TL;DR of ")
     assert llm.for_paper(compressed.id)[0].headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_answer_is_read_in_each_form_servers_send(llm, db, encoding):
+    paper = store(db, real_papers(1))[0]
+    llm.script(gzipped(encoding))
+    summary = summarize.summarize_papers(db, settings_for(llm), [paper], now=NOW)[paper.id]
+    assert summary.source == "llm" and summary.tldr.startswith("TL;DR of ")
+
+
+def test_an_answer_sent_a_byte_at_a_time_times_out_within_four_timeouts_and_the_paper_keeps_its_abstract(llm, db):
+    paper = store(db, real_papers(1))[0]
+    llm.script(*[drip(0.02)] * summarize.MAX_ATTEMPTS)  # ~1,000 bytes: 20 s each; every byte within 0.5 s
+    started = time.monotonic()
+    summary = summarize.summarize_papers(db, settings_for(llm, timeout=0.5), [paper], now=NOW)[paper.id]
+    assert time.monotonic() - started < 4 * (4 * 0.5 + 1) + 8  # four attempts of at most 4 timeouts, backoffs
+    assert summary.source == "abstract"
+    assert [c["error"] for c in calls(db)] == ["timed out"] * summarize.MAX_ATTEMPTS
+
+
+def test_the_llm_is_reached_through_the_proxy_the_environment_names(llm, db, monkeypatch):
+    """An HTTP proxy gets the request for the absolute URL; the loopback LLM server answers it by its path."""
+    monkeypatch.setenv("HTTP_PROXY", llm.http.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    paper = store(db, real_papers(1))[0]
+    settings = settings_for(None, base_url="http://llm.internal.invalid/v1")
+    summary = summarize.summarize_papers(db, settings, [paper], now=NOW)[paper.id]
+    assert summary.source == "llm"
+    assert llm.requests and llm.requests[0].headers["host"] == "llm.internal.invalid"
 
 
 # -- safety ------------------------------------------------------------------------------------------

@@ -5,10 +5,9 @@ one request at a time in the whole process, ``arxiv.min_interval`` seconds apart
 call, a User-Agent naming the project and the operator, and retries with exponential backoff that
 honour Retry-After on 429/503 and retry every transport failure (refused, reset, cut off, TLS, DNS).
 
-``arxiv.timeout`` bounds each wait for the server; a whole answer must also arrive within
-:data:`WHOLE_ANSWER_TIMEOUTS` of them (a server sending a byte now and then never trips a per-read
-timeout) and be at most :data:`LARGEST_ANSWER` bytes once decompressed (a gzip bomb or an endless body
-would otherwise fill the memory).
+``arxiv.timeout`` bounds each wait for the server; a whole answer must also arrive within four of them
+and be at most :data:`LARGEST_ANSWER` bytes once decompressed (:mod:`digest.http_bounds`: a server
+sending a byte now and then never trips a per-read timeout, and a gzip bomb would fill the memory).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ import requests
 import urllib3
 
 from ..config import Settings
+from ..http_bounds import (ACCEPTED_ENCODINGS, READ_SIZE, WHOLE_ANSWER_TIMEOUTS, DamagedAnswer, Decoder,
+                           UnknownEncoding)
 from ..http_retry import retry_after_seconds
 
 log = logging.getLogger("digest.arxiv")
@@ -32,8 +33,6 @@ log = logging.getLogger("digest.arxiv")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 600.0  # seconds; a longer wait is reported as a failure rather than blocking a run
 LARGEST_ANSWER = 64 * 2**20  # bytes, decompressed; arXiv's largest (an API page of 2,000 papers) is ~5 MB
-WHOLE_ANSWER_TIMEOUTS = 4  # a whole answer may take this many ``arxiv.timeout``
-READ_SIZE = 64 * 1024
 # What urllib3 raises while a body is read, as the requests exceptions the retry loop already handles.
 READ_ERRORS = {urllib3.exceptions.ReadTimeoutError: requests.exceptions.ReadTimeout,
                urllib3.exceptions.ProtocolError: requests.exceptions.ChunkedEncodingError,
@@ -96,6 +95,7 @@ class PoliteSession(requests.Session):
         self.arxiv = settings.arxiv
         self.gate = gate
         self.headers["User-Agent"] = user_agent(settings)
+        self.headers["Accept-Encoding"] = ACCEPTED_ENCODINGS  # what _read_whole decompresses
         self.last_response: requests.Response | None = None
 
     def request(self, method, url, **kwargs):
@@ -143,19 +143,29 @@ class PoliteSession(requests.Session):
         raise AssertionError("unreachable")  # the loop returns or raises on its last try
 
     def _read_whole(self, response: requests.Response, url: str, started: float) -> None:
-        """Read the body as requests would, within the size and time bounds (see the module's docstring).
-        ``read1`` returns what has arrived, so the clock is looked at however slowly the bytes come."""
+        """Read the body as requests would, within the size and time bounds (see the module's docstring):
+        raw, as it arrives, decompressed here (:class:`digest.http_bounds.Decoder`), so the clock is looked
+        at after every read however slowly the bytes come, and the size counted however far they expand."""
         deadline = started + self.arxiv.timeout * WHOLE_ANSWER_TIMEOUTS
         chunks, size = [], 0
         try:
-            while chunk := _read_some(response.raw):
-                size += len(chunk)
-                if size > LARGEST_ANSWER:
-                    raise ArxivError(f"{where(url)}: the answer is over {LARGEST_ANSWER // 2**20} MiB "
-                                     "(decompressed); refused")
+            decoder = Decoder(response.headers.get("Content-Encoding"))
+            while raw := _read_some(response.raw):
                 if time.monotonic() > deadline:
                     raise SlowAnswer(f"the answer took longer than {deadline - started:.0f} s in all")
-                chunks.append(chunk)
+                for piece in decoder.feed(raw):
+                    size += len(piece)
+                    if size > LARGEST_ANSWER:
+                        raise ArxivError(f"{where(url)}: the answer is over {LARGEST_ANSWER // 2**20} MiB "
+                                         "(decompressed); refused")
+                    chunks.append(piece)
+            decoder.flush()
+        except UnknownEncoding as exc:
+            response.close()
+            raise ArxivError(f"{where(url)}: {exc}") from None
+        except DamagedAnswer as exc:
+            response.close()
+            raise requests.exceptions.ContentDecodingError(str(exc)) from None
         except BaseException:
             response.close()  # the connection is not reused with the rest of an answer in it
             raise
@@ -168,9 +178,9 @@ class PoliteSession(requests.Session):
 
 
 def _read_some(raw: urllib3.HTTPResponse) -> bytes:
-    """What has arrived of the body, decompressed (at most READ_SIZE bytes; b"" at its end)."""
+    """What has arrived of the body, as it came (at most READ_SIZE bytes; b"" at its end)."""
     try:
-        return raw.read1(READ_SIZE, decode_content=True)
+        return raw.read1(READ_SIZE, decode_content=False)
     except tuple(READ_ERRORS) as exc:
         raise next(requests_error(exc) for kind, requests_error in READ_ERRORS.items()
                    if isinstance(exc, kind))(str(exc)) from exc
