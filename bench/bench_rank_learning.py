@@ -63,6 +63,7 @@ from digest import embed, profiles, rank  # noqa: E402
 from digest.config import EmbeddingSettings, parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402
 from digest.storage import db as dbm  # noqa: E402
+from digest.storage import papers as paper_rows  # noqa: E402
 from digest.storage import feedback as feedback_rows  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ranking" / "cs.AI_2025-09-01_to_2025-12-31.jsonl.gz"
@@ -193,7 +194,7 @@ class DigestReaders:
         self.db = dbm.open_db(path)
         self.vectors = vectors
         self.embedder = embedder
-        dbm.save_papers(self.db, stored)
+        paper_rows.save_papers(self.db, stored)
         # The cached vectors, stored as embed_papers stores what it embeds: profile_signals finds them there.
         embed._save(self.db, rank_model(), stored, np.vstack([vectors[p.id] for p in stored]))
         toml = [f'[storage]\npath = "{path}"\n']

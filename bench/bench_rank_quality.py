@@ -39,6 +39,7 @@ from digest import embed, profiles, rank  # noqa: E402
 from digest.config import parse_settings  # noqa: E402
 from digest.records import Announcement, Paper  # noqa: E402
 from digest.storage import db as dbm  # noqa: E402
+from digest.storage import papers as paper_rows  # noqa: E402
 
 LISTING = ROOT / "tests" / "data" / "listing_2026-06-22_to_06-30.jsonl.gz"
 SEED_DAYS = ("2026-06-22", "2026-06-23", "2026-06-24")
@@ -185,8 +186,8 @@ def open_store(days, seeds, path: Path):
     """Every listing paper stored and embedded (cached in the database: a second run embeds nothing)."""
     db = dbm.open_db(path)
     for day, papers in days.items():
-        dbm.save_announcements(db, [Announcement(p, dt.date.fromisoformat(day), "new", i)
-                                    for i, p in enumerate(papers)], "listing")
+        paper_rows.save_announcements(db, [Announcement(p, dt.date.fromisoformat(day), "new", i)
+                                           for i, p in enumerate(papers)], "listing")
     settings = parse_settings(f'[storage]\npath = "{path}"\n' + profiles_toml(seeds))
     return db, settings
 

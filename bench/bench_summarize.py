@@ -23,6 +23,7 @@ from test_summarize import real_papers, settings_for  # noqa: E402
 from digest import summarize  # noqa: E402
 from digest.storage import summaries  # noqa: E402
 from digest.storage import db as dbm  # noqa: E402
+from digest.storage import papers as paper_rows  # noqa: E402
 
 PAPERS = 50
 LATENCY = 1.0
@@ -33,7 +34,7 @@ NOW = dt.datetime(2026, 6, 23, 12, 0, tzinfo=dt.timezone.utc)
 
 def run(concurrency: int, papers) -> dict:
     db = dbm.open_db(":memory:")
-    dbm.save_papers(db, papers)
+    paper_rows.save_papers(db, papers)
     with LLMServer(latency=LATENCY) as llm:
         settings = settings_for(llm, concurrency=concurrency)
         started = time.perf_counter()

@@ -22,6 +22,7 @@ from .config import DEFAULT_MODEL, EmbeddingSettings, Settings
 from .quiet import import_quietly, quiet_third_party
 from .records import Paper
 from .storage import db as dbm
+from .storage.papers import get_papers
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -170,7 +171,7 @@ def embed_papers(db: "sqlite_utils.Database", papers: list[Paper], settings: Set
                  progress: bool | None = None, embedder: Embedder | None = None) -> dict[str, np.ndarray]:
     """Every paper's vector, embedding only those with no stored vector for this model and text.
 
-    The papers must already be stored (``db.save_papers``). ``progress``: None shows a bar on stderr
+    The papers must already be stored (``papers.save_papers``). ``progress``: None shows a bar on stderr
     when more than PROGRESS_THRESHOLD papers wait, True/False forces it on/off.
     """
     model = settings.embedding.vectors_key
@@ -220,7 +221,7 @@ def embed_history(db: "sqlite_utils.Database", settings: Settings, *, progress: 
     with _progress_bar(progress, len(ids), settings.embedding.vectors_key) as advance:
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            embed_papers(db, list(dbm.get_papers(db, chunk).values()), settings, progress=False, embedder=embedder)
+            embed_papers(db, list(get_papers(db, chunk).values()), settings, progress=False, embedder=embedder)
             advance(len(chunk))
     return len(ids)
 

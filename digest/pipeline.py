@@ -1,18 +1,18 @@
 """One run: fetch an announcement day (or several, for a merged catch-up), and build and deliver each
 profile's digest of what it is owed, stage by stage, resumable.
 
-fetch -> embed -> rank -> summarize -> render -> deliver. Each stage records itself in ``run_stages`` and
-logs one line with its counts and duration. What goes into a digest is what the ledger says the profile
-is owed (:func:`digest.storage.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
-rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a
-crashed run started again skips every finished stage's effect and never sends a paper twice.
+fetch -> embed -> rank -> summarize -> render -> deliver. Each stage records itself in ``run_stages`` and logs
+one line with its counts and duration. Fetching is one call, :func:`digest.arxiv.days.fetch_days`: the arxiv
+package chooses between what is stored, the feed and the API, and the run only reads which days it got, which
+arXiv announced nothing on, and which failed. What goes into a digest is what the ledger says the profile is
+owed (:func:`digest.storage.ledger.owed`); the digest, its items, the ledger rows of what it covers, its
+rendered formats and its outbox rows are written in one transaction and never rebuilt afterwards. So a crashed
+run started again skips every finished stage's effect and never sends a paper twice.
 
 The day's papers are embedded once for every profile; then rank, summarize and render take turns, one
 profile at a time (:func:`_build_digest`), and a profile's digest is stored and queued before the next is
 ranked. So a run holds the day's papers, vectors and summaries plus one profile's work, whatever the
 number of profiles (tests/test_pipeline.py measures it; bench/bench_profiles.py up to 1,000 profiles).
-
-Longer than most modules on purpose: the stages are read top to bottom in the order a run takes them.
 """
 
 from __future__ import annotations
@@ -23,17 +23,16 @@ import time
 from dataclasses import dataclass, field
 
 from . import embed, learn, notices, rank, render, summarize
-from .arxiv import api, feed
+from .arxiv import api
 from .arxiv.calendar import Calendar, Clock, announcement_day_at
+from .arxiv.days import Fetched, NotAnnouncedYet, fetch_days
 from .arxiv.fulltext import full_text_fetcher
-from .arxiv.http import session_for
 from .config import Profile, Settings
 from .deliver import deliver_due
 from .locks import run_lock
 from .profiles import profile_signals
 from .records import Announcement, DigestView, Paper, Ranked, Summary
 from .storage import ledger, outbox
-from .storage.db import day_fetched, empty_detail, has_announcements, latest_day
 from .storage.runs import Run, Turns
 from .text import one_line, plural
 
@@ -42,10 +41,6 @@ log = logging.getLogger("digest.pipeline")
 
 class RunError(Exception):
     """A stage failed in a way that stops this run; the message is the one line the user sees."""
-
-
-class NotAnnouncedYet(RunError):
-    """``--day`` names a day arXiv has not announced yet: the user's mistake, and nothing is recorded."""
 
 
 @dataclass
@@ -126,7 +121,8 @@ def _choose_profiles(settings: Settings, names: list[str] | None) -> list[Profil
 def _run(db, settings: Settings, run: Run, wanted: list[dt.date], chosen: list[Profile], *, dry_run: bool,
          fetch: bool, clock: Clock) -> RunResult:
     with run.stage("fetch") as counts:
-        fetched = _fetch_stage(db, settings, wanted, fetch, clock, counts)
+        fetched = fetch_days(db, settings, wanted, clock, fetch=fetch)
+        counts.update(fetched.counts)
     if fetched.status == "failed":
         raise RunError(fetched.error)
     if fetched.status == "empty":
@@ -160,83 +156,6 @@ def _run(db, settings: Settings, run: Run, wanted: list[dt.date], chosen: list[P
             log.info("preview written: %s", path)
         return result
     return _deliver_stage(db, settings, run, result)
-
-
-# -- fetch ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Fetched:
-    """The days a run covers, or why it covers none. ``error`` on an "announced" run names the wanted
-    days that could not be fetched (they stay owed and are fetched again at the next run)."""
-
-    status: str  # announced, empty, failed
-    days: list[dt.date] = field(default_factory=list)
-    day: dt.date | None = None  # for "empty": the day arXiv announced nothing on, when known
-    detail: str | None = None
-    error: str | None = None
-
-
-def _fetch_stage(db, settings: Settings, wanted: list[dt.date], fetch: bool, clock: Clock, counts: dict) -> Fetched:
-    if not wanted:
-        return _fetch_latest(db, settings, fetch, clock, counts)
-    calendar = Calendar.from_settings(settings)
-    categories = settings.feed_categories()
-    present, empty, errors = [], [], []
-    latest = None  # what the feed shows now, asked once per run
-    for day in wanted:
-        state = day_fetched(db, day, categories)
-        if state is None and not fetch and has_announcements(db, day):
-            state = "announced"  # --no-fetch: what is stored is what there is
-        if state is None and fetch:
-            if latest is None:
-                latest = feed.fetch_announcements(db, settings)
-            if latest.status == "announced" and day > latest.announced_on and day >= announcement_day_at(clock.now()):
-                raise NotAnnouncedYet(f"--day {day}: arXiv has not announced that day yet (its feed still shows "
-                                      f"{latest.announced_on})")
-            state = day_fetched(db, day, categories)
-            if state is None and not calendar.expected(day):
-                empty.append((day, "no announcement day (a weekend or an arXiv holiday)"))
-                continue
-            if state is None:
-                result = _backfill_day(db, settings, calendar, day, categories)
-                state = "announced" if result.status == "announced" else result.status
-                if result.status == "failed":
-                    errors.append(f"{day}: {result.error}")
-        if state == "announced":
-            present.append(day)
-        elif state == "empty":
-            empty.append((day, empty_detail(db, day) or "arXiv announced nothing"))
-        elif not fetch:
-            errors.append(f"{day}: nothing stored and fetching was turned off")
-    counts.update(days=len(present), empty=len(empty), failures=len(errors))
-    if present:
-        return Fetched("announced", present, error="; ".join(errors) or None)
-    if errors:
-        counts["error"] = errors[0]
-        return Fetched("failed", error=f"fetching arXiv failed: {errors[0]}")
-    day, detail = empty[-1]
-    return Fetched("empty", day=day, detail=detail)
-
-
-def _fetch_latest(db, settings: Settings, fetch: bool, clock: Clock, counts: dict) -> Fetched:
-    if not fetch:
-        last = latest_day(db)
-        if last is None:
-            return Fetched("failed", error="nothing stored yet and fetching was turned off")
-        return Fetched("announced", [last])
-    result = feed.fetch_announcements(db, settings)
-    counts.update(status=result.status, papers=result.count, skipped=result.skipped)
-    if result.status == "failed":
-        counts["error"] = result.error
-        return Fetched("failed", error=f"fetching arXiv's feed failed: {result.error}")
-    if result.status == "empty":
-        return Fetched("empty", day=result.announced_on, detail=result.detail)
-    return Fetched("announced", [result.announced_on])
-
-
-def _backfill_day(db, settings: Settings, calendar: Calendar, day: dt.date, categories: list[str]):
-    with session_for(settings, None) as session:
-        return api.backfill_day(db, settings, session, day, categories, calendar)
 
 
 # -- what each profile is owed --------------------------------------------------------------------------

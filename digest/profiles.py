@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .arxiv.ids import InvalidArxivId, normalize_id, title_key
 from .records import Paper
-from .storage.db import get_papers, save_papers
+from .storage.papers import get_papers, save_papers
 from .storage.feedback import feedback_values, not_known_missing, remember_missing
 from .text import one_line, plural
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .arxiv.calendar import Calendar, announcement_day_at
 from .storage import ledger, outbox
-from .storage.db import day_fetched, latest_feed_fetch
+from .storage.papers import day_fetched, latest_feed_fetch
 from .storage.runs import last_error_of_day
 from .text import plural
 

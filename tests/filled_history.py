@@ -16,6 +16,7 @@ from feeds import listing_papers
 
 from digest.records import Announcement, Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 
 PROFILES = ('[profiles.me]\ninterests = ["spiking neural networks"]\n'
             '[profiles.vision]\ninterests = ["image segmentation"]\n')
@@ -33,10 +34,10 @@ def _fill(db) -> None:
     announcements = [Announcement(paper_of(r), dt.date.fromisoformat(r["announced_date_et"]),
                                   "new" if r["primary_category"] in ("cs.CL", "cs.CV", "cs.AI") else "cross", n)
                      for n, r in enumerate(rows)]
-    dbm.save_announcements(db, announcements, "listing")
+    paper_rows.save_announcements(db, announcements, "listing")
     # 2606.27538 was replaced by a v2 two days later.
-    dbm.save_announcements(db, [Announcement(paper_of(by_id["2606.27538"], 2), dt.date(2026, 6, 30), "replace", 999)],
-                           "feed")
+    paper_rows.save_announcements(
+        db, [Announcement(paper_of(by_id["2606.27538"], 2), dt.date(2026, 6, 30), "replace", 999)], "feed")
     stamp = "2026-06-29T12:00:00+00:00"
     db.execute("INSERT INTO digests (id, profile, announced_on, days, categories, announced, new, cross, replaced, "
                "summarized, subject, created_at) VALUES (1, 'me', '2026-06-29', '[\"2026-06-29\"]', 'cs.CL', 3, 2, 1, "

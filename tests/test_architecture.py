@@ -25,11 +25,11 @@ FLOORS: list[tuple[str, set[str]]] = [
         "digest", "arxiv", "feedback", "storage", "history"}),  # the packages' own __init__ files: no imports
     ("configuration", {"config_rules", "config"}),
     ("the tables' owners", {
-        "storage.schema", "storage.db", "storage.runs", "storage.outbox", "storage.ledger", "storage.feedback",
-        "storage.summaries", "library"}),
+        "storage.schema", "storage.db", "storage.papers", "storage.runs", "storage.outbox", "storage.ledger",
+        "storage.feedback", "storage.summaries", "library"}),
     ("the stages", {
-        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.fulltext", "embed_onnx", "embed",
-        "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",
+        "arxiv.atom", "arxiv.http", "arxiv.feed", "arxiv.api", "arxiv.days", "arxiv.fulltext", "embed_onnx",
+        "embed", "rank", "profiles", "summarize", "feedback.links", "render", "deliver", "deliver.email",
         "deliver.chat", "deliver.files"}),
     ("a run, and what watches runs", {
         "notices", "pipeline", "schedule", "readiness", "feedback.web", "feedback.replies", "backup"}),

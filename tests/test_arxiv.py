@@ -32,6 +32,7 @@ from loopback import Reply
 
 from digest.arxiv import api, atom, calendar, feed, http, ids
 from digest.arxiv.calendar import Calendar
+from digest.arxiv.days import fetch_days
 from digest.cli import cli
 from digest.config import parse_settings
 from digest.http_retry import retry_after_seconds
@@ -550,6 +551,65 @@ def test_backfill_stores_each_paper_on_its_announcement_day(http_server, db):
     again = api.backfill(db, settings, D(2026, 6, 22), D(2026, 6, 28))
     assert (again["skipped"], again["announced"], counts(db)) == (4, 0, before)
     assert len(http_server.requests) == asked + 1  # only the failed day is asked again
+
+
+# -- the days a run wants ---------------------------------------------------------------------------------
+
+def clock_at(day: dt.date) -> calendar.Clock:
+    """Noon ET on ``day``: that day's announcement is out, the next one is not."""
+    return calendar.Clock(dt.datetime.combine(day, dt.time(12), tzinfo=calendar.ET) - dt.datetime.now(dt.timezone.utc))
+
+
+def api_queries(http_server) -> list[str]:
+    return [r.query["search_query"][0] for r in http_server.requests if r.path == "/api/query"]
+
+
+def test_fetch_days_takes_each_day_from_the_feed_the_api_or_the_calendar(http_server, db):
+    """A catch-up on Tuesday 06-30: the feed shows that day, the API has Friday's, and Saturday is settled by
+    the calendar alone. With fetching off, what is stored is what there is, and arXiv is asked nothing."""
+    tuesday, friday, saturday = D(2026, 6, 30), D(2026, 6, 26), D(2026, 6, 27)
+    feeds = serve_feeds(http_server, {tuesday: feed_xml(tuesday, ["cs.AI"])}, day=tuesday)
+    serve_fake_api(http_server, {"cs.AI"})
+    settings = make_settings(http_server.url)
+    fetched = fetch_days(db, settings, [friday, saturday, tuesday], clock_at(tuesday))
+    assert (fetched.status, fetched.days, fetched.error) == ("announced", [friday, tuesday], None)
+    assert fetched.counts == {"days": 2, "empty": 1, "failures": 0}
+    assert len(feeds.requests) == 1
+    assert api_queries(http_server) == ["cat:cs.AI AND submittedDate:[202606241800 TO 202606251759]"]
+    assert [(r["announced_on"], r["source"], r["status"]) for r in fetch_rows(db)] == [
+        ("2026-06-30", "feed", "announced"), ("2026-06-26", "api", "announced")]
+
+    asked = len(http_server.requests)
+    stored = fetch_days(db, settings, [D(2026, 6, 25), friday, tuesday], clock_at(tuesday), fetch=False)
+    assert (stored.status, stored.days) == ("announced", [friday, tuesday])
+    assert stored.error == "2026-06-25: nothing stored and fetching was turned off"
+    assert len(http_server.requests) == asked
+
+
+def test_a_day_arxiv_announced_nothing_on_is_settled_and_a_day_it_could_not_be_fetched_for_stays_owed(
+        http_server, db):
+    """arXiv skipped Friday 06-26 (a closure no list knows): its submissions came out on Monday 06-29. The API
+    shows it, and the day is empty for good. Monday 06-22 is a day the API has no paper for: a failure, the
+    stage marked failed, and the API is asked again next time."""
+    monday = D(2026, 6, 29)
+    serve_feeds(http_server, {monday: feed_xml(monday, ["cs.AI"], rows=listing_papers(D(2026, 6, 26)))}, day=monday)
+    serve_fake_api(http_server, {"cs.AI"})
+    settings = make_settings(http_server.url)
+    skipped = fetch_days(db, settings, [D(2026, 6, 26)], clock_at(monday))
+    assert (skipped.status, skipped.day, skipped.error) == ("empty", D(2026, 6, 26), None)
+    assert skipped.detail == "not announced (its submissions were announced on 2026-06-29)"
+    assert "error" not in skipped.counts
+
+    failed = fetch_days(db, settings, [D(2026, 6, 22)], clock_at(monday))
+    error = "2026-06-22: arXiv's API returned no paper for 2026-06-22, a day arXiv should have announced"
+    assert (failed.status, failed.days, failed.error) == ("failed", [], f"fetching arXiv failed: {error}")
+    assert failed.counts == {"days": 0, "empty": 0, "failures": 1, "error": error}
+
+    asked = len(api_queries(http_server))
+    assert fetch_days(db, settings, [D(2026, 6, 26)], clock_at(monday)).status == "empty"
+    assert len(api_queries(http_server)) == asked  # settled: the API is not asked again
+    assert fetch_days(db, settings, [D(2026, 6, 22)], clock_at(monday)).status == "failed"
+    assert len(api_queries(http_server)) == asked + 1  # still owed: asked again
 
 
 # -- the command ------------------------------------------------------------------------------------------

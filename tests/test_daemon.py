@@ -30,7 +30,7 @@ from digest.arxiv.calendar import ET, PRETEND_TODAY_ENV, announcement_day_at
 from digest.config import load_settings, parse_settings
 from digest.records import Announcement, DigestView, Paper, Ranked
 from digest.records import Rendered
-from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage import ledger
 from digest.storage.db import open_db
 
@@ -224,13 +224,14 @@ def stored_day(db, day: str, ids: list[str], source: str = "feed") -> None:
     """A day's papers stored as a fetch of ``source`` stores them (one cs.AI paper per id)."""
     day_ = dt.date.fromisoformat(day)
     papers = [Paper(i, 1, f"Paper {i}", f"Abstract of {i}.", ["A. Author"], ["cs.AI"], "cs.AI") for i in ids]
-    dbm.save_announcements(db, [Announcement(p, day_, "new", n) for n, p in enumerate(papers)], source=source)
-    dbm.record_fetch(db, announced_on=day_, categories="cs.AI", source=source, status="announced", entries=len(ids))
+    paper_rows.save_announcements(db, [Announcement(p, day_, "new", n) for n, p in enumerate(papers)], source=source)
+    paper_rows.record_fetch(db, announced_on=day_, categories="cs.AI", source=source, status="announced",
+                            entries=len(ids))
 
 
 def digest_of(db, days: list[str], ids: list[str], profile: str = "me") -> int:
     """A digest built for ``days`` that covers the papers ``ids`` (stored before), as the pipeline stores one."""
-    covers = [a for d in days for a in dbm.announced_on(db, dt.date.fromisoformat(d)) if a.paper.id in ids]
+    covers = [a for d in days for a in paper_rows.announced_on(db, dt.date.fromisoformat(d)) if a.paper.id in ids]
     view = DigestView(profile, [dt.date.fromisoformat(d) for d in days], "cs.AI",
                       [Ranked(a.paper, n + 1, 0.5, "test") for n, a in enumerate(covers)],
                       {"announced": len(covers), "new": len(covers), "cross": 0, "replace": 0, "summarized": 0},
@@ -258,8 +259,8 @@ def test_plan_skips_settled_days_holidays_and_days_beyond_catch_up_days(tmp_path
     digest_of(db, ["2026-06-23", "2026-06-24"], ["2606.00023", "2606.00024"])  # a merged catch-up
     stored_day(db, "2026-06-25", ["2606.00025", "2606.00026"])
     digest_of(db, ["2026-06-25"], ["2606.00025"])  # 2606.00026 arrived after the digest was built
-    dbm.record_fetch(db, announced_on=dt.date(2026, 6, 26), categories="cs.AI", source="api", status="empty",
-                     detail="not announced (the feed went from 2026-06-25 to 2026-06-29)")
+    paper_rows.record_fetch(db, announced_on=dt.date(2026, 6, 26), categories="cs.AI", source="api", status="empty",
+                            detail="not announced (the feed went from 2026-06-25 to 2026-06-29)")
     settings = settings_for("07:00", "America/New_York", catch_up_days=10)
     plan = schedule.plan_work(db, settings, et(2026, 6, 29, 9, 0))
     # 06-19 is an arXiv holiday, 06-22 was never fetched, 06-23 and 06-24 are in the merged digest, 06-25 has a

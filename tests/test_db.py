@@ -4,6 +4,7 @@ import pytest
 
 from digest.records import Announcement, Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage.schema import MIGRATIONS
 
 EXPECTED_COLUMNS = {
@@ -51,35 +52,35 @@ def test_upgrading_from_each_earlier_schema_keeps_data(tmp_path, earlier):
     path = tmp_path / "d.db"
     db = dbm.open_db(path, migrate=False)
     dbm.apply_migrations(db, upto=earlier)
-    dbm.save_announcements(db, [Announcement(paper(), dt.date(2026, 6, 22), "new", 0)], source="feed")
+    paper_rows.save_announcements(db, [Announcement(paper(), dt.date(2026, 6, 22), "new", 0)], source="feed")
     db.conn.close()
     db = dbm.open_db(path)
-    assert dbm.get_paper(db, "2401.01234").title == "A title"
-    assert [a.paper.id for a in dbm.announced_on(db, dt.date(2026, 6, 22))] == ["2401.01234"]
+    assert paper_rows.get_paper(db, "2401.01234").title == "A title"
+    assert [a.paper.id for a in paper_rows.announced_on(db, dt.date(2026, 6, 22))] == ["2401.01234"]
     assert db["notices"].columns_dict.keys() == set(EXPECTED_COLUMNS["notices"])  # the latest migration too
 
 
 def test_save_is_idempotent_and_keeps_the_latest_version(tmp_path):
     db = dbm.open_db(tmp_path / "d.db")
     day = dt.date(2026, 6, 22)
-    assert dbm.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 1
-    assert dbm.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 0
-    dbm.save_papers(db, [paper(version=3, title="Revised")])
-    dbm.save_papers(db, [paper(version=2, title="Older")])
-    stored = dbm.get_paper(db, "2401.01234")
+    assert paper_rows.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 1
+    assert paper_rows.save_announcements(db, [Announcement(paper(), day, "new", 0)], "feed") == 0
+    paper_rows.save_papers(db, [paper(version=3, title="Revised")])
+    paper_rows.save_papers(db, [paper(version=2, title="Older")])
+    stored = paper_rows.get_paper(db, "2401.01234")
     assert (stored.version, stored.title) == (3, "Revised")
     assert db["papers"].count == 1
 
 
 def test_full_text_search_covers_title_abstract_authors(tmp_path):
     db = dbm.open_db(tmp_path / "d.db")
-    dbm.save_papers(db, [paper(title="Graph neural networks", abstract="We study message passing.")])
+    paper_rows.save_papers(db, [paper(title="Graph neural networks", abstract="We study message passing.")])
     hits = lambda q: [r["id"] for r in db.query(
         "SELECT papers.id FROM papers_fts JOIN papers ON papers.rowid = papers_fts.rowid WHERE papers_fts MATCH ?", [q])]
     assert hits("graph") == ["2401.01234"]
     assert hits("passing") == ["2401.01234"]
     assert hits("turing") == ["2401.01234"]
-    dbm.save_papers(db, [paper(version=2, title="Transformers", abstract="Attention.")])
+    paper_rows.save_papers(db, [paper(version=2, title="Transformers", abstract="Attention.")])
     assert hits("graph") == []
 
 

@@ -25,6 +25,7 @@ from digest.cli import cli
 from digest.config import parse_settings
 from digest.deliver import chat as chat_module
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage import ledger
 from digest.storage import outbox
 
@@ -60,7 +61,7 @@ def settings_with(*, smtp=None, chat=None, attach=True, password=SMTP_PASSWORD, 
 
 def store(db, settings, view) -> int:
     """What the pipeline does when it builds a digest: the row, its ledger rows and its rendered formats."""
-    dbm.save_papers(db, [i.paper for i in view.items])  # stored by the fetch, before any digest
+    paper_rows.save_papers(db, [i.paper for i in view.items])  # stored by the fetch, before any digest
     return ledger.store_digest(db, view, render.render_digest(view, settings), [])
 
 

@@ -22,6 +22,7 @@ from digest.embed_onnx import OnnxEncoder
 from digest.history import search
 from digest.records import Announcement, Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 
 DAY = dt.date(2026, 6, 23)
 TWO_PROFILES = ('[profiles.vision]\ninterests = ["image segmentation"]\n'
@@ -53,7 +54,8 @@ def day_papers() -> list[Paper]:
 @pytest.fixture
 def day_db(db, day_papers):
     """The new database once DAY's eight papers are announced in it."""
-    dbm.save_announcements(db, [Announcement(p, DAY, "new", i) for i, p in enumerate(day_papers)], "listing")
+    paper_rows.save_announcements(db, [Announcement(p, DAY, "new", i) for i, p in enumerate(day_papers)],
+                                  "listing")
     return db
 
 
@@ -101,7 +103,7 @@ def test_one_embedding_per_paper_across_two_profiles_and_two_runs(day_db, day_pa
     encoded_per_run, rows_per_run = [], []
     for run in range(2):
         before = embedder.texts_encoded
-        announcements = dbm.announced_on(day_db, DAY)
+        announcements = paper_rows.announced_on(day_db, DAY)
         vectors = embed.embed_papers(day_db, [a.paper for a in announcements], settings, embedder=embedder)
         papers_encoded = embedder.texts_encoded - before
         for profile in settings.profiles.values():
@@ -134,7 +136,7 @@ def test_a_changed_text_is_embedded_again_and_a_new_version_with_the_same_text_i
     same_text = paper_of(listing_papers(DAY)[0], version=2)
     changed = paper_of(listing_papers(DAY)[1], version=2)
     changed.abstract += " We also release the code."
-    dbm.save_papers(day_db, [same_text, changed])
+    paper_rows.save_papers(day_db, [same_text, changed])
     before, old = embedder.texts_encoded, stored_vectors(day_db, [changed.id], "all-MiniLM-L6-v2")[changed.id]
 
     vectors = embed.embed_papers(day_db, [same_text, changed], settings, embedder=embedder)
@@ -202,9 +204,10 @@ def test_a_real_day_of_500_papers_is_embedded_once_and_ranked_whole_for_two_prof
     rows = listing_papers(day)
     assert len(rows) > 500
     database = dbm.open_db(tmp_path / "big.db")
-    dbm.save_announcements(database, [Announcement(paper_of(r), day, "new", i) for i, r in enumerate(rows)], "listing")
+    paper_rows.save_announcements(database, [Announcement(paper_of(r), day, "new", i) for i, r in enumerate(rows)],
+                                  "listing")
     settings = parse_settings(TWO_PROFILES)
-    announcements = dbm.announced_on(database, day)
+    announcements = paper_rows.announced_on(database, day)
     before = embedder.texts_encoded
     vectors = embed.embed_papers(database, [a.paper for a in announcements], settings, embedder=embedder,
                                  progress=False)
@@ -251,7 +254,7 @@ def test_a_seed_paper_that_does_not_exist_is_a_warning_and_the_others_are_used(d
 
     assert warnings == ["seed paper 0808.05394 was not found on arXiv; using the other seeds"]
     assert [s.label for s in signals.seeds] == ["seed paper 1707.08567"]
-    stored = dbm.get_paper(day_db, "1707.08567")
+    stored = paper_rows.get_paper(day_db, "1707.08567")
     assert stored is not None and stored_vectors(day_db, ["1707.08567"], "all-MiniLM-L6-v2").keys() == {"1707.08567"}
     assert np.allclose(signals.seeds[0].vector, embedder.embed_texts([stored.text])[0], atol=1e-5)
     # Stored now: the next run asks arXiv for nothing but the one that does not exist.

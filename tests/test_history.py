@@ -28,6 +28,7 @@ from digest.history.vectors import VectorIndex
 from digest.records import Paper
 from digest.schedule import next_firing, next_run, schedule_trigger
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage.feedback import set_feedback
 
 MODEL = "all-MiniLM-L6-v2"
@@ -244,7 +245,7 @@ def test_show_fetches_a_paper_not_stored_from_the_api(filled_db, http_server, wr
     details = json.loads(result.stdout)  # stderr has the arxiv client's log lines
     assert details["id"] == "astro-ph/0601001" and details["stored"] is False
     assert details["journal_ref"]
-    assert dbm.get_paper(filled_db, "astro-ph/0601001") is None  # show only reads
+    assert paper_rows.get_paper(filled_db, "astro-ph/0601001") is None  # show only reads
     assert len(http_server.requests) == 1
 
 
@@ -611,8 +612,8 @@ def test_search_help_names_every_filter():
 def test_listings_fit_80_columns_without_cutting_a_word(db_path, filled_db, args, monkeypatch):
     set_feedback(filled_db, "2606.24075", 1, "")
     set_feedback(filled_db, "2606.31781", -1, "me")
-    dbm.record_fetch(filled_db, announced_on=None, categories="cs.CL", source="feed", status="failed",
-                     error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
+    paper_rows.record_fetch(filled_db, announced_on=None, categories="cs.CL", source="feed", status="failed",
+                            error="http://127.0.0.1:9/atom/cs.CL: connection failed (ConnectionError) after 5 attempts")
     monkeypatch.setenv("COLUMNS", "80")  # what rich reads for a terminal of 80 columns
     out = run(*args).output
     lines = out.splitlines()

@@ -17,6 +17,7 @@ from digest import embed, learn, profiles, rank
 from digest.config import EmbeddingSettings, parse_settings
 from digest.records import Announcement, Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage.feedback import set_feedback
 
 FIRST, NEXT = dt.date(2026, 6, 23), dt.date(2026, 6, 26)
@@ -36,7 +37,7 @@ def built(tmp_path_factory):
     days = {day: [paper_of(r) for r in listing_papers(day)[:PER_DAY]] for day in (FIRST, NEXT)}
     db = dbm.open_db(folder / "digest.db")
     for day, papers in days.items():
-        dbm.save_announcements(db, [Announcement(p, day, "new", i) for i, p in enumerate(papers)], "listing")
+        paper_rows.save_announcements(db, [Announcement(p, day, "new", i) for i, p in enumerate(papers)], "listing")
     settings = parse_settings(f'[storage]\npath = "{folder / "digest.db"}"\n[profiles.any]\ninterests = ["x"]\n')
     embedder = embed.Embedder(EmbeddingSettings())
     vectors = embed.embed_papers(db, [p for ps in days.values() for p in ps], settings, embedder=embedder)

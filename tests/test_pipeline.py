@@ -20,6 +20,7 @@ from digest.cli import cli
 from digest.config import parse_settings
 from digest.records import Announcement, Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 
 DAY = dt.date(2026, 6, 26)  # a real feed day of the listing in tests/data/
 CATEGORIES = ["cs.CL"]
@@ -290,7 +291,7 @@ def embedded_day(tmp_path_factory):
                     categories=r["categories"], primary_category=r["primary_category"])
               for r in listing_papers(BIG_DAY)]
     db = dbm.open_db(path)
-    dbm.save_announcements(db, [Announcement(p, BIG_DAY, "new", i) for i, p in enumerate(papers)], "listing")
+    paper_rows.save_announcements(db, [Announcement(p, BIG_DAY, "new", i) for i, p in enumerate(papers)], "listing")
     embed.embed_papers(db, papers, parse_settings(f'[storage]\npath = "{path}"\n[profiles.x]\ninterests = ["x"]\n'),
                        progress=False)
     db.conn.close()

@@ -35,6 +35,7 @@ from digest import answers, prompt, summarize
 from digest.config import parse_settings
 from digest.records import Paper
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage import summaries
 from digest.text import clean_untrusted
 
@@ -63,7 +64,7 @@ def llm():
 
 
 def store(db, papers: list[Paper]) -> list[Paper]:
-    dbm.save_papers(db, papers)
+    paper_rows.save_papers(db, papers)
     return papers
 
 

@@ -34,6 +34,7 @@ from digest import embed, pipeline
 from digest.arxiv.feed import parse_feed
 from digest.config import parse_settings
 from digest.storage import db as dbm
+from digest.storage import papers as paper_rows
 from digest.storage import ledger
 
 DAY = dt.date(2026, 6, 26)  # a Friday of the listing in tests/data/: 79 papers in cs.CL
@@ -66,7 +67,7 @@ def template_database(folder: Path) -> Path:
     settings = parse_settings(PROFILE, environ={})
     db = dbm.open_db(building)
     papers = [a.paper for a in parse_feed(day_feed()).announcements]
-    dbm.save_papers(db, papers)
+    paper_rows.save_papers(db, papers)
     embed.embed_papers(db, papers, settings, progress=False)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()

@@ -18,7 +18,7 @@ import requests
 
 from ..config import Settings
 from ..records import Announcement, Paper
-from ..storage.db import day_fetched, later_feed_days, previous_feed_day, save_announcements
+from ..storage.papers import day_fetched, later_feed_days, previous_feed_day, save_announcements
 from ..taxonomy import ARCHIVES, CategoryExpression
 from ..text import plural
 from .atom import (

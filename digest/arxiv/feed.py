@@ -17,7 +17,7 @@ import requests
 
 from ..config import Settings
 from ..records import ANNOUNCE_TYPES, Announcement, Paper, is_replacement
-from ..storage.db import record_fetch, save_announcements
+from ..storage.papers import record_fetch, save_announcements
 from ..text import plural
 from .atom import (
     ARXIV_NS,

@@ -29,6 +29,7 @@ from .common import App, RunFailure, Terminated, UsageProblem, check_profile, cl
 def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, as_json) -> None:
     """Fetch, rank, summarize and deliver one announcement day now."""
     from .. import notices, pipeline
+    from ..arxiv.days import NotAnnouncedYet
     from ..embed import EmbeddingError
 
     days = [parse_day(text, "--day") for text in day_text]
@@ -42,7 +43,7 @@ def run_command(app: App, day_text, profile_names, dry_run, no_fetch, trigger, a
         try:
             result = pipeline.run_day(db, settings, days=days, profiles=list(profile_names), dry_run=dry_run,
                                       trigger=trigger, fetch=not no_fetch)
-        except (pipeline.NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
+        except (NotAnnouncedYet, EmbeddingError) as exc:  # the user's to fix: exit 2
             raise UsageProblem(str(exc)) from None
     if not dry_run:
         notices.speak_up(db, app.settings)

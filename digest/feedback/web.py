@@ -20,8 +20,9 @@ from typing import Callable
 import jinja2
 
 from ..config import Settings
-from ..storage.db import get_paper, open_db
+from ..storage.db import open_db
 from ..storage.feedback import clear_feedback, own_vote, set_feedback
+from ..storage.papers import get_paper
 from ..text import clean_untrusted, one_line
 from .links import BadLink, KeyRefused, Vote, vote_of
 

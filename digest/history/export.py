@@ -11,7 +11,7 @@ import re
 from ..arxiv.calendar import Calendar
 from ..config import Settings
 from ..records import Paper
-from ..storage.db import announced_on, day_fetched, first_announced, get_papers
+from ..storage.papers import announced_on, day_fetched, first_announced, get_papers
 from ..storage.feedback import liked_ids
 from ..storage.ledger import paper_ids_of
 from ..text import csv_cell

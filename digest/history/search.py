@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Callable
 
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..records import Paper
-from ..storage.db import announcements_of, chunks, first_announced, get_paper, save_papers
+from ..storage.db import chunks
 from ..storage.feedback import feedback_on, liked_sql
+from ..storage.papers import announcements_of, first_announced, get_paper, save_papers
 from ..taxonomy import is_known
 from ..text import HIT_END, HIT_START
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..records import replacement_sql
 from ..schedule import next_run
 from ..storage import ledger, outbox, runs
-from ..storage.db import latest_fetch_error
+from ..storage.papers import latest_fetch_error
 from ..storage.summaries import latest_call_error, tokens_by_day
 from . import health
 

@@ -10,7 +10,8 @@ import datetime as dt
 from typing import Iterable
 
 from ..arxiv.ids import normalize_id
-from .db import get_paper, iso, now_iso, transaction
+from .db import iso, now_iso, transaction
+from .papers import get_paper
 
 MISSING_DAYS = 30  # an id arXiv has no paper for is asked again after this long (it may have been announced since)
 

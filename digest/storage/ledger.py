@@ -25,7 +25,8 @@ from ..records import Announcement, Digest, DigestView, Rendered, is_replacement
 from ..taxonomy import CategoryExpression
 from ..text import plural
 from . import outbox
-from .db import day_fetched, latest_day, now_iso, paper_from_row, transaction
+from .db import now_iso, transaction
+from .papers import day_fetched, latest_day, paper_from_row
 from .runs import first_done_day
 
 if TYPE_CHECKING:
