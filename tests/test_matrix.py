@@ -159,7 +159,11 @@ class Gate:
                 client.close()
                 continue
             self.allow -= 1
-            server = socket.create_connection(("127.0.0.1", self.upstream))
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:  # Synapse stopped already (apprise logs out when its plugin is collected)
+                client.close()
+                continue
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
