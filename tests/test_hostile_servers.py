@@ -9,6 +9,7 @@ byte every 0.1 s, each within the per-read timeout, and an IMAP server doing the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -41,10 +42,19 @@ def _homeserver(request):
     return Reply(200, "{}", content_type="application/json")
 
 
-def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tries_again_later(
-        tmp_path, monkeypatch):
+def queue_and_deliver(tmp_path, settings):
+    """A day's digest queued for ``settings``' one profile, and one delivery attempt: (db, outcome, seconds)."""
     from test_deliver import queue
 
+    db = open_db(tmp_path / "digest.db")
+    queue(db, settings, day_view(dt.date(2026, 6, 24)))
+    started = time.monotonic()
+    [outcome] = deliver.deliver_due(db, settings)
+    return db, outcome, time.monotonic() - started
+
+
+def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tries_again_later(
+        tmp_path, monkeypatch):
     # the bound itself (30 s) is what a user gets; the test only shortens it so it runs in seconds
     monkeypatch.setattr(chat, "LONGEST_WAIT", 0.5)
     with LoopbackServer() as server:
@@ -52,11 +62,7 @@ def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tr
         settings = parse_settings(f'[chat.team]\nurl = "matrix://bot:passw0rd@127.0.0.1:{server.port}/'
                                   f'%23digest:hostile.test"\nattach = false\n'
                                   '[profiles.me]\ninterests = ["agents"]\nchat = ["team"]\n')
-        db = open_db(tmp_path / "digest.db")
-        queue(db, settings, day_view(dt.date(2026, 6, 24)))
-        started = time.monotonic()
-        [outcome] = deliver.deliver_due(db, settings)
-        took = time.monotonic() - started
+        db, outcome, took = queue_and_deliver(tmp_path, settings)
         sends = [r for r in server.requests if "/send/" in r.path]
 
     assert took < 15, took  # apprise's two tries, each waiting the bound, not the day asked for
@@ -69,35 +75,37 @@ def test_a_homeserver_asking_to_wait_a_day_gets_a_bounded_wait_and_the_outbox_tr
     assert row["next_attempt_at"] > iso(outbox.utcnow())
 
 
-def _drip_greeting(listener: socket.socket, stop: threading.Event, greeting: bytes) -> None:
-    connection, _ = listener.accept()
-    with connection:
-        for byte in greeting + b"x" * 10_000:
-            if stop.is_set():
-                return
-            try:
-                connection.sendall(bytes([byte]))
-            except OSError:  # the client cut the conversation off
-                return
-            time.sleep(0.1)
+@contextlib.contextmanager
+def dripping_server(greeting: bytes):
+    """A TCP server on loopback that sends ``greeting`` and then more, a byte every 0.1 s; yields its port."""
+    stop = threading.Event()
+
+    def drip(listener: socket.socket) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            for byte in greeting + b"x" * 10_000:
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:  # the client cut the conversation off
+                    return
+                time.sleep(0.1)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=drip, args=(listener,), daemon=True).start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()
 
 
 def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_waits_in_the_outbox(tmp_path):
-    from test_deliver import queue
-
-    stop = threading.Event()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        threading.Thread(target=_drip_greeting, args=(listener, stop, b"220 "), daemon=True).start()
+    with dripping_server(b"220 ") as port:
         settings = parse_settings(f'[email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\ntimeout = 1\n'
                                   'from = "digest@example.org"\n'
                                   '[profiles.me]\ninterests = ["agents"]\nemail_to = ["me@example.org"]\n')
-        db = open_db(tmp_path / "digest.db")
-        queue(db, settings, day_view(dt.date(2026, 6, 24)))
-        started = time.monotonic()
-        [outcome] = deliver.deliver_due(db, settings)
-        took = time.monotonic() - started
-        stop.set()
+        db, outcome, took = queue_and_deliver(tmp_path, settings)
 
     assert took < 8, took  # four times email.timeout, not the 1,000 s the greeting would take
     assert outcome.status == "pending"
@@ -109,10 +117,7 @@ def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_wai
 def test_an_imap_server_answering_a_byte_at_a_time_is_cut_off_in_one_line(tmp_path):
     from digest.feedback import replies
 
-    stop = threading.Event()
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        threading.Thread(target=_drip_greeting, args=(listener, stop, b"* OK "), daemon=True).start()
+    with dripping_server(b"* OK ") as port:
         settings = parse_settings(f'[storage]\npath = "{tmp_path / "digest.db"}"\n'
                                   f'[feedback.imap]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "starttls"\n'
                                   'user = "me"\npassword = "imap-passw0rd"\ntimeout = 1\n'
@@ -121,7 +126,6 @@ def test_an_imap_server_answering_a_byte_at_a_time_is_cut_off_in_one_line(tmp_pa
         with pytest.raises(replies.ImapError) as refused:
             replies.check_replies(settings)
         took = time.monotonic() - started
-        stop.set()
 
     assert took < 8, took
     assert str(refused.value) == f"IMAP 127.0.0.1:{port}: the conversation took longer than 4 s; cut off"
