@@ -14,13 +14,12 @@ import ssl
 from contextlib import contextmanager
 from email.message import EmailMessage
 
+from .. import cutoff
 from ..config import EmailSettings, Settings
-from ..cutoff import WHOLE_CONVERSATION_TIMEOUTS, Cutoff
 from ..feedback.links import message_key
 from ..records import Digest, Rendered
 from ..storage.outbox import Claim
 from .errors import PermanentFailure, TransientFailure
-
 
 
 def send_email(claim: Claim, rendered: Rendered, digest: Digest, settings: Settings) -> None:
@@ -103,47 +102,25 @@ def sender_address(config: EmailSettings) -> str:
 def smtp_session(config: EmailSettings):
     """Connected, encrypted as configured (certificate verified) and logged in; QUIT on the way out. The
     whole conversation is cut off after four times ``email.timeout`` (:mod:`digest.cutoff`; a retry later)."""
-    deadline = Cutoff(config.timeout * WHOLE_CONVERSATION_TIMEOUTS)
-    try:
-        smtp = _connect(config, deadline)
+    with cutoff.Cutoff(config.timeout * cutoff.WHOLE_CONVERSATION_TIMEOUTS) as limit:
         try:
-            if config.user:
-                _login(smtp, config)
-            yield smtp
-        finally:
+            smtp = _connect(config, limit)
             try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
-    except (TransientFailure, PermanentFailure, smtplib.SMTPException, OSError):
-        if deadline.passed:
-            raise TransientFailure(f"{_where(config)}: the conversation took longer than {deadline.seconds:.0f} s; "
-                                   "cut off") from None
-        raise
-    finally:
-        deadline.cancel()
+                if config.user:
+                    _login(smtp, config)
+                yield smtp
+            finally:
+                try:
+                    smtp.quit()
+                except (smtplib.SMTPException, OSError):
+                    smtp.close()
+        except (TransientFailure, PermanentFailure, smtplib.SMTPException, OSError):
+            if limit.passed:
+                raise TransientFailure(limit.reason(_where(config))) from None
+            raise
 
 
-class _Watched:
-    """smtplib's client, its sockets known to a :class:`~digest.cutoff.Cutoff`."""
-
-    def __init__(self, *args, deadline: Cutoff, **kwargs):
-        self.deadline = deadline
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        return self.deadline.watch(super()._get_socket(host, port, timeout), client=self)
-
-
-class _SMTP(_Watched, smtplib.SMTP):
-    pass
-
-
-class _SMTPSSL(_Watched, smtplib.SMTP_SSL):
-    pass
-
-
-def _connect(config: EmailSettings, deadline: Cutoff) -> smtplib.SMTP:
+def _connect(config: EmailSettings, limit: cutoff.Cutoff) -> smtplib.SMTP:
     where = _where(config)
     try:
         context = ssl.create_default_context(cafile=config.ca_file or None)
@@ -152,9 +129,9 @@ def _connect(config: EmailSettings, deadline: Cutoff) -> smtplib.SMTP:
     smtp = None
     try:
         if config.security == "ssl":
-            smtp = _SMTPSSL(config.host, config.port, timeout=config.timeout, context=context, deadline=deadline)
+            smtp = cutoff.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context, cutoff=limit)
         else:
-            smtp = _SMTP(config.host, config.port, timeout=config.timeout, deadline=deadline)
+            smtp = cutoff.SMTP(config.host, config.port, timeout=config.timeout, cutoff=limit)
             if config.security == "starttls":
                 smtp.ehlo()
                 smtp.starttls(context=context)

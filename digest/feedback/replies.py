@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Iterator
 
+from .. import cutoff
 from ..arxiv.ids import InvalidArxivId, normalize_id
 from ..config import ImapSettings, Settings
-from ..cutoff import WHOLE_CONVERSATION_TIMEOUTS, Cutoff
 from ..deliver.email import message_id, sender_address
 from ..secrets import redact
 from ..storage.db import open_db
@@ -228,50 +228,31 @@ def _paper_id(text: str) -> str | None:
 
 # -- the mailbox -------------------------------------------------------------------------------------
 
-class _Watched:
-    """imaplib's client, its sockets known to a :class:`~digest.cutoff.Cutoff`."""
-
-    def __init__(self, *args, cutoff: Cutoff, **kwargs):
-        self.cutoff = cutoff
-        super().__init__(*args, **kwargs)
-
-    def _create_socket(self, timeout):
-        return self.cutoff.watch(super()._create_socket(timeout), client=self)
-
-
-class _IMAP4(_Watched, imaplib.IMAP4):
-    pass
-
-
-class _IMAP4SSL(_Watched, imaplib.IMAP4_SSL):
-    pass
-
-
 @contextmanager
 def mailbox(config: ImapSettings) -> Iterator[imaplib.IMAP4]:
     """Logged in over TLS (certificate verified), the folder selected; logged out on the way out. The
     whole conversation is cut off after four times ``imap.timeout`` (:mod:`digest.cutoff`)."""
     where = f"IMAP {config.host}:{config.port}"
-    with Cutoff(config.timeout * WHOLE_CONVERSATION_TIMEOUTS) as cutoff:
+    with cutoff.Cutoff(config.timeout * cutoff.WHOLE_CONVERSATION_TIMEOUTS) as limit:
         try:
-            with _logged_in(config, where, cutoff) as imap:
+            with _logged_in(config, where, limit) as imap:
                 yield imap
         except ImapError:
-            if cutoff.passed:
-                raise ImapError(f"{where}: the conversation took longer than {cutoff.seconds:.0f} s; cut off") \
-                    from None
+            if limit.passed:
+                raise ImapError(limit.reason(where)) from None
             raise
 
 
 @contextmanager
-def _logged_in(config: ImapSettings, where: str, cutoff: Cutoff) -> Iterator[imaplib.IMAP4]:
+def _logged_in(config: ImapSettings, where: str, limit: cutoff.Cutoff) -> Iterator[imaplib.IMAP4]:
     hidden = [config.password.reveal()] if config.password else []
     context = ssl.create_default_context(cafile=config.ca_file or None)
     try:
         if config.security == "ssl":
-            imap = _IMAP4SSL(config.host, config.port, ssl_context=context, timeout=config.timeout, cutoff=cutoff)
+            imap = cutoff.IMAP4_SSL(config.host, config.port, ssl_context=context, timeout=config.timeout,
+                                    cutoff=limit)
         else:
-            imap = _IMAP4(config.host, config.port, timeout=config.timeout, cutoff=cutoff)
+            imap = cutoff.IMAP4(config.host, config.port, timeout=config.timeout, cutoff=limit)
             imap.starttls(context)
     except (OSError, imaplib.IMAP4.error) as exc:
         raise ImapError(f"{where}: cannot connect: {_reason(exc, hidden)}") from None
