@@ -372,11 +372,11 @@ class Daemon:
             if code is not None:
                 return code
             overdue = time.monotonic() - started > self.settings.schedule.run_timeout
-            if stop_sent_at is None and overdue:
-                self.child_overdue = True
-                log.error("the run (pid %d) has run for over %.0f s (schedule.run_timeout); stopping it",
-                          child.pid, self.settings.schedule.run_timeout)
-            if (self.stop_signal is not None or overdue) and stop_sent_at is None:
+            if stop_sent_at is None and (self.stop_signal is not None or overdue):
+                if overdue:
+                    self.child_overdue = True
+                    log.error("the run (pid %d) has run for over %.0f s (schedule.run_timeout); stopping it",
+                              child.pid, self.settings.schedule.run_timeout)
                 log.info("stopping: asking the running run (pid %d) to checkpoint", child.pid)
                 child.send_signal(signal.SIGTERM)
                 stop_sent_at = time.monotonic()

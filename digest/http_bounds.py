@@ -76,6 +76,24 @@ class Decoder:
         return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
 
 
+def bounded_body(raw_chunks, content_encoding: str | None, *, limit: int, deadline: float, too_slow, too_large):
+    """The body decompressed, a piece at a time, from its raw chunks as they arrive. Past ``deadline`` (a
+    time.monotonic()) it raises ``too_slow()``, past ``limit`` bytes ``too_large()``: each client's own
+    errors, so its retries and messages stay its own. An encoding not asked for raises UnknownEncoding,
+    a damaged one DamagedAnswer."""
+    decoder = Decoder(content_encoding)
+    size = 0
+    for raw in raw_chunks:
+        if time.monotonic() > deadline:
+            raise too_slow()
+        for piece in decoder.feed(raw):
+            size += len(piece)
+            if size > limit:
+                raise too_large()
+            yield piece
+    decoder.flush()
+
+
 def too_large(exc: BaseException | None) -> str | None:
     """The refusal's words when ``exc`` (or what caused it) is an LLM answer over the bound."""
     while exc is not None:
@@ -96,14 +114,8 @@ def _ask_for_known_encodings(request) -> None:
 
 def _bound(response, limit: int) -> None:
     http = importlib.import_module(type(response).__module__.partition(".")[0])  # httpx or httpx2
-    try:
-        decoder = Decoder(response.headers.get("Content-Encoding"))
-    except UnknownEncoding as exc:
-        response.close()
-        raise http.DecodingError(str(exc), request=response.request) from None
     read_timeout = (response.request.extensions.get("timeout") or {}).get("read") or 60.0
-    response.stream = _stream_class(http)(response.stream, decoder, limit, request=response.request,
-                                          deadline=time.monotonic() + read_timeout * WHOLE_ANSWER_TIMEOUTS)
+    response.stream = _stream_class(http)(response, limit, time.monotonic() + read_timeout * WHOLE_ANSWER_TIMEOUTS)
     response.headers.pop("Content-Encoding", None)  # decoded here: the library must not decode it again
 
 
@@ -115,28 +127,19 @@ def _stream_class(http):
     class AnswerTooLarge(http.TransportError):
         too_large = True
 
-    class AnswerTooSlow(http.ReadTimeout):
-        pass
-
     class BoundedStream(http.SyncByteStream):
-        def __init__(self, stream, decoder: Decoder, limit: int, *, request, deadline: float):
-            self.stream, self.decoder, self.limit = stream, decoder, limit
-            self.request, self.deadline = request, deadline
+        def __init__(self, response, limit: int, deadline: float):
+            self.stream, self.request = response.stream, response.request
+            self.encoding, self.limit, self.deadline = response.headers.get("Content-Encoding"), limit, deadline
 
         def __iter__(self):
-            size = 0
             try:
-                for raw in self.stream:
-                    if time.monotonic() > self.deadline:
-                        raise AnswerTooSlow("the answer came too slowly", request=self.request)
-                    for piece in self.decoder.feed(raw):
-                        size += len(piece)
-                        if size > self.limit:
-                            raise AnswerTooLarge(f"the answer is over {self.limit // 2**20} MiB; refused",
-                                                 request=self.request)
-                        yield piece
-                self.decoder.flush()
-            except DamagedAnswer as exc:
+                yield from bounded_body(
+                    self.stream, self.encoding, limit=self.limit, deadline=self.deadline,
+                    too_slow=lambda: http.ReadTimeout("the answer came too slowly", request=self.request),
+                    too_large=lambda: AnswerTooLarge(f"the answer is over {self.limit // 2**20} MiB; refused",
+                                                     request=self.request))
+            except (UnknownEncoding, DamagedAnswer) as exc:
                 raise http.DecodingError(str(exc), request=self.request) from None
 
         def close(self) -> None:

@@ -24,8 +24,8 @@ import requests
 import urllib3
 
 from ..config import Settings
-from ..http_bounds import (ACCEPTED_ENCODINGS, READ_SIZE, WHOLE_ANSWER_TIMEOUTS, DamagedAnswer, Decoder,
-                           UnknownEncoding)
+from ..http_bounds import (ACCEPTED_ENCODINGS, READ_SIZE, WHOLE_ANSWER_TIMEOUTS, DamagedAnswer, UnknownEncoding,
+                           bounded_body)
 from ..http_retry import retry_after_seconds
 
 log = logging.getLogger("digest.arxiv")
@@ -144,33 +144,25 @@ class PoliteSession(requests.Session):
 
     def _read_whole(self, response: requests.Response, url: str, started: float) -> None:
         """Read the body as requests would, within the size and time bounds (see the module's docstring):
-        raw, as it arrives, decompressed here (:class:`digest.http_bounds.Decoder`), so the clock is looked
+        raw, as it arrives, decompressed here (:func:`digest.http_bounds.bounded_body`), so the clock is looked
         at after every read however slowly the bytes come, and the size counted however far they expand."""
         deadline = started + self.arxiv.timeout * WHOLE_ANSWER_TIMEOUTS
-        chunks, size = [], 0
         try:
-            decoder = Decoder(response.headers.get("Content-Encoding"))
-            while raw := _read_some(response.raw):
-                if time.monotonic() > deadline:
-                    raise SlowAnswer(f"the answer took longer than {deadline - started:.0f} s in all")
-                for piece in decoder.feed(raw):
-                    size += len(piece)
-                    if size > LARGEST_ANSWER:
-                        raise ArxivError(f"{where(url)}: the answer is over {LARGEST_ANSWER // 2**20} MiB "
-                                         "(decompressed); refused")
-                    chunks.append(piece)
-            decoder.flush()
-        except UnknownEncoding as exc:
-            response.close()
-            raise ArxivError(f"{where(url)}: {exc}") from None
-        except DamagedAnswer as exc:
-            response.close()
-            raise requests.exceptions.ContentDecodingError(str(exc)) from None
-        except BaseException:
+            body = b"".join(bounded_body(
+                iter(lambda: _read_some(response.raw), b""), response.headers.get("Content-Encoding"),
+                limit=LARGEST_ANSWER, deadline=deadline,
+                too_slow=lambda: SlowAnswer(f"the answer took longer than {deadline - started:.0f} s in all"),
+                too_large=lambda: ArxivError(f"{where(url)}: the answer is over {LARGEST_ANSWER // 2**20} MiB "
+                                             "(decompressed); refused")))
+        except BaseException as exc:
             response.close()  # the connection is not reused with the rest of an answer in it
+            if isinstance(exc, UnknownEncoding):
+                raise ArxivError(f"{where(url)}: {exc}") from None
+            if isinstance(exc, DamagedAnswer):
+                raise requests.exceptions.ContentDecodingError(str(exc)) from None
             raise
         # as requests keeps a body it read itself; the connection went back to the pool at the body's end
-        response._content, response._content_consumed = b"".join(chunks), True
+        response._content, response._content_consumed = body, True
 
     def _backoff(self, attempt: int) -> float:
         """Exponential, starting at the configured spacing (3 s against arXiv: 3, 6, 12, 24 ...)."""
@@ -180,7 +172,7 @@ class PoliteSession(requests.Session):
 def _read_some(raw: urllib3.HTTPResponse) -> bytes:
     """What has arrived of the body, as it came (at most READ_SIZE bytes; b"" at its end)."""
     try:
-        return raw.read1(READ_SIZE, decode_content=False)
+        return raw.read1(READ_SIZE, decode_content=False) or b""  # urllib3 says None when there is no body
     except tuple(READ_ERRORS) as exc:
         raise next(requests_error for kind, requests_error in READ_ERRORS.items()
                    if isinstance(exc, kind))(str(exc)) from exc
