@@ -113,6 +113,21 @@ def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_and_the_digest_wai
     [row] = db.query("SELECT status, attempts, next_attempt_at FROM deliveries")
     assert (row["status"], row["attempts"]) == ("pending", 1) and row["next_attempt_at"]
 
+    # The server mended: the waiting digest goes out once, whole, at its retry.
+    from smtp_server import SMTPServer
+    from test_deliver import LATER
+    from test_render import announced
+
+    with SMTPServer(users={"digest": "smtp-passw0rd"}) as smtp:
+        mended = parse_settings(smtp.settings_toml("digest", "smtp-passw0rd")
+                                + '[profiles.me]\ninterests = ["agents"]\nemail_to = ["me@example.org"]\n')
+        assert [o.status for o in deliver.deliver_due(db, mended, now=outbox.utcnow() + LATER)] == ["sent"]
+        assert deliver.deliver_due(db, mended, now=outbox.utcnow() + 2 * LATER) == []
+        [received] = smtp.messages
+    text = received.part("plain")
+    assert all(paper.id in text for paper in announced(dt.date(2026, 6, 24)))
+    assert [tuple(r) for r in db.execute("SELECT status, attempts FROM deliveries")] == [("sent", 2)]
+
 
 def test_an_imap_server_answering_a_byte_at_a_time_is_cut_off_in_one_line(tmp_path):
     from digest.feedback import replies
